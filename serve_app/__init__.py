@@ -1,0 +1,1 @@
+"""Ray Serve deployments: Fetcher, Classifier, Writer, and the HTTP Ingress composing them."""

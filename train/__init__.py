@@ -1,0 +1,1 @@
+"""Training: synthetic data, model architectures, and (later) Ray Train jobs."""

@@ -1,0 +1,152 @@
+"""Image preprocessing: the one chain that both training and serving run.
+
+Every transform is a small typed callable (MONAI style): array or bytes in, array out.
+``PreprocessSpec`` holds the parameters; it is saved with every model so that serving
+rebuilds exactly the chain the model was trained with (``inference_transforms(spec)``).
+
+Contract: the output of the chain is ``float32`` of shape ``(height, width, 1)`` with
+values in ``[0, 1]``. Transforms are stateless and thread-safe.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+__all__ = [
+    "InvalidImageError",
+    "PreprocessSpec",
+    "DecodeImage",
+    "ToGrayscale",
+    "Resize",
+    "ScaleIntensity",
+    "AddChannel",
+    "Compose",
+    "inference_transforms",
+    "preprocess_bytes",
+]
+
+# Pillow refuses images above this many pixels (decompression bombs); X-rays are well below.
+Image.MAX_IMAGE_PIXELS = 80_000_000
+
+
+class InvalidImageError(ValueError):
+    """The bytes are not an image we can read (not an image, truncated, corrupt, too large)."""
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """Parameters of the preprocessing chain, stored with each model."""
+
+    height: int = 150
+    width: int = 150
+    resample: str = "bilinear"
+    scale: float = 255.0
+    version: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessSpec:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+class DecodeImage:
+    """Bytes of a JPEG or PNG -> a Pillow image, fully loaded (so truncation fails here)."""
+
+    formats: tuple[str, ...] = ("JPEG", "PNG")
+
+    def __call__(self, data: bytes) -> Image.Image:
+        if not data:
+            raise InvalidImageError("empty object")
+        try:
+            image = Image.open(io.BytesIO(data), formats=self.formats)
+            image.load()
+        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise InvalidImageError(f"not a readable JPEG/PNG image: {exc}") from exc
+        return image
+
+
+class ToGrayscale:
+    """Any Pillow mode (RGB, RGBA, I;16, P, ...) -> a float32 2-D array of luminance in [0, 255]."""
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(image, dtype=np.float32)
+            top = float(arr.max()) or 1.0
+            return arr * (255.0 / top)
+        return np.asarray(image.convert("L"), dtype=np.float32)
+
+
+class Resize:
+    """A 2-D array -> ``(height, width)`` with the given resampling filter."""
+
+    _filters = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST,
+                "bicubic": Image.Resampling.BICUBIC, "area": Image.Resampling.BOX}
+
+    def __init__(self, height: int, width: int, resample: str = "bilinear") -> None:
+        if resample not in self._filters:
+            raise ValueError(f"unknown resample {resample!r}; choose from {sorted(self._filters)}")
+        self.size = (width, height)
+        self.resample = self._filters[resample]
+
+    def __call__(self, arr: np.ndarray) -> np.ndarray:
+        if arr.shape[::-1] == self.size:
+            return arr.astype(np.float32, copy=False)
+        image = Image.fromarray(arr.astype(np.float32), mode="F")
+        return np.asarray(image.resize(self.size, self.resample), dtype=np.float32)
+
+
+class ScaleIntensity:
+    """Divide by ``scale`` and clip to [0, 1]: ``out = clip(x / scale, 0, 1)``."""
+
+    def __init__(self, scale: float = 255.0) -> None:
+        if scale <= 0:
+            raise ValueError("scale must be positive")
+        self.scale = scale
+
+    def __call__(self, arr: np.ndarray) -> np.ndarray:
+        return np.clip(arr / np.float32(self.scale), 0.0, 1.0).astype(np.float32)
+
+
+class AddChannel:
+    """``(H, W)`` -> ``(H, W, 1)``, the channel-last layout the Keras model takes."""
+
+    def __call__(self, arr: np.ndarray) -> np.ndarray:
+        return arr[..., np.newaxis]
+
+
+class Compose:
+    """Apply callables in order."""
+
+    def __init__(self, transforms: Sequence[Callable[[Any], Any]]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, data: Any) -> Any:
+        for transform in self.transforms:
+            data = transform(data)
+        return data
+
+
+def inference_transforms(spec: PreprocessSpec | None = None) -> Compose:
+    """The deterministic chain, bytes -> ``float32 (H, W, 1)``. Training adds its own ``Rand*`` steps."""
+    spec = spec or PreprocessSpec()
+    return Compose([
+        DecodeImage(),
+        ToGrayscale(),
+        Resize(spec.height, spec.width, spec.resample),
+        ScaleIntensity(spec.scale),
+        AddChannel(),
+    ])
+
+
+def preprocess_bytes(data: bytes, spec: PreprocessSpec | None = None) -> np.ndarray:
+    """Shortcut: encoded image bytes -> model input of one image."""
+    return inference_transforms(spec)(data)

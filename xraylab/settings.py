@@ -1,0 +1,198 @@
+"""One typed settings object for every process of xraylab.
+
+Values come from the environment (prefix ``XRAYLAB_``), then from the env file named by
+``XRAYLAB_ENV_FILE`` (default ``<state dir>/local.env``, written by ``cluster/local/up.sh``
+with generated credentials), then from the defaults below. The defaults of the local
+service ports must match ``cluster/local/defaults.env``; a unit test checks that they do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["S3Endpoint", "Settings", "get_settings", "project_root", "UnknownEndpointError"]
+
+PLACEHOLDER_SECRETS = {"changethis", "changeme", ""}
+
+
+def project_root() -> Path:
+    """The checkout this package runs from (the folder holding ``pyproject.toml``)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def _default_state_dir() -> Path:
+    return Path(os.environ.get("XRAYLAB_STATE_DIR") or project_root() / ".xraylab").resolve()
+
+
+def _env_file() -> Path:
+    return Path(os.environ.get("XRAYLAB_ENV_FILE") or _default_state_dir() / "local.env")
+
+
+class UnknownEndpointError(KeyError):
+    """An event named an S3 endpoint id this deployment has no credentials for."""
+
+
+class S3Endpoint(BaseModel):
+    """Where and how to reach one S3-compatible store. Events name it by id only."""
+
+    url: str
+    access_key: SecretStr
+    secret_key: SecretStr
+    region: str = "us-east-1"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="XRAYLAB_", extra="ignore", env_ignore_empty=True, case_sensitive=False
+    )
+
+    ENV: Literal["development", "production"] = "development"
+    STATE_DIR: Path = Field(default_factory=_default_state_dir)
+
+    # Database: SQLite embedded by default, MariaDB/MySQL through PyMySQL in production.
+    DATABASE_URL: str = ""
+    # The project's own MariaDB instance (written to the env file by cluster/local/mariadb.sh).
+    MARIADB_URL: SecretStr = SecretStr("")
+
+    # S3: the default endpoint ("local") plus any others as JSON {"id": {url, access_key, ...}}.
+    S3_ENDPOINT_ID: str = "local"
+    S3_ENDPOINT_URL: str = "http://127.0.0.1:18333"
+    S3_ACCESS_KEY: SecretStr = SecretStr("")
+    S3_SECRET_KEY: SecretStr = SecretStr("")
+    S3_REGION: str = "us-east-1"
+    S3_EXTRA_ENDPOINTS: str = "{}"
+    S3_BUCKET: str = "xray-images"
+
+    # Kafka.
+    KAFKA_BOOTSTRAP: str = "127.0.0.1:19092"
+    KAFKA_TOPIC: str = "xray-images"
+    KAFKA_DLQ_TOPIC: str = "xray-images.dlq"
+    KAFKA_GROUP: str = "xraylab-ingest"
+    KAFKA_PARTITIONS: int = 3
+
+    # Local service ports (cluster/local/defaults.env holds the same defaults).
+    KAFKA_PORT: int = 19092
+    KAFKA_CONTROLLER_PORT: int = 19093
+    S3_PORT: int = 18333
+    SEAWEED_MASTER_PORT: int = 19333
+    SEAWEED_VOLUME_PORT: int = 18080
+    SEAWEED_FILER_PORT: int = 18888
+    MARIADB_PORT: int = 13306
+
+    # Model registry (a folder of versions) and the version to serve ("" = the promoted one).
+    MODEL_DIR: Path | None = None
+    MODEL_VERSION: str = ""
+
+    # Risk bands: score > PNEUMONIA -> "Pneumonia", score >= UNSURE -> "Unsure", else "Normal".
+    BAND_PNEUMONIA: float = 0.80
+    BAND_UNSURE: float = 0.60
+
+    # Serving.
+    SERVE_APP_NAME: str = "xraylab"
+    SERVE_HTTP_HOST: str = "127.0.0.1"
+    SERVE_HTTP_PORT: int = 8000
+    CLASSIFIER_NUM_GPUS: float = 0.0
+    CLASSIFIER_MAX_BATCH_SIZE: int = 32
+    CLASSIFIER_BATCH_WAIT_S: float = 0.01
+    MAX_IMAGE_BYTES: int = 32 * 1024 * 1024
+
+    # Review UI: users as "name:password,name2:password2". Required outside development.
+    UI_USERS: SecretStr = SecretStr("")
+    UI_PORT: int = 7860
+
+    @model_validator(mode="after")
+    def _fill_derived(self) -> Settings:
+        self.STATE_DIR = Path(self.STATE_DIR).resolve()
+        if not self.DATABASE_URL:
+            self.DATABASE_URL = f"sqlite:///{self.STATE_DIR / 'xraylab.db'}"
+        if self.MODEL_DIR is None:
+            self.MODEL_DIR = self.STATE_DIR / "models"
+        if not 0.0 <= self.BAND_UNSURE <= self.BAND_PNEUMONIA <= 1.0:
+            raise ValueError("bands need 0 <= XRAYLAB_BAND_UNSURE <= XRAYLAB_BAND_PNEUMONIA <= 1")
+        for name in ("S3_SECRET_KEY", "UI_USERS"):
+            value = getattr(self, name).get_secret_value()
+            if value in PLACEHOLDER_SECRETS or "changethis" in value:
+                message = f"XRAYLAB_{name} is empty or a placeholder"
+                if self.ENV == "production":
+                    raise ValueError(message + ": set a real secret for production")
+        return self
+
+    @property
+    def model_dir(self) -> Path:
+        assert self.MODEL_DIR is not None
+        return Path(self.MODEL_DIR)
+
+    def s3_endpoints(self) -> dict[str, S3Endpoint]:
+        endpoints = {
+            self.S3_ENDPOINT_ID: S3Endpoint(
+                url=self.S3_ENDPOINT_URL,
+                access_key=self.S3_ACCESS_KEY,
+                secret_key=self.S3_SECRET_KEY,
+                region=self.S3_REGION,
+            )
+        }
+        try:
+            extra = json.loads(self.S3_EXTRA_ENDPOINTS or "{}")
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"XRAYLAB_S3_EXTRA_ENDPOINTS is not JSON: {exc}") from exc
+        for endpoint_id, spec in extra.items():
+            endpoints[endpoint_id] = S3Endpoint.model_validate(spec)
+        return endpoints
+
+    def s3_endpoint(self, endpoint_id: str | None) -> S3Endpoint:
+        """Credentials for an endpoint id; an event never carries credentials itself."""
+        endpoints = self.s3_endpoints()
+        key = endpoint_id or self.S3_ENDPOINT_ID
+        if key not in endpoints:
+            raise UnknownEndpointError(f"no S3 endpoint configured with id {key!r}")
+        return endpoints[key]
+
+    def database_url(self, which: str = "default") -> str:
+        """The SQLAlchemy URL for ``default`` (DATABASE_URL) or ``mariadb`` (the local instance)."""
+        if which == "default":
+            return self.DATABASE_URL
+        if which == "mariadb":
+            url = self.MARIADB_URL.get_secret_value()
+            if not url:
+                raise ValueError("XRAYLAB_MARIADB_URL is not set: start it with cluster/local/up.sh")
+            return url
+        raise ValueError(f"unknown database {which!r}: use 'default' or 'mariadb'")
+
+    def ui_users(self) -> list[tuple[str, str]]:
+        pairs = []
+        for item in self.UI_USERS.get_secret_value().split(","):
+            if ":" in item:
+                name, password = item.split(":", 1)
+                pairs.append((name.strip(), password))
+        return pairs
+
+    def env_for_workers(self) -> dict[str, str]:
+        """What Ray workers need to build the same settings: the env file path, never the secrets."""
+        env = {"XRAYLAB_ENV_FILE": str(_env_file()), "XRAYLAB_STATE_DIR": str(self.STATE_DIR)}
+        for key, value in os.environ.items():
+            secret = any(s in key for s in ("SECRET", "PASSWORD", "USERS", "KEY", "URL"))
+            if key.startswith("XRAYLAB_") and not secret:
+                env[key] = value
+        return env
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings now (no cache), reading the env file if it exists."""
+    env_file = _env_file()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Settings(_env_file=env_file if env_file.exists() else None, **overrides)  # type: ignore[call-arg]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; call it in each deployment's or actor's ``__init__``."""
+    return load_settings()
