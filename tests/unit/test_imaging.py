@@ -1,0 +1,89 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from xraylab.imaging import (
+    AddChannel,
+    DecodeImage,
+    InvalidImageError,
+    PreprocessSpec,
+    Resize,
+    ScaleIntensity,
+    ToGrayscale,
+    inference_transforms,
+)
+
+
+def encode(image: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+class TestDecodeImage:
+    def test_jpeg_and_png(self) -> None:
+        img = Image.new("RGB", (40, 30), (10, 20, 30))
+        for fmt in ("JPEG", "PNG"):
+            assert DecodeImage()(encode(img, fmt)).size == (40, 30)
+
+    @pytest.mark.parametrize("data", [b"", b"hello, not an image", b"%PDF-1.4 ..."])
+    def test_not_an_image(self, data: bytes) -> None:
+        with pytest.raises(InvalidImageError):
+            DecodeImage()(data)
+
+    def test_truncated_jpeg(self) -> None:
+        data = encode(Image.new("L", (200, 200), 128), "JPEG")
+        with pytest.raises(InvalidImageError):
+            DecodeImage()(data[: len(data) // 2])
+
+    def test_other_formats_refused(self) -> None:
+        with pytest.raises(InvalidImageError):
+            DecodeImage()(encode(Image.new("L", (8, 8)), "BMP"))
+
+
+class TestToGrayscale:
+    def test_rgb_to_luminance(self) -> None:
+        out = ToGrayscale()(Image.new("RGB", (4, 4), (255, 255, 255)))
+        assert out.shape == (4, 4) and out.dtype == np.float32 and np.allclose(out, 255)
+
+    def test_16_bit_is_rescaled(self) -> None:
+        arr = np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)
+        out = ToGrayscale()(Image.fromarray(arr))
+        assert out.max() == pytest.approx(255.0) and out.min() == 0.0
+
+
+class TestResize:
+    def test_shape(self) -> None:
+        assert Resize(150, 120)(np.zeros((300, 200), np.float32)).shape == (150, 120)
+
+    def test_unknown_filter(self) -> None:
+        with pytest.raises(ValueError):
+            Resize(10, 10, "lanczos9")
+
+
+class TestScaleIntensity:
+    def test_scale_and_clip(self) -> None:
+        out = ScaleIntensity(255.0)(np.array([-10.0, 0.0, 127.5, 300.0], np.float32))
+        assert np.allclose(out, [0.0, 0.0, 0.5, 1.0])
+
+    def test_bad_scale(self) -> None:
+        with pytest.raises(ValueError):
+            ScaleIntensity(0)
+
+
+def test_add_channel() -> None:
+    assert AddChannel()(np.zeros((5, 6))).shape == (5, 6, 1)
+
+
+def test_chain_output_contract() -> None:
+    spec = PreprocessSpec(height=64, width=48)
+    out = inference_transforms(spec)(encode(Image.new("RGB", (300, 250), (200, 100, 50)), "PNG"))
+    assert out.shape == (64, 48, 1) and out.dtype == np.float32
+    assert 0.0 <= out.min() <= out.max() <= 1.0
+
+
+def test_spec_round_trip_ignores_unknown_keys() -> None:
+    spec = PreprocessSpec(height=100, width=120, resample="bicubic")
+    assert PreprocessSpec.from_dict({**spec.to_dict(), "future_field": 1}) == spec

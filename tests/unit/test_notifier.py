@@ -1,0 +1,41 @@
+import io
+import json
+from pathlib import Path
+
+from ingest.notifier import filer_event_to_ref, iter_json_objects
+from xraylab.events import make_s3_event, parse_s3_event
+
+CAPTURED = Path(__file__).parent.parent / "fixtures" / "seaweedfs" / "filer_meta_tail.txt"
+
+
+def captured_events() -> list[dict]:
+    return list(iter_json_objects(io.StringIO(CAPTURED.read_text())))
+
+
+def test_reads_pretty_printed_stream_in_pieces() -> None:
+    text = CAPTURED.read_text()
+    events = captured_events()
+    assert len(events) == text.count('"tsNs"') >= 3
+    # Line by line (as from a pipe) gives the same objects.
+    assert list(iter_json_objects(io.StringIO(text))) == events
+
+
+def test_captured_upload_and_delete_become_s3_events() -> None:
+    refs = [r for r in (filer_event_to_ref(e, "local") for e in captured_events()) if r is not None]
+    assert [r.event_name for r in refs] == ["ObjectCreated:Put", "ObjectRemoved:Delete"]
+    created = refs[0]
+    assert created.bucket == "fixture-bucket"
+    assert created.key == "st-mary/2026-11-20/chest 01+a.jpeg"
+    assert created.size == len(b"\xff\xd8\xff fixture")
+    assert created.etag and len(created.etag) == 32
+    # What goes on the topic parses back to the same object; the delete is ignored downstream.
+    [back] = parse_s3_event(json.dumps(make_s3_event(created)))
+    assert (back.bucket, back.key, back.endpoint_id) == (created.bucket, created.key, "local")
+    assert parse_s3_event(json.dumps(make_s3_event(refs[1]))) == []
+
+
+def test_directories_and_system_paths_are_skipped() -> None:
+    directory = {"directory": "/buckets/b", "eventNotification": {"newEntry": {"name": "d", "isDirectory": True}}}
+    system = {"directory": "/buckets/.system/x", "eventNotification": {"newEntry": {"name": "f", "attributes": {}}}}
+    outside = {"directory": "/etc", "eventNotification": {"newEntry": {"name": "f", "attributes": {}}}}
+    assert [filer_event_to_ref(e, "local") for e in (directory, system, outside)] == [None, None, None]

@@ -1,0 +1,51 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xraylab.imaging import PreprocessSpec
+from xraylab.registry import (
+    ModelCard,
+    ModelNotFoundError,
+    list_cards,
+    load_model,
+    promote,
+    promoted_version,
+    publish,
+    resolve_version,
+)
+
+
+def tiny_model(spec: PreprocessSpec):
+    import keras
+
+    return keras.Sequential([keras.Input((spec.height, spec.width, 1)), keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(1, activation="sigmoid")])
+
+
+def card(version: str, spec: PreprocessSpec, created: str) -> ModelCard:
+    return ModelCard(version=version, architecture="test", preprocess=spec.to_dict(),
+                     bands={"pneumonia": 0.8, "unsure": 0.6}, created_at=created)
+
+
+def test_publish_load_promote(tmp_path: Path) -> None:
+    spec = PreprocessSpec(height=16, width=16)
+    with pytest.raises(ModelNotFoundError):
+        resolve_version(tmp_path)
+    model = tiny_model(spec)
+    publish(model, tmp_path, card("v1", spec, "2026-01-01T00:00:00"))
+    publish(tiny_model(spec), tmp_path, card("v2", spec, "2026-01-02T00:00:00"))
+    assert [c.version for c in list_cards(tmp_path)] == ["v1", "v2"]
+    assert resolve_version(tmp_path) == "v2"  # newest when none promoted
+    promote(tmp_path, "v1")
+    assert promoted_version(tmp_path) == "v1" and resolve_version(tmp_path) == "v1"
+    loaded, loaded_card = load_model(tmp_path)
+    assert loaded_card.version == "v1" and loaded_card.synthetic and loaded_card.preprocess_spec() == spec
+    x = np.random.default_rng(0).random((2, 16, 16, 1)).astype("float32")
+    np.testing.assert_allclose(loaded.predict_on_batch(x), model.predict_on_batch(x), rtol=1e-5)
+    with pytest.raises(FileExistsError):
+        publish(model, tmp_path, card("v1", spec, "x"))
+    with pytest.raises(ModelNotFoundError):
+        promote(tmp_path, "nope")
+    with pytest.raises(ValueError):
+        promote(tmp_path, "../escape")

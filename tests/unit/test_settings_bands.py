@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+
+from xraylab.bands import NORMAL, PNEUMONIA, UNSURE, Bands
+from xraylab.settings import Settings, UnknownEndpointError, load_settings
+
+DEFAULTS = Path(__file__).resolve().parents[2] / "cluster" / "local" / "defaults.env"
+
+
+def test_port_defaults_match_the_stack_scripts(monkeypatch: pytest.MonkeyPatch) -> None:
+    for line in DEFAULTS.read_text().splitlines():
+        if line and not line.startswith("#"):
+            monkeypatch.delenv(line.split("=")[0], raising=False)
+    settings = Settings()
+    for line in DEFAULTS.read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            assert str(getattr(settings, key.removeprefix("XRAYLAB_"))) == value, key
+
+
+def test_endpoints_by_id(tmp_path: Path) -> None:
+    s = Settings(STATE_DIR=tmp_path, S3_ACCESS_KEY="a", S3_SECRET_KEY="b",
+                 S3_EXTRA_ENDPOINTS='{"ceph-east": {"url": "http://ceph:7480", "access_key": "x", "secret_key": "y"}}')
+    assert s.s3_endpoint(None).url == s.S3_ENDPOINT_URL
+    assert s.s3_endpoint("ceph-east").url == "http://ceph:7480"
+    with pytest.raises(UnknownEndpointError):
+        s.s3_endpoint("unknown")
+
+
+def test_sqlite_is_the_embedded_default(tmp_path: Path) -> None:
+    s = Settings(STATE_DIR=tmp_path)
+    assert s.DATABASE_URL == f"sqlite:///{tmp_path.resolve() / 'xraylab.db'}"
+    with pytest.raises(ValueError, match="MARIADB_URL"):
+        s.database_url("mariadb")
+
+
+def test_production_rejects_placeholder_secrets(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="placeholder"):
+        Settings(STATE_DIR=tmp_path, ENV="production", S3_SECRET_KEY="changethis", UI_USERS="doc:pw")
+
+
+def test_worker_env_carries_no_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XRAYLAB_S3_SECRET_KEY", "topsecret")
+    monkeypatch.setenv("XRAYLAB_DATABASE_URL", "mysql+pymysql://u:pw@h/db")
+    monkeypatch.setenv("XRAYLAB_KAFKA_TOPIC", "t1")
+    env = load_settings(STATE_DIR=tmp_path).env_for_workers()
+    assert env["XRAYLAB_KAFKA_TOPIC"] == "t1"
+    assert "topsecret" not in str(env) and "pw@" not in str(env)
+
+
+def test_ui_users_parse(tmp_path: Path) -> None:
+    s = Settings(STATE_DIR=tmp_path, UI_USERS="doctor:pa:ss, nurse:x")
+    assert s.ui_users() == [("doctor", "pa:ss"), ("nurse", "x")]
+
+
+@pytest.mark.parametrize("score, band", [(0.95, PNEUMONIA), (0.8, UNSURE), (0.6, UNSURE), (0.59, NORMAL)])
+def test_bands(score: float, band: str) -> None:
+    assert Bands().band(score) == band
+
+
+def test_bad_bands() -> None:
+    with pytest.raises(ValueError):
+        Bands(pneumonia=0.5, unsure=0.7)
