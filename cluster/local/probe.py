@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 
@@ -40,10 +41,8 @@ def probe_kafka(topics: list[str]) -> None:
             if name not in existing:
                 wanted.append(NewTopic(name=name, num_partitions=int(parts or 1), replication_factor=1))
         if wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         admin.close()
 

@@ -30,7 +30,7 @@ def test_endpoints_by_id(tmp_path: Path) -> None:
 
 def test_sqlite_is_the_embedded_default(tmp_path: Path) -> None:
     s = Settings(STATE_DIR=tmp_path)
-    assert s.DATABASE_URL == f"sqlite:///{tmp_path.resolve() / 'xraylab.db'}"
+    assert f"sqlite:///{tmp_path.resolve() / 'xraylab.db'}" == s.DATABASE_URL
     with pytest.raises(ValueError, match="MARIADB_URL"):
         s.database_url("mariadb")
 

@@ -1,0 +1,43 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: install system-deps demo test test-unit lint up down status clean
+
+install: system-deps $(STAMP)
+
+# Debian packages the stack needs (MariaDB server, Chromium for UI tests, Java 17 + Maven for Kafka).
+system-deps:
+	@bash scripts/system-deps.sh
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: install
+	bash scripts/demo.sh
+
+test: install
+	bash scripts/test.sh
+
+test-unit: $(STAMP)
+	$(VENV)/bin/pytest tests/unit -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+up: install
+	bash cluster/local/up.sh
+
+down:
+	bash cluster/local/down.sh
+
+status:
+	bash cluster/local/status.sh
+
+clean: down
+	rm -rf .xraylab

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install the Debian packages the project needs, only those missing. Needs root (or sudo) when any is.
+set -euo pipefail
+missing=()
+command -v mariadbd >/dev/null || [[ -x /usr/sbin/mariadbd ]] || missing+=(mariadb-server)
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
+command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || missing+=(maven)
+command -v python3.11 >/dev/null || missing+=(python3.11 python3.11-venv)
+if (( ${#missing[@]} == 0 )); then exit 0; fi
+echo "[system-deps] installing: ${missing[*]}" >&2
+SUDO=""; [[ "$(id -u)" == 0 ]] || SUDO="sudo"
+$SUDO apt-get update -qq
+# RUNLEVEL=1: do not start the distribution's MariaDB service; the project runs its own instance.
+$SUDO env RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

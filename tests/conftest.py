@@ -1,0 +1,29 @@
+"""Shared fixtures. Services are started by the test command (scripts/test.sh -> cluster/local/up.sh);
+a test that needs one and cannot reach it fails, it never skips."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from xraylab.settings import Settings, load_settings
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return load_settings()
+
+
+@pytest.fixture()
+def s3(settings: Settings):
+    from xraylab.storage import make_s3_client
+
+    return make_s3_client(settings.s3_endpoint(None))
+
+
+@pytest.fixture()
+def bucket(s3) -> str:
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=name)
+    return name

@@ -1,0 +1,172 @@
+"""The whole system: upload -> SeaweedFS -> notifier -> Kafka -> ingest actor -> Serve -> MariaDB,
+plus the HTTP routes and the review UI in headless Chromium."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+
+import numpy as np
+import pytest
+import requests
+from kafka import KafkaConsumer
+from PIL import Image
+from sqlalchemy import func, select
+
+from ingest.kafka_io import make_producer
+from ingest.uploader import upload_generated
+from serve_app.app import AppArgs
+from xraylab.db.models import Prediction, Study
+from xraylab.db.session import make_engine, session_scope
+from xraylab.events import ObjectRef, make_s3_event
+from xraylab.registry import list_cards
+
+pytestmark = pytest.mark.e2e
+N_IMAGES = 20
+WAIT_S = 240
+
+
+@pytest.fixture(scope="module")
+def pipeline(settings):
+    from serve_app.launch import start_pipeline
+
+    if not list_cards(settings.model_dir):
+        from train.bootstrap import train_bootstrap_model
+
+        train_bootstrap_model(settings.model_dir)
+    pipe = start_pipeline(settings, AppArgs(database="mariadb"))
+    yield pipe
+    pipe.stop()
+
+
+@pytest.fixture(scope="module")
+def mariadb(settings):
+    engine = make_engine(settings.database_url("mariadb"))
+    yield engine
+    engine.dispose()
+
+
+def rows_for(engine, bucket: str) -> list[tuple[str, int]]:
+    """(object key, number of predictions) for each study of the bucket."""
+    with session_scope(engine) as session:
+        query = (select(Study.object_key, func.count(Prediction.id)).join(Prediction, isouter=True)
+                 .where(Study.bucket == bucket).group_by(Study.id, Study.object_key))
+        return [(k, n) for k, n in session.execute(query).all()]
+
+
+def dead_letters(settings, match) -> list[dict]:
+    consumer = KafkaConsumer(settings.KAFKA_DLQ_TOPIC, bootstrap_servers=settings.KAFKA_BOOTSTRAP,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    docs = [json.loads(m.value) for m in consumer]
+    consumer.close()
+    return [d for d in docs if match(d)]
+
+
+def truncated_jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 256), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()[:1500]
+
+
+def test_images_flow_once_and_bad_input_is_dead_lettered(pipeline, settings, s3, bucket, mariadb) -> None:
+    uploads = upload_generated(s3, bucket, N_IMAGES, seed=11)
+    s3.put_object(Bucket=bucket, Key="bad/not-an-image.jpeg", Body=b"this is a radiology report, not a picture")
+    s3.put_object(Bucket=bucket, Key="bad/truncated.jpeg", Body=truncated_jpeg())
+    marker = f"malformed-{uuid.uuid4().hex[:8]}"
+    producer = make_producer(settings)
+    producer.send(settings.KAFKA_TOPIC, key=marker.encode(), value=b'{"Records": [ this is not json').get(30)
+    missing = make_s3_event(ObjectRef(bucket=bucket, key="bad/missing.jpeg", endpoint_id="local"))
+    producer.send(settings.KAFKA_TOPIC, key=b"bad/missing.jpeg", value=json.dumps(missing).encode()).get(30)
+
+    expected_dlq = {"bad/not-an-image.jpeg": "not_image", "bad/truncated.jpeg": "not_image",
+                    "bad/missing.jpeg": "missing_object"}
+    deadline = time.time() + WAIT_S
+    rows, dlq = [], []
+    while time.time() < deadline:
+        rows = rows_for(mariadb, bucket)
+        dlq = dead_letters(settings, lambda d: d.get("bucket") == bucket or d["source"]["key"] == marker)
+        if len(rows) >= N_IMAGES and len(dlq) >= len(expected_dlq) + 1:
+            break
+        time.sleep(2)
+
+    assert sorted(k for k, _ in rows) == sorted(u.key for u in uploads), "every image once, nothing else"
+    assert all(n == 1 for _, n in rows), "one prediction per study"
+    got = {d["object_key"]: d["reason"] for d in dlq if d.get("object_key")}
+    assert got == expected_dlq
+    [malformed] = [d for d in dlq if d["source"]["key"] == marker]
+    assert malformed["reason"] == "malformed_event"
+    assert malformed["original"]["value"] == '{"Records": [ this is not json'
+    for doc in dlq:  # dead letters say where they came from; they never carry patient names
+        assert doc["source"]["topic"] == settings.KAFKA_TOPIC and doc["source"]["offset"] >= 0
+        assert not any(u.patient_name in json.dumps(doc) for u in uploads)
+
+    # A redelivered event (same object, same eTag) makes no second row.
+    before = pipeline.ingest_stats().get("duplicate", 0)
+    again = make_s3_event(ObjectRef(bucket=bucket, key=uploads[0].key, endpoint_id="local"))
+    producer.send(settings.KAFKA_TOPIC, key=uploads[0].key.encode(), value=json.dumps(again).encode()).get(30)
+    producer.close()
+    deadline = time.time() + 60
+    while pipeline.ingest_stats().get("duplicate", 0) <= before and time.time() < deadline:
+        time.sleep(1)
+    assert pipeline.ingest_stats().get("duplicate", 0) > before
+    assert len(rows_for(mariadb, bucket)) == N_IMAGES and all(n == 1 for _, n in rows_for(mariadb, bucket))
+
+    # Study metadata came from the object, and the band matches the score.
+    with session_scope(mariadb) as session:
+        study = session.scalars(select(Study).where(Study.object_key == uploads[0].key)).one()
+        assert (study.hospital, study.patient_id, study.patient_name) == (
+            uploads[0].hospital, uploads[0].patient_id, uploads[0].patient_name)
+        pred = study.predictions[0]
+        assert pred.band == ("Pneumonia" if pred.score > 0.8 else "Unsure" if pred.score >= 0.6 else "Normal")
+
+
+def test_http_predict_and_health(pipeline) -> None:
+    from train.synthetic import encode_jpeg, generate_xray
+
+    health = requests.get(f"{pipeline.url}/healthz", timeout=30)
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    image = encode_jpeg(generate_xray(np.random.default_rng(3), True))
+    verdict = requests.post(f"{pipeline.url}/v1/predict", data=image, timeout=60).json()
+    assert 0.0 <= verdict["score"] <= 1.0 and verdict["band"] in ("Pneumonia", "Unsure", "Normal")
+    assert verdict["model_version"] == health.json()["model_version"]
+    assert "synthetic" in verdict["notice"]
+    multipart = requests.post(f"{pipeline.url}/v1/predict", files={"file": ("x.jpeg", image)}, timeout=60).json()
+    assert multipart["score"] == pytest.approx(verdict["score"], abs=1e-5)
+    bad = requests.post(f"{pipeline.url}/v1/predict", data=b"not an image", timeout=60)
+    assert bad.status_code == 400 and bad.json()["error"] == "not_image"
+
+
+@pytest.mark.browser
+def test_review_ui_login_worklist_and_study(pipeline, settings, s3, bucket, mariadb) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    [upload] = upload_generated(s3, bucket, 1, seed=99)
+    deadline = time.time() + 120
+    while not rows_for(mariadb, bucket) and time.time() < deadline:
+        time.sleep(1)
+    with session_scope(mariadb) as session:
+        study_id = session.scalar(select(Study.id).where(Study.object_key == upload.key))
+    assert study_id is not None
+    assert requests.get(f"{pipeline.url}/ui/", timeout=30).status_code == 200
+    user, password = settings.ui_users()[0]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(f"{pipeline.url}/ui/")
+        page.get_by_label("username").fill(user)
+        page.get_by_label("password").fill("wrong password")
+        page.get_by_role("button", name="Login").click()
+        expect(page.get_by_text("Incorrect", exact=False)).to_be_visible(timeout=15000)
+        page.get_by_label("username").fill(user)
+        page.get_by_label("password").fill(password)
+        page.get_by_role("button", name="Login").click()
+        expect(page.locator("#synthetic-notice")).to_contain_text("synthetic", timeout=30000)
+        expect(page.locator("#worklist")).to_contain_text("Risk band", timeout=30000)
+        page.locator("#study-id input").fill(str(study_id))
+        page.get_by_role("button", name="Open study").click()
+        expect(page.locator("#study-details")).to_contain_text(upload.patient_name, timeout=30000)
+        expect(page.locator("#study-image img")).to_be_visible(timeout=30000)
+        page.screenshot(path=str(settings.STATE_DIR / "ui-screenshot.png"), full_page=True)
+        browser.close()
