@@ -58,10 +58,8 @@ logger.apache.level = WARN
 PROPS
 }
 
-java_run() {
-  java -Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$HOME_DIR/log4j2.properties" -cp "$LIBS/*" "$@"
-}
+JAVA_ARGS=(-Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true)
+java_run() { java "${JAVA_ARGS[@]}" -Dlog4j2.configurationFile="$HOME_DIR/log4j2.properties" -cp "$LIBS/*" "$@"; }
 
 start() {
   need_venv
@@ -75,8 +73,11 @@ start() {
     java_run kafka.tools.StorageTool format -t "$cluster_id" -c "$HOME_DIR/server.properties" --standalone \
       >"$RUN/kafka-format.log" 2>&1 || { cat "$RUN/kafka-format.log" >&2; die "storage format failed"; }
   fi
+  port_free "$XRAYLAB_KAFKA_PORT"; port_free "$XRAYLAB_KAFKA_CONTROLLER_PORT"
   log "starting Kafka broker on 127.0.0.1:$XRAYLAB_KAFKA_PORT"
-  java_run kafka.Kafka "$HOME_DIR/server.properties" >"$RUN/$NAME.log" 2>&1 &
+  # java itself in the background (not a function or subshell), so $! is the broker's PID.
+  java "${JAVA_ARGS[@]}" -Dlog4j2.configurationFile="$HOME_DIR/log4j2.properties" -cp "$LIBS/*" \
+    kafka.Kafka "$HOME_DIR/server.properties" >"$RUN/$NAME.log" 2>&1 &
   echo $! > "$RUN/$NAME.pid"
   wait_ready $NAME 90 probe kafka "${TOPICS[@]}" || die "Kafka did not become ready"
   log "ready (pid $(pid_of $NAME))"

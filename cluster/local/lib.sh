@@ -40,6 +40,13 @@ stop_pid() {
   log "$name stopped"
 }
 
+# port_free PORT: fail if something (not started by us) already listens on 127.0.0.1:PORT.
+port_free() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    die "port $1 on 127.0.0.1 is already in use by another process; stop it or change the port (see defaults.env)"
+  fi
+}
+
 # wait_ready NAME SECONDS CMD...: retry CMD about once a second until it succeeds or time runs out.
 wait_ready() {
   local name="$1" seconds="$2"; shift 2

@@ -34,6 +34,7 @@ start() {
       --auth-root-authentication-method=socket --skip-test-db >"$RUN/mariadb-install.log" 2>&1 \
       || { tail -n 20 "$RUN/mariadb-install.log" >&2; die "mariadb-install-db failed"; }
   fi
+  port_free "$XRAYLAB_MARIADB_PORT"
   log "starting mariadbd on 127.0.0.1:$XRAYLAB_MARIADB_PORT"
   "$(find_bin mariadbd)" --no-defaults --datadir="$DIR/data" "${user_flag[@]}" \
     --bind-address=127.0.0.1 --port="$XRAYLAB_MARIADB_PORT" --socket="$SOCK" \

@@ -31,6 +31,7 @@ start() {
   if [[ -n "$(pid_of $NAME)" ]]; then log "already running (pid $(pid_of $NAME))"; probe s3 && return 0; fi
   ensure_credentials
   mkdir -p "$DATA/data"
+  port_free "$XRAYLAB_S3_PORT"; port_free "$XRAYLAB_SEAWEED_FILER_PORT"
   log "starting weed mini (S3 on 127.0.0.1:$XRAYLAB_S3_PORT)"
   cd "$DATA"
   "$WEED" mini -dir="$DATA/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \

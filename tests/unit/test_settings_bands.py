@@ -28,7 +28,9 @@ def test_endpoints_by_id(tmp_path: Path) -> None:
         s.s3_endpoint("unknown")
 
 
-def test_sqlite_is_the_embedded_default(tmp_path: Path) -> None:
+def test_sqlite_is_the_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XRAYLAB_DATABASE_URL", raising=False)
+    monkeypatch.delenv("XRAYLAB_MARIADB_URL", raising=False)
     s = Settings(STATE_DIR=tmp_path)
     assert f"sqlite:///{tmp_path.resolve() / 'xraylab.db'}" == s.DATABASE_URL
     with pytest.raises(ValueError, match="MARIADB_URL"):
