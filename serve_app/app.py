@@ -20,6 +20,7 @@ class AppArgs(BaseModel):
     classifier_replicas: int = 1
     max_batch_size: int = 32
     batch_wait_timeout_s: float = 0.01
+    model_poll_s: float = Field(5.0, description="how often the classifier checks for a promoted model")
     mount_ui: bool = True
 
 
@@ -28,6 +29,7 @@ def build_app(args: AppArgs | dict | None = None) -> Application:
     classifier = Classifier.options(
         num_replicas=args.classifier_replicas,
         ray_actor_options={"num_cpus": 0, "num_gpus": args.classifier_num_gpus},
-        user_config={"max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_timeout_s},
+        user_config={"max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_timeout_s,
+                     "model_poll_s": args.model_poll_s},
     ).bind(args.model_version)
     return Ingress.bind(Fetcher.bind(), classifier, Writer.bind(args.database), args.database, args.mount_ui)

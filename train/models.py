@@ -11,7 +11,7 @@ from typing import Any
 
 from xraylab.imaging import PreprocessSpec
 
-__all__ = ["build_model", "ARCHITECTURES"]
+__all__ = ["build_model", "ARCHITECTURES", "embedding_layer_name"]
 
 
 def _seed_cnn(spec: PreprocessSpec) -> Any:
@@ -54,7 +54,39 @@ def _tiny_cnn(spec: PreprocessSpec) -> Any:
     ], name="tiny_cnn")
 
 
-ARCHITECTURES = {"seed-cnn": _seed_cnn, "tiny-cnn": _tiny_cnn}
+def _xray_resnet(spec: PreprocessSpec) -> Any:
+    """A stronger from-scratch model: residual blocks of separable convolutions, BN, global pooling."""
+    import keras
+    from keras import layers
+
+    def block(x: Any, filters: int) -> Any:
+        shortcut = layers.Conv2D(filters, 1, strides=2, padding="same", use_bias=False)(x)
+        x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+        x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+        return layers.Activation("relu")(layers.add([x, shortcut]))
+
+    inputs = keras.Input((spec.height, spec.width, 1))
+    x = layers.Conv2D(24, 3, strides=2, padding="same", use_bias=False)(inputs)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    for filters in (32, 64, 128):
+        x = block(x, filters)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(0.3)(x)
+    outputs = layers.Dense(1, activation="sigmoid")(x)
+    return keras.Model(inputs, outputs, name="xray_resnet")
+
+
+ARCHITECTURES = {"seed-cnn": _seed_cnn, "xray-resnet": _xray_resnet, "tiny-cnn": _tiny_cnn}
+
+
+def embedding_layer_name(model: Any) -> str:
+    """The penultimate layer whose output serves as the image embedding (for the drift monitor)."""
+    return model.layers[-2].name if model.layers[-2].__class__.__name__ != "Dropout" else model.layers[-3].name
 
 
 def build_model(name: str, spec: PreprocessSpec | None = None) -> Any:

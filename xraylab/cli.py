@@ -80,6 +80,64 @@ def train_bootstrap(force: Annotated[bool, typer.Option(help="train even if a mo
     print(json.dumps(card.to_dict(), indent=2))
 
 
+@train_app.command("run")
+def train_run(
+    data: Annotated[Path, typer.Option(help="ROOT of {train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg")],
+    arch: Annotated[str, typer.Option(help="seed-cnn (baseline) or xray-resnet")] = "seed-cnn",
+    workers: int = 2, gpus_per_worker: float = 0.0, epochs: int = 10, batch_size: int = 32,
+    learning_rate: float = 1e-4, patience: int = 3, seed: int = 0, version: str = "",
+    trained_on: Annotated[str, typer.Option(help="'synthetic' or a description of the real data")] = "synthetic",
+    promote: Annotated[bool, typer.Option(help="make it the served model")] = False,
+) -> None:
+    """Distributed training on Ray Train; evaluates on the test split and publishes a version."""
+    _logging()
+    from train.dataset import DatasetLayoutError
+    from train.distributed import TrainConfig
+    from train.job import train_and_publish
+    from xraylab.bands import Bands
+
+    settings = load_settings()
+    cfg = TrainConfig(data=str(data), arch=arch, workers=workers, gpus_per_worker=gpus_per_worker, epochs=epochs,
+                      batch_size=batch_size, learning_rate=learning_rate, patience=patience, seed=seed,
+                      storage_path=str(settings.STATE_DIR / "train"))
+    try:
+        card, outcome = train_and_publish(cfg, model_dir=settings.model_dir, version=version, promote=promote,
+                                          bands=Bands(settings.BAND_PNEUMONIA, settings.BAND_UNSURE),
+                                          trained_on=trained_on)
+    except (DatasetLayoutError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    print(json.dumps({"version": card.version, "test": card.metrics["test"],
+                      "train_images_per_second": outcome.images_per_second, "promoted": promote}, indent=2))
+
+
+@app.command("evaluate")
+def evaluate(
+    model: Annotated[str, typer.Option(help="model version ('' = the promoted one)")] = "",
+    data: Annotated[Path, typer.Option(help="ROOT in the {split}/{NORMAL,PNEUMONIA} layout")] = Path("."),
+    split: str = "test",
+    out: Annotated[Path | None, typer.Option(help="where metrics.json, roc.png, confusion_matrix.png go")] = None,
+) -> None:
+    """Evaluate any model version on any labelled folder (accuracy, AUC, sensitivity, ... and plots)."""
+    _logging()
+    from train.dataset import DatasetLayoutError
+    from train.evaluate import evaluate_model
+    from xraylab.registry import ModelNotFoundError
+
+    settings = load_settings()
+    out = out or settings.STATE_DIR / "evaluations" / f"{model or 'promoted'}-{int(time.time())}"
+    try:
+        report = evaluate_model(settings.model_dir, model, data, out, split=split)
+    except (DatasetLayoutError, ModelNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    summary = {k: report[k] for k in ("model_version", "n", "accuracy", "auc", "sensitivity", "specificity",
+                                      "precision", "f1", "mcc", "confusion_matrix", "bands", "skipped")}
+    summary["calibration_ece"] = report["calibration"]["ece"]
+    print(json.dumps(summary, indent=2))
+    print(f"written to {out}")
+
+
 @app.command("make-dataset")
 def make_dataset(root: Path, train: int = 400, val: int = 80, test: int = 120, seed: int = 0) -> None:
     """Write a synthetic chest-xray set in the Kaggle layout ROOT/{train,val,test}/{NORMAL,PNEUMONIA}."""
@@ -150,7 +208,16 @@ def notifier_run() -> None:
         notifier.stop_event.set()
 
 
+def _raise_interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _wait_forever(pipeline: object) -> None:
+    import signal
+
+    # Ctrl-C and `kill` both stop cleanly, even when started with SIGINT ignored (a background job).
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         while True:
             time.sleep(3600)

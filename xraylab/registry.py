@@ -113,8 +113,10 @@ def resolve_version(model_dir: Path, version: str = "") -> str:
     return cards[-1].version
 
 
-def publish(model: Any, model_dir: Path, card: ModelCard, *, promote_it: bool = False) -> Path:
-    """Save ``model`` and its card as a new version (never overwrites one)."""
+def publish(model: Any, model_dir: Path, card: ModelCard, *, promote_it: bool = False,
+            extra_files: dict[str, bytes] | None = None) -> Path:
+    """Save ``model``, its card and any extra files (metrics, plots, reference statistics) as a new
+    version (never overwrites one)."""
     target = Path(model_dir) / _check_version(card.version)
     if target.exists():
         raise FileExistsError(f"model version {card.version!r} already exists")
@@ -122,6 +124,8 @@ def publish(model: Any, model_dir: Path, card: ModelCard, *, promote_it: bool = 
     staging = Path(tempfile.mkdtemp(prefix=f".{card.version}-", dir=model_dir))
     model.save(staging / "model.keras")
     (staging / "card.json").write_text(json.dumps(card.to_dict(), indent=2, sort_keys=True))
+    for name, data in (extra_files or {}).items():
+        (staging / Path(name).name).write_bytes(data)
     os.replace(staging, target)
     if promote_it:
         promote(model_dir, card.version)

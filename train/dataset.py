@@ -1,0 +1,90 @@
+"""The labelled folder layout of the chest X-ray pneumonia set, read with the serving preprocessing.
+
+``ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/*.{jpeg,jpg,png}`` (any size, grayscale or RGB). Label 1 is
+PNEUMONIA. A missing split or class folder, or an empty one, is an error (never a silently wrong
+dataset); an unreadable image is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from xraylab.imaging import InvalidImageError, PreprocessSpec, inference_transforms
+
+__all__ = ["DatasetLayoutError", "DatasetIndex", "scan_layout", "load_images", "SPLITS", "CLASSES", "IMAGE_SUFFIXES"]
+
+log = logging.getLogger("xraylab.train.dataset")
+SPLITS = ("train", "val", "test")
+CLASSES = ("NORMAL", "PNEUMONIA")
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+
+
+class DatasetLayoutError(ValueError):
+    """The folder does not have the expected layout."""
+
+
+@dataclass
+class DatasetIndex:
+    root: Path
+    files: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # split -> [(path, label)]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {split: {cls: sum(1 for _, y in items if y == i) for i, cls in enumerate(CLASSES)}
+                for split, items in self.files.items()}
+
+    def class_weights(self, split: str = "train") -> dict[int, float]:
+        """``n / (2 * n_c)``: each class contributes equally to the loss."""
+        labels = [y for _, y in self.files[split]]
+        n = len(labels)
+        return {c: n / (2.0 * max(1, labels.count(c))) for c in (0, 1)}
+
+    def fingerprint(self) -> str:
+        """sha256 over (relative path, size) of every file: which data a model was trained on."""
+        digest = hashlib.sha256()
+        for split in sorted(self.files):
+            for path, label in sorted(self.files[split]):
+                p = Path(path)
+                digest.update(f"{p.relative_to(self.root)}\t{label}\t{p.stat().st_size}\n".encode())
+        return digest.hexdigest()
+
+
+def scan_layout(root: Path | str, splits: tuple[str, ...] = SPLITS) -> DatasetIndex:
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetLayoutError(f"{root} is not a folder")
+    index = DatasetIndex(root=root.resolve())
+    for split in splits:
+        items: list[tuple[str, int]] = []
+        if not (root / split).is_dir():
+            raise DatasetLayoutError(f"missing split folder {root / split} (expected {'/'.join(SPLITS)})")
+        for label, cls in enumerate(CLASSES):
+            folder = root / split / cls
+            if not folder.is_dir():
+                raise DatasetLayoutError(f"missing class folder {folder} (expected {' and '.join(CLASSES)})")
+            files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise DatasetLayoutError(f"no JPEG/PNG images in {folder}")
+            items.extend((str(p.resolve()), label) for p in files)
+        index.files[split] = items
+    return index
+
+
+def load_images(items: list[tuple[str, int]], spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(images ``float32 (N, H, W, 1)``, labels ``float32 (N,)``, skipped paths) through the serving chain."""
+    transform = inference_transforms(spec)
+    images, labels, skipped = [], [], []
+    for path, label in items:
+        try:
+            images.append(transform(Path(path).read_bytes()))
+            labels.append(label)
+        except (InvalidImageError, OSError) as exc:
+            log.warning("skipping unreadable image %s: %s", Path(path).name, exc)
+            skipped.append(path)
+    if not images:
+        return np.zeros((0, spec.height, spec.width, 1), np.float32), np.zeros((0,), np.float32), skipped
+    return np.stack(images), np.asarray(labels, np.float32), skipped
