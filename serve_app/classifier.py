@@ -20,6 +20,7 @@ import numpy as np
 from ray import serve
 
 from xraylab.bands import Bands
+from xraylab.calibration import apply_platt
 from xraylab.errors import RejectedInputError
 from xraylab.imaging import Compose, InvalidImageError, inference_transforms
 from xraylab.registry import ModelCard, load_model, promoted_version
@@ -85,7 +86,8 @@ class Classifier:
         for indices in groups.values():
             active = items[indices[0]][1]
             batch = np.stack([items[i][0] for i in indices])
-            out = np.asarray(await asyncio.to_thread(active.model.predict_on_batch, batch)).reshape(-1)
+            raw = np.asarray(await asyncio.to_thread(active.model.predict_on_batch, batch)).reshape(-1)
+            out = apply_platt(raw, active.card.calibration)
             for i, score in zip(indices, out, strict=True):
                 scores[i] = float(score)
         return [(scores[i], items[i][1]) for i in range(len(items))]

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from xraylab.bands import Bands
+from xraylab.calibration import apply_platt
 from xraylab.imaging import PreprocessSpec
 from xraylab.registry import ModelCard, load_model, publish
 
@@ -31,8 +32,8 @@ def predict_scores(model: Any, images: np.ndarray, batch: int = 64) -> np.ndarra
 
 
 def evaluate_arrays(model: Any, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, *,
-                    bands: Bands, title: str) -> dict[str, Any]:
-    scores = predict_scores(model, images)
+                    bands: Bands, title: str, calibration: dict[str, float] | None = None) -> dict[str, Any]:
+    scores = apply_platt(predict_scores(model, images), calibration)
     report = classification_report(labels, scores, bands=bands)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -50,13 +51,14 @@ def evaluate_model(model_dir: Path, version: str, data: Path, out_dir: Path, *, 
     index = scan_layout(data, (split,))
     images, labels, skipped = load_images(index.files[split], card.preprocess_spec())
     report = evaluate_arrays(model, images, labels, out_dir, bands=bands or Bands(**card.bands),
-                             title=f"{card.version} on {Path(data).name}/{split}")
+                             title=f"{card.version} on {Path(data).name}/{split}", calibration=card.calibration)
     report.update({"model_version": card.version, "data": str(data), "split": split, "skipped": len(skipped)})
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2))
     return report
 
 
-def reference_statistics(model: Any, images: np.ndarray, *, sample: int = 256, seed: int = 0) -> dict[str, np.ndarray]:
+def reference_statistics(model: Any, images: np.ndarray, *, sample: int = 256, seed: int = 0,
+                         calibration: dict[str, float] | None = None) -> dict[str, np.ndarray]:
     """What the drift monitor compares live traffic against: per-image intensity statistics and
     penultimate-layer embeddings of a sample of training images, and their scores."""
     import keras
@@ -73,12 +75,13 @@ def reference_statistics(model: Any, images: np.ndarray, *, sample: int = 256, s
     return {"intensity": intensity.astype(np.float32),
             "intensity_columns": np.array(["mean", "std", "p05", "p50", "p95"]),
             "embeddings": embeddings.reshape(len(chosen), -1).astype(np.float32),
-            "scores": predict_scores(model, chosen).astype(np.float32)}
+            "scores": apply_platt(predict_scores(model, chosen), calibration).astype(np.float32)}
 
 
 def publish_trained(model: Any, *, model_dir: Path, version: str, arch: str, spec: PreprocessSpec, bands: Bands,
                     metrics: dict[str, Any], fingerprint: str, reference: dict[str, np.ndarray],
-                    eval_dir: Path, trained_on: str = "synthetic", promote_it: bool = False) -> ModelCard:
+                    eval_dir: Path, trained_on: str = "synthetic", promote_it: bool = False,
+                    calibration: dict[str, float] | None = None) -> ModelCard:
     import io
 
     buf = io.BytesIO()
@@ -90,5 +93,7 @@ def publish_trained(model: Any, *, model_dir: Path, version: str, arch: str, spe
     card = ModelCard(version=version, architecture=arch, preprocess=spec.to_dict(),
                      bands={"pneumonia": bands.pneumonia, "unsure": bands.unsure}, trained_on=trained_on,
                      metrics=metrics, data_fingerprint=fingerprint)
+    if calibration:
+        card.calibration = dict(calibration)
     publish(model, model_dir, card, promote_it=promote_it, extra_files=extra)
     return card

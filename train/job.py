@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from xraylab.bands import Bands
+from xraylab.calibration import fit_platt
 from xraylab.imaging import PreprocessSpec
 from xraylab.registry import ModelCard
 
 from .dataset import load_images, scan_layout
 from .distributed import TrainConfig, TrainOutcome, run_training
-from .evaluate import evaluate_arrays, publish_trained, reference_statistics
+from .evaluate import evaluate_arrays, predict_scores, publish_trained, reference_statistics
 
 __all__ = ["train_and_publish", "load_best_model"]
 
@@ -41,16 +42,19 @@ def train_and_publish(cfg: TrainConfig, *, model_dir: Path, bands: Bands, versio
     model = load_best_model(outcome)
     spec = PreprocessSpec.from_dict(cfg.preprocess)
     index = scan_layout(cfg.data)
+    x_val, y_val, _ = load_images(index.files["val"], spec)
+    calibration = fit_platt(predict_scores(model, x_val), y_val)  # bands need calibrated scores
     x_test, y_test, skipped_test = load_images(index.files["test"], spec)
     x_train, _, _ = load_images(index.files["train"][:512], spec)
     version = version or f"{cfg.arch}-{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}"
     with tempfile.TemporaryDirectory() as tmp:
         eval_dir = Path(tmp)
-        report = evaluate_arrays(model, x_test, y_test, eval_dir, bands=bands, title=f"{version} (test split)")
+        report = evaluate_arrays(model, x_test, y_test, eval_dir, bands=bands, title=f"{version} (test split)",
+                                 calibration=calibration)
         metrics = {
             "test": {k: report[k] for k in ("n", "accuracy", "auc", "sensitivity", "specificity", "precision",
                                             "f1", "mcc", "confusion_matrix")},
-            "calibration_ece": report["calibration"]["ece"],
+            "calibration_ece": report["calibration"]["ece"], "platt": calibration,
             "best_epoch": outcome.best_epoch, "best_val_auc": outcome.best_val_auc,
             "epochs_run": len(outcome.history), "resumed_from_epoch": outcome.resumed_from_epoch,
             "train_seconds": round(outcome.seconds, 1), "train_images_per_second": outcome.images_per_second,
@@ -61,8 +65,9 @@ def train_and_publish(cfg: TrainConfig, *, model_dir: Path, bands: Bands, versio
         }
         card = publish_trained(model, model_dir=model_dir, version=version, arch=cfg.arch, spec=spec, bands=bands,
                                metrics=metrics, fingerprint=outcome.data_fingerprint,
-                               reference=reference_statistics(model, x_train), eval_dir=eval_dir,
-                               trained_on=trained_on, promote_it=promote)
+                               reference=reference_statistics(model, x_train, calibration=calibration),
+                               eval_dir=eval_dir, trained_on=trained_on, promote_it=promote,
+                               calibration=calibration)
     log.info("published %s: test AUC %.3f, accuracy %.3f", version, report["auc"], report["accuracy"])
     log.info("test metrics: %s", json.dumps(metrics["test"]))
     return card, outcome

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -13,6 +14,8 @@ from typing import Annotated
 import typer
 
 from xraylab.settings import load_settings, project_root
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
 
 app = typer.Typer(help="xraylab: chest X-ray pneumonia triage on Ray Serve.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -91,7 +94,13 @@ def train_run(
 ) -> None:
     """Distributed training on Ray Train; evaluates on the test split and publishes a version."""
     _logging()
-    from train.dataset import DatasetLayoutError
+    from train.dataset import DatasetLayoutError, scan_layout
+
+    try:
+        scan_layout(data)  # a bad folder fails here, before Ray and TensorFlow start
+    except DatasetLayoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
     from train.distributed import TrainConfig
     from train.job import train_and_publish
     from xraylab.bands import Bands

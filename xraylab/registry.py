@@ -49,6 +49,8 @@ class ModelCard:
     metrics: dict[str, Any] = field(default_factory=dict)
     data_fingerprint: str | None = None
     notes: str = ""
+    # Platt scaling of the raw model output (xraylab.calibration); identity for uncalibrated models.
+    calibration: dict[str, float] = field(default_factory=lambda: {"a": 1.0, "b": 0.0})
 
     @property
     def synthetic(self) -> bool:
