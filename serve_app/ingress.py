@@ -130,5 +130,5 @@ class Ingress:
             log.warning("XRAYLAB_UI_USERS is empty: the review UI is not mounted (it shows patient data)")
             return app
         engine = make_engine(self.settings.database_url(self.database))
-        demo = build_review_app(engine, S3ImageLoader(self.settings))
+        demo = build_review_app(engine, S3ImageLoader(self.settings), model_dir=self.settings.model_dir)
         return gr.mount_gradio_app(app, demo, path="/ui", auth=users)

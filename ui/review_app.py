@@ -10,13 +10,14 @@ import io
 import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from sqlalchemy import Engine
 
 from xraylab.db.crud import get_study, worklist
-from xraylab.registry import SYNTHETIC_NOTICE
+from xraylab.registry import SYNTHETIC_NOTICE, ModelNotFoundError, promoted_version, read_card, resolve_version
 from xraylab.settings import Settings
 from xraylab.storage import get_object, make_s3_client
 
@@ -67,9 +68,25 @@ def _study_markdown(row: dict[str, Any], synthetic: bool) -> str:
     return "\n".join(lines)
 
 
+def trained_on_synthetic(model_dir: Path | None, version: str | None) -> bool:
+    """Whether ``version`` (None: the promoted one) learnt from generated images; True when unknown."""
+    if model_dir is None:
+        return True
+    try:
+        version = version or promoted_version(model_dir) or resolve_version(model_dir)
+        return read_card(model_dir, version).synthetic
+    except (ModelNotFoundError, ValueError, OSError):
+        return True
+
+
 def build_review_app(engine: Engine, load_image: Callable[[dict[str, Any]], Image.Image], *,
-                     synthetic_model: bool = True, title: str = "xraylab review") -> Any:
+                     model_dir: Path | None = None, title: str = "xraylab review") -> Any:
+    """``model_dir``: the registry, to say which predictions come from a model trained on generated images
+    (without it every prediction carries the warning)."""
     import gradio as gr
+
+    def banner() -> str:
+        return f"> ⚠️ **{SYNTHETIC_NOTICE}**" if trained_on_synthetic(model_dir, None) else ""
 
     def refresh() -> list[list[Any]]:
         return _table(worklist(engine))
@@ -80,12 +97,13 @@ def build_review_app(engine: Engine, load_image: Callable[[dict[str, Any]], Imag
         row = get_study(engine, int(study_id))
         if row is None:
             return None, f"No study {int(study_id)}."
+        synthetic = trained_on_synthetic(model_dir, row.get("model_version"))
         try:
             image = load_image(row)
         except Exception as exc:  # the row stays readable even when the image is gone
             log.warning("study %s: image not loaded: %s", row["study_uid"], type(exc).__name__)
-            return None, _study_markdown(row, synthetic_model) + "\n\n**Image unavailable.**"
-        return image, _study_markdown(row, synthetic_model)
+            return None, _study_markdown(row, synthetic) + "\n\n**Image unavailable.**"
+        return image, _study_markdown(row, synthetic)
 
     def on_select(evt: gr.SelectData, table: Any) -> tuple[Any, str, float | None]:
         row_index = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
@@ -95,8 +113,7 @@ def build_review_app(engine: Engine, load_image: Callable[[dict[str, Any]], Imag
 
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f"# {title}\nWorklist of chest X-rays, highest pneumonia risk first.")
-        if synthetic_model:
-            gr.Markdown(f"> ⚠️ **{SYNTHETIC_NOTICE}**", elem_id="synthetic-notice")
+        gr.Markdown(banner, elem_id="synthetic-notice")  # re-evaluated on every page load
         with gr.Row():
             with gr.Column(scale=3):
                 refresh_button = gr.Button("Refresh worklist")

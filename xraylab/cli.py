@@ -263,7 +263,8 @@ def ui(database: Database = "default", port: int = 0) -> None:
     if not users:
         print("error: set XRAYLAB_UI_USERS (name:password,...): the app shows patient data", file=sys.stderr)
         raise typer.Exit(2)
-    demo = build_review_app(make_engine(settings.database_url(database)), S3ImageLoader(settings))
+    demo = build_review_app(make_engine(settings.database_url(database)), S3ImageLoader(settings),
+                            model_dir=settings.model_dir)
     demo.launch(server_name="127.0.0.1", server_port=port or settings.UI_PORT, auth=users)
 
 

@@ -79,9 +79,11 @@ def test_images_flow_once_and_bad_input_is_dead_lettered(pipeline, settings, s3,
     producer.send(settings.KAFKA_TOPIC, key=marker.encode(), value=b'{"Records": [ this is not json').get(30)
     missing = make_s3_event(ObjectRef(bucket=bucket, key="bad/missing.jpeg", endpoint_id="local"))
     producer.send(settings.KAFKA_TOPIC, key=b"bad/missing.jpeg", value=json.dumps(missing).encode()).get(30)
+    elsewhere = make_s3_event(ObjectRef(bucket=bucket, key=uploads[1].key, endpoint_id="no-such-hospital-store"))
+    producer.send(settings.KAFKA_TOPIC, key=b"elsewhere", value=json.dumps(elsewhere).encode()).get(30)
 
     expected_dlq = {"bad/not-an-image.jpeg": "not_image", "bad/truncated.jpeg": "not_image",
-                    "bad/missing.jpeg": "missing_object"}
+                    "bad/missing.jpeg": "missing_object", uploads[1].key: "unknown_endpoint"}
     deadline = time.time() + WAIT_S
     rows, dlq = [], []
     while time.time() < deadline:
