@@ -52,7 +52,6 @@ class Classifier:
     def __init__(self, model_version: str = "") -> None:
         settings = get_settings()
         self.model_dir = settings.model_dir
-        self.pinned = model_version
         self.active = _load(self.model_dir, model_version)
         self.bands = Bands(pneumonia=settings.BAND_PNEUMONIA, unsure=settings.BAND_UNSURE)
         self.poll_s = 5.0

@@ -61,7 +61,6 @@ class TrainOutcome:
     images_per_second: float
     data_fingerprint: str
     counts: dict[str, dict[str, int]]
-    skipped: int
 
 
 def _write_progress(progress_dir: str, rank: int, **info: Any) -> None:
@@ -217,5 +216,5 @@ def run_training(cfg: TrainConfig) -> TrainOutcome:
         config=cfg, history=history, best_epoch=state["best_epoch"], best_val_auc=state["best_auc"],
         checkpoint_path=result.checkpoint.path, resumed_from_epoch=resumed, seconds=seconds,
         images_per_second=float(np.median(rates)) if rates else 0.0, data_fingerprint=index.fingerprint(),
-        counts=counts, skipped=0,
+        counts=counts,
     )

@@ -17,7 +17,7 @@ from PIL import Image
 from sqlalchemy import Engine
 
 from xraylab.db.crud import get_study, worklist
-from xraylab.registry import SYNTHETIC_NOTICE, ModelNotFoundError, promoted_version, read_card, resolve_version
+from xraylab.registry import SYNTHETIC_NOTICE, ModelNotFoundError, read_card, resolve_version
 from xraylab.settings import Settings
 from xraylab.storage import get_object, make_s3_client
 
@@ -73,7 +73,7 @@ def trained_on_synthetic(model_dir: Path | None, version: str | None) -> bool:
     if model_dir is None:
         return True
     try:
-        version = version or promoted_version(model_dir) or resolve_version(model_dir)
+        version = version or resolve_version(model_dir)  # the promoted one, else the newest
         return read_card(model_dir, version).synthetic
     except (ModelNotFoundError, ValueError, OSError):
         return True

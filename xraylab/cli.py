@@ -33,6 +33,12 @@ for sub, name in ((events_app, "events"), (db_app, "db"), (models_app, "models")
 Database = Annotated[str, typer.Option(help="'default' (XRAYLAB_DATABASE_URL, SQLite unless set) or 'mariadb'")]
 
 
+def _fail(message: str) -> typer.Exit:
+    """Print a one-line error; ``raise _fail(...) from None`` exits with status 2 (bad input)."""
+    print(f"error: {message}", file=sys.stderr)
+    return typer.Exit(2)
+
+
 def _logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -46,13 +52,11 @@ def events_parse(file: Annotated[str, typer.Argument(help="event JSON file, or -
     try:
         payload = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
     except OSError as exc:
-        print(f"error: cannot read {file}: {exc.strerror}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        raise _fail(f"cannot read {file}: {exc.strerror}") from None
     try:
         refs = parse_s3_event(payload)
     except MalformedEventError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        raise _fail(str(exc)) from None
     for ref in refs:
         print(json.dumps({"bucket": ref.bucket, "key": ref.key, "size": ref.size}))
 
@@ -99,8 +103,7 @@ def train_run(
     try:
         scan_layout(data)  # a bad folder fails here, before Ray and TensorFlow start
     except DatasetLayoutError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        raise _fail(str(exc)) from None
     from train.distributed import TrainConfig
     from train.job import train_and_publish
     from xraylab.bands import Bands
@@ -114,8 +117,7 @@ def train_run(
                                           bands=Bands(settings.BAND_PNEUMONIA, settings.BAND_UNSURE),
                                           trained_on=trained_on)
     except (DatasetLayoutError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        raise _fail(str(exc)) from None
     print(json.dumps({"version": card.version, "test": card.metrics["test"],
                       "train_images_per_second": outcome.images_per_second, "promoted": promote}, indent=2))
 
@@ -138,8 +140,7 @@ def evaluate(
     try:
         report = evaluate_model(settings.model_dir, model, data, out, split=split)
     except (DatasetLayoutError, ModelNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        raise _fail(str(exc)) from None
     summary = {k: report[k] for k in ("model_version", "n", "accuracy", "auc", "sensitivity", "specificity",
                                       "precision", "f1", "mcc", "confusion_matrix", "bands", "skipped")}
     summary["calibration_ece"] = report["calibration"]["ece"]
@@ -176,8 +177,7 @@ def models_promote(version: str) -> None:
     try:
         promote(load_settings().model_dir, version)
     except (ModelNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        raise _fail(str(exc)) from None
     print(f"promoted {version}")
 
 
@@ -261,8 +261,7 @@ def ui(database: Database = "default", port: int = 0) -> None:
     settings = load_settings()
     users = settings.ui_users()
     if not users:
-        print("error: set XRAYLAB_UI_USERS (name:password,...): the app shows patient data", file=sys.stderr)
-        raise typer.Exit(2)
+        raise _fail("set XRAYLAB_UI_USERS (name:password,...): the app shows patient data")
     demo = build_review_app(make_engine(settings.database_url(database)), S3ImageLoader(settings),
                             model_dir=settings.model_dir)
     demo.launch(server_name="127.0.0.1", server_port=port or settings.UI_PORT, auth=users)
