@@ -40,4 +40,5 @@ status:
 	bash cluster/local/status.sh
 
 clean: down
-	rm -rf .xraylab
+	XRAYLAB_STATE_DIR=$(CURDIR)/.xraylab-test bash cluster/local/down.sh
+	rm -rf .xraylab .xraylab-test

@@ -29,7 +29,7 @@ def main() -> None:
     import ray
 
     from train.distributed import TrainConfig, run_training
-    from train.synthetic import write_dataset
+    from xraylab.synthetic import write_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"

@@ -1,4 +1,4 @@
-"""The Kafka ingest actor: S3 events in, Serve pipeline calls out, offsets committed after the rows.
+"""The Kafka ingest actor: S3 events in, pipeline-step calls out, offsets committed after the rows.
 
 Delivery is at-least-once: a polled batch is committed only when every object in it was
 written (or dead-lettered). A transient failure (Serve overloaded, a service down) rewinds the
@@ -14,32 +14,48 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import ray
 
+from xraylab.errors import RejectReason
 from xraylab.events import MalformedEventError, parse_s3_event
+from xraylab.messages import ObjectToProcess, Outcome, OutcomeStatus
 from xraylab.settings import get_settings
 
-__all__ = ["KafkaIngestActor", "IngestLoop"]
+__all__ = ["KafkaIngestActor", "IngestLoop", "Process"]
 
 log = logging.getLogger("xraylab.ingest")
 
+# The pipeline step as the loop sees it: an object in, something with ``.result(timeout_s=...) -> Outcome``
+# out (a DeploymentResponse from ``handle.process.remote``).
+Process = Callable[[ObjectToProcess], Any]
+
+
+@dataclass(frozen=True)
+class _DeadLetter:
+    record: Any
+    reason: RejectReason
+    detail: str
+    item: ObjectToProcess | None = None
+    study_uid: str | None = None
+
 
 class IngestLoop:
-    """The consume -> process -> commit loop, independent of Ray so it can be tested directly."""
+    """The consume -> process -> commit loop, independent of Ray: the Kafka consumer and producer are
+    passed in (the actor builds real ones; tests pass stand-ins)."""
 
-    def __init__(self, process: Any, *, max_in_flight: int = 64, request_timeout_s: float = 120.0,
-                 max_backoff_s: float = 30.0) -> None:
-        from ingest.kafka_io import make_consumer, make_producer
-
-        self.settings = get_settings()
-        self.process = process  # callable(ref_dict) -> object with .result(timeout_s=...) (a DeploymentResponse)
+    def __init__(self, process: Process, *, consumer: Any, producer: Any, dlq_topic: str,
+                 max_in_flight: int = 64, request_timeout_s: float = 120.0, max_backoff_s: float = 30.0) -> None:
+        self.process = process
+        self.consumer = consumer
+        self.producer = producer
+        self.dlq_topic = dlq_topic
         self.max_in_flight = max_in_flight
         self.request_timeout_s = request_timeout_s
         self.max_backoff_s = max_backoff_s
-        self.consumer = make_consumer(self.settings, self.settings.KAFKA_TOPIC, max_poll_records=max_in_flight)
-        self.producer = make_producer(self.settings)
         self.stats: Counter[str] = Counter()
         self.stop_event = threading.Event()
 
@@ -78,40 +94,42 @@ class IngestLoop:
 
     def _handle(self, records: list[Any]) -> None:
         pending = []
-        dead_letters = []
+        dead_letters: list[_DeadLetter] = []
         for record in records:
             try:
-                refs = parse_s3_event(record.value)
+                items = parse_s3_event(record.value)
             except MalformedEventError as exc:
                 log.warning("malformed event at %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
-                dead_letters.append((record, "malformed_event", str(exc), None, None))
+                dead_letters.append(_DeadLetter(record, RejectReason.MALFORMED_EVENT, str(exc)))
                 continue
-            if not refs:
+            if not items:
                 self.stats["ignored_events"] += 1
-            for ref in refs:
-                pending.append((record, ref, self.process(ref.to_dict())))
-        for record, ref, response in pending:
-            result = response.result(timeout_s=self.request_timeout_s)
-            if result["status"] == "rejected":
-                log.warning("object %s (study %s) rejected: %s", ref.key, result.get("study_uid"), result["reason"])
-                dead_letters.append((record, result["reason"], result.get("detail", ""), ref, result.get("study_uid")))
+            for item in items:
+                pending.append((record, item, self.process(item)))
+        for record, item, response in pending:
+            outcome: Outcome = response.result(timeout_s=self.request_timeout_s)
+            if outcome.status is OutcomeStatus.REJECTED:
+                assert outcome.reason is not None
+                log.warning("object %s (study %s) rejected: %s", item.key, outcome.study_uid, outcome.reason)
+                dead_letters.append(_DeadLetter(record, outcome.reason, outcome.detail, item, outcome.study_uid))
             else:
-                self.stats[result["status"]] += 1
-        for record, reason, detail, ref, uid in dead_letters:
-            self._dead_letter(record, reason, detail, ref, uid)
+                self.stats[outcome.status.value] += 1
+        for letter in dead_letters:
+            self._dead_letter(letter)
         if dead_letters:
             self.producer.flush(timeout=30)
 
-    def _dead_letter(self, record: Any, reason: str, detail: str, ref: Any, uid: str | None) -> None:
+    def _dead_letter(self, letter: _DeadLetter) -> None:
         from ingest.kafka_io import dead_letter
 
-        payload = dead_letter(reason=reason, detail=detail, topic=record.topic, partition=record.partition,
-                              offset=record.offset, key=record.key, value=record.value,
-                              object_key=ref.key if ref else None, bucket=ref.bucket if ref else None,
-                              study_uid=uid)
-        self.producer.send(self.settings.KAFKA_DLQ_TOPIC, key=record.key, value=payload).get(30)
+        record, item = letter.record, letter.item
+        payload = dead_letter(reason=letter.reason, detail=letter.detail, topic=record.topic,
+                              partition=record.partition, offset=record.offset, key=record.key, value=record.value,
+                              object_key=item.key if item else None, bucket=item.bucket if item else None,
+                              study_uid=letter.study_uid)
+        self.producer.send(self.dlq_topic, key=record.key, value=payload).get(30)
         self.stats["dead_lettered"] += 1
-        self.stats[f"dlq_{reason}"] += 1
+        self.stats[f"dlq_{letter.reason}"] += 1
 
     def close(self) -> None:
         self.consumer.close()
@@ -122,11 +140,17 @@ class IngestLoop:
 class KafkaIngestActor:
     """Runs ``IngestLoop`` against the Serve app ``app_name`` (its ``process`` method)."""
 
-    def __init__(self, app_name: str = "xraylab", max_in_flight: int = 64) -> None:
+    def __init__(self, app_name: str, max_in_flight: int = 64) -> None:
         from ray import serve
 
+        from ingest.kafka_io import make_consumer, make_producer
+
+        settings = get_settings()
         handle = serve.get_app_handle(app_name)
-        self.loop = IngestLoop(lambda ref: handle.process.remote(ref), max_in_flight=max_in_flight)
+        self.loop = IngestLoop(
+            lambda item: handle.process.remote(item),
+            consumer=make_consumer(settings, settings.KAFKA_TOPIC, max_poll_records=max_in_flight),
+            producer=make_producer(settings), dlq_topic=settings.KAFKA_DLQ_TOPIC, max_in_flight=max_in_flight)
         self.started = time.time()
 
     def run(self) -> dict[str, int]:

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from xraylab.errors import RejectReason
 from xraylab.settings import Settings
 
 __all__ = ["make_producer", "make_consumer", "dead_letter"]
@@ -41,7 +42,7 @@ def make_consumer(settings: Settings, *topics: str, **overrides: Any) -> Any:
     return KafkaConsumer(*topics, **config)
 
 
-def dead_letter(*, reason: str, detail: str, topic: str, partition: int, offset: int, key: bytes | None,
+def dead_letter(*, reason: RejectReason, detail: str, topic: str, partition: int, offset: int, key: bytes | None,
                 value: bytes | None, object_key: str | None = None, bucket: str | None = None,
                 study_uid: str | None = None) -> bytes:
     """The JSON a dead-letter record carries: why, where it came from, and the original message."""

@@ -24,10 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from xraylab.events import ObjectRef, make_s3_event
+from xraylab.events import make_s3_event
+from xraylab.messages import ObjectToProcess
 from xraylab.settings import Settings
 
-__all__ = ["filer_event_to_ref", "iter_json_objects", "SeaweedNotifier"]
+__all__ = ["filer_event_to_object", "iter_json_objects", "SeaweedNotifier"]
 
 log = logging.getLogger("xraylab.notifier")
 BUCKETS_ROOT = "/buckets"
@@ -42,8 +43,8 @@ def _b64(value: str | None) -> str | None:
         return None
 
 
-def filer_event_to_ref(event: dict[str, Any], endpoint_id: str) -> ObjectRef | None:
-    """One ``filer.meta.tail`` event -> an ``ObjectRef`` (create or delete), or None to skip it."""
+def filer_event_to_object(event: dict[str, Any], endpoint_id: str) -> ObjectToProcess | None:
+    """One ``filer.meta.tail`` event -> an ``ObjectToProcess`` (create or delete), or None to skip it."""
     note = event.get("eventNotification") or {}
     new, old = note.get("newEntry"), note.get("oldEntry")
     entry = new or old
@@ -65,7 +66,7 @@ def filer_event_to_ref(event: dict[str, Any], endpoint_id: str) -> ObjectRef | N
         etag = base64.b64decode(attrs["md5"]).hex()
     ts_ns = int(event.get("tsNs") or 0)
     event_time = datetime.fromtimestamp(ts_ns / 1e9, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return ObjectRef(
+    return ObjectToProcess(
         bucket=bucket, key=key, size=int(attrs.get("fileSize") or 0), etag=etag, endpoint_id=endpoint_id,
         event_name="ObjectCreated:Put" if new is not None else "ObjectRemoved:Delete", event_time=event_time,
     )
@@ -97,7 +98,6 @@ class SeaweedNotifier:
         self.state_file = state_file or settings.STATE_DIR / "notifier.tsns"
         self.weed = weed or _find_weed()
         self.stop_event = threading.Event()
-        self.published = 0
 
     def _last_ts(self) -> int | None:
         try:
@@ -142,11 +142,10 @@ class SeaweedNotifier:
                 ts_ns = int(event.get("tsNs") or 0)
                 if ts_ns and ts_ns <= last:
                     continue  # already published before a restart
-                ref = filer_event_to_ref(event, self.settings.S3_ENDPOINT_ID)
-                if ref is not None:
-                    payload = json.dumps(make_s3_event(ref)).encode("utf-8")
-                    producer.send(self.settings.KAFKA_TOPIC, key=ref.key.encode("utf-8"), value=payload).get(30)
-                    self.published += 1
+                item = filer_event_to_object(event, self.settings.S3_ENDPOINT_ID)
+                if item is not None:
+                    payload = json.dumps(make_s3_event(item)).encode("utf-8")
+                    producer.send(self.settings.KAFKA_TOPIC, key=item.key.encode("utf-8"), value=payload).get(30)
                 if ts_ns:
                     last = ts_ns
                     self._save_ts(ts_ns)

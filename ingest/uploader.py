@@ -1,7 +1,8 @@
 """The hospital side, simulated: puts X-ray images with study metadata into the source bucket.
 
-Metadata travels as S3 user metadata (``x-amz-meta-hospital``, ``-patient-id``, ``-patient-name``,
-``-study-date``); the pipeline's Fetcher reads it back. Patient names here are invented.
+Metadata travels as S3 user metadata (``xraylab.messages.StudyMetadata``: ``x-amz-meta-hospital``,
+``-patient-id``, ``-patient-name``, ``-study-date``); the pipeline's Fetcher reads it back. Patient
+names here are invented.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from xraylab.storage import encode_meta
+from xraylab.labels import NORMAL_CLASS, PNEUMONIA_CLASS
+from xraylab.messages import StudyMetadata
+from xraylab.storage import put_study
 
 __all__ = ["StudyUpload", "upload_study", "upload_generated", "upload_files"]
 
@@ -31,21 +34,14 @@ LAST = ("Moreau", "Okafor", "Novak", "Silva", "Berg", "Haddad", "Kowalski", "Lin
 @dataclass(frozen=True)
 class StudyUpload:
     key: str
-    hospital: str
-    patient_id: str
-    patient_name: str
-    study_date: str
+    metadata: StudyMetadata
     label: str | None = None  # only known for generated images
 
 
-def upload_study(client: Any, bucket: str, key: str, data: bytes, *, hospital: str, patient_id: str,
-                 patient_name: str, study_date: str, content_type: str | None = None) -> None:
-    client.put_object(
-        Bucket=bucket, Key=key, Body=data,
-        ContentType=content_type or mimetypes.guess_type(key)[0] or "application/octet-stream",
-        Metadata={"hospital": encode_meta(hospital), "patient-id": encode_meta(patient_id),
-                  "patient-name": encode_meta(patient_name), "study-date": study_date},
-    )
+def upload_study(client: Any, bucket: str, key: str, data: bytes, metadata: StudyMetadata, *,
+                 content_type: str | None = None) -> None:
+    put_study(client, bucket, key, data, metadata,
+              content_type=content_type or mimetypes.guess_type(key)[0] or "application/octet-stream")
 
 
 def _fake_patient(rng: np.random.Generator) -> tuple[str, str]:
@@ -55,7 +51,7 @@ def _fake_patient(rng: np.random.Generator) -> tuple[str, str]:
 def upload_generated(client: Any, bucket: str, count: int, *, seed: int = 0, pneumonia_ratio: float = 0.5,
                      prefix: str = "") -> list[StudyUpload]:
     """Upload ``count`` synthetic radiographs; returns what was uploaded (with the generating label)."""
-    from train.synthetic import encode_jpeg, generate_xray
+    from xraylab.synthetic import encode_jpeg, generate_xray
 
     rng = np.random.default_rng(seed)
     uploads = []
@@ -65,11 +61,10 @@ def upload_generated(client: Any, bucket: str, count: int, *, seed: int = 0, pne
         study_date = (date(2026, 11, 1) + timedelta(days=int(rng.integers(0, 22)))).isoformat()
         pneumonia = bool(rng.random() < pneumonia_ratio)
         key = f"{prefix}{hospital}/{study_date}/{uuid.uuid4().hex[:12]}.jpeg"
-        upload_study(client, bucket, key, encode_jpeg(generate_xray(rng, pneumonia)), hospital=hospital,
-                     patient_id=patient_id, patient_name=patient_name, study_date=study_date,
+        metadata = StudyMetadata(hospital, patient_id, patient_name, study_date)
+        upload_study(client, bucket, key, encode_jpeg(generate_xray(rng, pneumonia)), metadata,
                      content_type="image/jpeg")
-        uploads.append(StudyUpload(key, hospital, patient_id, patient_name, study_date,
-                                   "PNEUMONIA" if pneumonia else "NORMAL"))
+        uploads.append(StudyUpload(key, metadata, PNEUMONIA_CLASS if pneumonia else NORMAL_CLASS))
     log.info("uploaded %d generated studies to bucket %s", count, bucket)
     return uploads
 
@@ -83,7 +78,7 @@ def upload_files(client: Any, bucket: str, paths: Iterable[Path], *, hospital: s
         patient_id, patient_name = _fake_patient(rng)
         study_date = date.today().isoformat()
         key = f"{prefix}{hospital}/{study_date}/{Path(path).name}"
-        upload_study(client, bucket, key, Path(path).read_bytes(), hospital=hospital, patient_id=patient_id,
-                     patient_name=patient_name, study_date=study_date)
-        uploads.append(StudyUpload(key, hospital, patient_id, patient_name, study_date))
+        metadata = StudyMetadata(hospital, patient_id, patient_name, study_date)
+        upload_study(client, bucket, key, Path(path).read_bytes(), metadata)
+        uploads.append(StudyUpload(key, metadata))
     return uploads

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from ray.serve import Application
 
-from serve_app.classifier import Classifier
+from serve_app.classifier import Classifier, ClassifierConfig
 from serve_app.fetcher import Fetcher
 from serve_app.ingress import Ingress
 from serve_app.writer import Writer
@@ -14,13 +14,14 @@ __all__ = ["AppArgs", "build_app"]
 
 
 class AppArgs(BaseModel):
+    """Deploy-time arguments (the ``args:`` of ``serve_config.yaml``)."""
+
     model_version: str = Field("", description="model version to serve; '' = the promoted one")
     database: str = Field("default", description="'default' (XRAYLAB_DATABASE_URL) or 'mariadb'")
     classifier_num_gpus: float = 0.0
     classifier_replicas: int = 1
-    max_batch_size: int = 32
-    batch_wait_timeout_s: float = 0.01
-    model_poll_s: float = Field(5.0, description="how often the classifier checks for a promoted model")
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig,
+                                         description="batching and model polling (the Classifier's user_config)")
     mount_ui: bool = True
 
 
@@ -29,7 +30,6 @@ def build_app(args: AppArgs | dict | None = None) -> Application:
     classifier = Classifier.options(
         num_replicas=args.classifier_replicas,
         ray_actor_options={"num_cpus": 0, "num_gpus": args.classifier_num_gpus},
-        user_config={"max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.batch_wait_timeout_s,
-                     "model_poll_s": args.model_poll_s},
+        user_config=args.classifier.model_dump(),
     ).bind(args.model_version)
     return Ingress.bind(Fetcher.bind(), classifier, Writer.bind(args.database), args.database, args.mount_ui)

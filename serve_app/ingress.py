@@ -1,13 +1,16 @@
-"""The HTTP ingress and the pipeline: fetch -> classify -> write.
+"""The HTTP ingress, and the entry point of the pipeline step for the ingest actor.
 
-Routes: ``POST /v1/predict`` (image bytes -> score, band, model version), ``GET /v1/model``,
-``GET /healthz``, and the review UI at ``/ui``. The ingest actor calls ``process`` through a
-DeploymentHandle.
+Routes: ``POST /v1/predict`` (image bytes -> verdict), ``GET /v1/model``, ``GET /healthz``, and the
+review UI at ``/ui``. The ingest actor calls ``process`` through a DeploymentHandle; the step itself
+(fetch -> classify -> write) is ``serve_app.step.ProcessStep``.
+
+No ``from __future__ import annotations`` here: Serve ships this class to its replicas by value
+(cloudpickle), with only the globals its code uses, so a postponed ``Request`` annotation of a route
+cannot be resolved there; FastAPI then takes ``request`` for a query parameter and answers 422
+(``tests/unit/serve_app/test_ingress.py`` ships the class the same way).
 """
 
-
 import logging
-import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,21 +18,14 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from xraylab.db.models import study_uid
-from xraylab.errors import RejectedInputError
+from serve_app.step import ProcessStep
+from xraylab.errors import RejectedInputError, RejectReason
+from xraylab.messages import ObjectToProcess, Outcome, Verdict
 from xraylab.settings import get_settings
 
+__all__ = ["Ingress"]
+
 log = logging.getLogger("xraylab.ingress")
-
-
-def rejection(exc: BaseException) -> "RejectedInputError | None":
-    """The ``RejectedInputError`` behind an exception from a handle call, if that is what it is."""
-    for candidate in (exc, getattr(exc, "cause", None)):
-        if isinstance(candidate, RejectedInputError):
-            reason = getattr(candidate, "reason", None) or candidate.args[0]
-            detail = getattr(candidate, "detail", None) or (candidate.args[1] if len(candidate.args) > 1 else "")
-            return RejectedInputError(reason, detail)
-    return None
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=128)
@@ -37,45 +33,16 @@ def rejection(exc: BaseException) -> "RejectedInputError | None":
 class Ingress:
     def __init__(self, fetcher: DeploymentHandle, classifier: DeploymentHandle, writer: DeploymentHandle,
                  database: str = "default", mount_ui: bool = True) -> None:
-        self.fetcher = fetcher
+        self.step = ProcessStep(fetcher, classifier, writer)
         self.classifier = classifier
         self.writer = writer
         self.settings = get_settings()
         self.database = database
         self.mount_ui = mount_ui
 
-    async def process(self, ref: dict[str, Any]) -> dict[str, Any]:
-        """One object from an S3 event -> one stored prediction. Never raises for bad input:
-        returns ``{"status": "rejected", "reason": ...}`` instead; raises for transient failures."""
-        t0 = time.perf_counter()
-        uid = None
-        try:
-            fetched = await self.fetcher.fetch.remote(ref)
-            uid = study_uid(fetched["endpoint_id"], ref["bucket"], ref["key"], fetched["etag"] or ref.get("etag"))
-            verdict = await self.classifier.classify.remote(fetched["data"])
-        except Exception as exc:
-            rejected = rejection(exc)
-            if rejected is None:
-                raise
-            log.warning("study %s rejected: %s", uid or "(not fetched)", rejected.reason)
-            return {"status": "rejected", "reason": rejected.reason, "detail": rejected.detail, "study_uid": uid}
-        meta = fetched["metadata"]
-        study = {
-            "study_uid": uid, "endpoint_id": fetched["endpoint_id"], "bucket": ref["bucket"],
-            "object_key": ref["key"], "etag": fetched["etag"], "size_bytes": len(fetched["data"]),
-            "content_type": fetched["content_type"], "hospital": meta.get("hospital"),
-            "patient_id": meta.get("patient-id"), "patient_name": meta.get("patient-name"),
-            "study_date": meta.get("study-date"),
-        }
-        prediction = {k: verdict[k] for k in ("model_version", "score", "band", "infer_ms")}
-        prediction["fetch_ms"] = fetched["fetch_ms"]
-        written = await self.writer.write.remote(study, prediction)
-        return {
-            "status": "written" if written["created"] else "duplicate",
-            "study_uid": uid, "study_id": written["study_id"], "prediction_id": written["prediction_id"],
-            "score": verdict["score"], "band": verdict["band"], "model_version": verdict["model_version"],
-            "total_ms": (time.perf_counter() - t0) * 1000,
-        }
+    async def process(self, item: ObjectToProcess) -> Outcome:
+        """One object from an S3 event -> one stored prediction (see ``ProcessStep``)."""
+        return await self.step(item)
 
     def __serve_build_asgi_app__(self) -> Any:
         from xraylab.registry import SYNTHETIC_NOTICE
@@ -97,23 +64,24 @@ class Ingress:
         async def predict(request: Request) -> Any:
             data = await request.body()
             if len(data) > max_bytes:
-                return JSONResponse({"error": "too_large", "detail": f"more than {max_bytes} bytes"}, 413)
+                return JSONResponse({"error": RejectReason.TOO_LARGE, "detail": f"more than {max_bytes} bytes"}, 413)
             if "multipart/form-data" in request.headers.get("content-type", ""):
                 form = await request.form()
                 upload = next((v for v in form.values() if hasattr(v, "read")), None)
                 if upload is None:
-                    return JSONResponse({"error": "not_image", "detail": "no file in the form"}, 400)
+                    return JSONResponse({"error": RejectReason.NOT_IMAGE, "detail": "no file in the form"}, 400)
                 data = await upload.read()  # type: ignore[union-attr]
             try:
-                verdict = await self.classifier.classify.remote(data)
+                verdict: Verdict = await self.classifier.classify.remote(data)
             except Exception as exc:
-                rejected = rejection(exc)
+                rejected = RejectedInputError.behind(exc)
                 if rejected is None:
                     raise
                 return JSONResponse({"error": rejected.reason, "detail": rejected.detail}, 400)
-            if verdict["synthetic_model"]:
-                verdict["notice"] = SYNTHETIC_NOTICE
-            return verdict
+            body = verdict.to_dict()
+            if verdict.synthetic_model:
+                body["notice"] = SYNTHETIC_NOTICE
+            return body
 
         if self.mount_ui:
             app = self._mount_ui(app)
@@ -123,12 +91,12 @@ class Ingress:
         import gradio as gr
 
         from ui.review_app import S3ImageLoader, build_review_app
-        from xraylab.db.session import make_engine
+        from xraylab.db.session import Database
 
         users = self.settings.ui_users()
         if not users:
             log.warning("XRAYLAB_UI_USERS is empty: the review UI is not mounted (it shows patient data)")
             return app
-        engine = make_engine(self.settings.database_url(self.database))
-        demo = build_review_app(engine, S3ImageLoader(self.settings), model_dir=self.settings.model_dir)
+        db = Database(self.settings.database_url(self.database))
+        demo = build_review_app(db, S3ImageLoader(self.settings), model_dir=self.settings.model_dir)
         return gr.mount_gradio_app(app, demo, path="/ui", auth=users)

@@ -1,7 +1,8 @@
 """Start and stop the running system in one process: Ray, the Serve app and the ingest actor.
 
-Used by ``xraylab serve run``, ``xraylab demo`` and the end-to-end tests, so all three run the
-same thing.
+Used by ``xraylab serve run``, the demo (``serve_app/demo.py``) and the end-to-end tests, so all
+three run the same thing. It does not migrate the database: that is a start-up step of its own
+(``xraylab db upgrade``; the demo and the tests call ``upgrade_schema`` themselves).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ log = logging.getLogger("xraylab.launch")
 @dataclass
 class Pipeline:
     settings: Settings
-    app_name: str
     ingest: Any | None = None
     ingest_ref: Any | None = None
 
@@ -64,7 +64,7 @@ def start_pipeline(settings: Settings, args: AppArgs | None = None, *, ingest: b
     serve.start(http_options={"host": settings.SERVE_HTTP_HOST, "port": settings.SERVE_HTTP_PORT})
     app_name = settings.SERVE_APP_NAME
     serve.run(build_app(args or AppArgs()), name=app_name, route_prefix="/")
-    pipeline = Pipeline(settings=settings, app_name=app_name)
+    pipeline = Pipeline(settings=settings)
     if ingest:
         pipeline.ingest = KafkaIngestActor.options(name=f"{app_name}-ingest").remote(app_name)
         pipeline.ingest_ref = pipeline.ingest.run.remote()

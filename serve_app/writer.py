@@ -1,32 +1,44 @@
-"""Writer: idempotent rows in SQLite (embedded default) or MariaDB/MySQL through PyMySQL."""
+"""Writer: idempotent rows in SQLite (embedded default) or MariaDB/MySQL through PyMySQL.
+
+It does not migrate: the schema is brought to head as a start-up step (``xraylab db upgrade``), and a
+replica refuses to start on a database that is not there yet.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from ray import serve
 
 from xraylab.db.crud import record_prediction
-from xraylab.db.session import make_engine, ping, upgrade_schema
+from xraylab.db.session import Database, schema_is_current
+from xraylab.messages import StudyRecord, Verdict, WriteResult
 from xraylab.settings import get_settings
 
+__all__ = ["Writer", "SchemaNotCurrentError"]
+
 log = logging.getLogger("xraylab.writer")
+
+
+class SchemaNotCurrentError(RuntimeError):
+    """The database has not been migrated to the schema this code writes."""
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64)
 class Writer:
     def __init__(self, database: str = "default") -> None:
-        url = get_settings().database_url(database)
-        self.engine = make_engine(url)
-        upgrade_schema(self.engine)
-        self.dialect = self.engine.dialect.name
+        self.db = Database(get_settings().database_url(database))
+        if not schema_is_current(self.db.engine):
+            raise SchemaNotCurrentError(
+                f"the {database!r} database ({self.db.engine.dialect.name}) is not at the current schema: "
+                f"run `xraylab db upgrade --database {database}` first")
 
-    def write(self, study: dict[str, Any], prediction: dict[str, Any]) -> dict[str, Any]:
-        result = record_prediction(self.engine, study, prediction)
-        log.info("study %s: prediction %s (%s)", study["study_uid"], result.prediction_id,
+    def write(self, study: StudyRecord, verdict: Verdict, fetch_ms: float | None = None) -> WriteResult:
+        with self.db.session() as session:  # one transaction: the study and its prediction
+            result = record_prediction(session, study, verdict, fetch_ms=fetch_ms)
+        log.info("study %s: prediction %s (%s)", study.study_uid, result.prediction_id,
                  "new" if result.created else "already stored")
-        return {"study_id": result.study_id, "prediction_id": result.prediction_id, "created": result.created}
+        return result
 
     def check_health(self) -> None:
-        ping(self.engine)
+        self.db.ping()

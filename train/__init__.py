@@ -1,1 +1,2 @@
-"""Training: synthetic data, model architectures, and (later) Ray Train jobs."""
+"""Training: the Kaggle-layout data set loader, model architectures, Ray Train jobs, evaluation and
+publishing to the registry, and the bootstrap model."""

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from xraylab.bands import Bands
+from xraylab.bands import DEFAULT_BANDS, Bands
 from xraylab.imaging import PreprocessSpec, inference_transforms
 from xraylab.registry import ModelCard, publish
+from xraylab.synthetic import encode_jpeg, generate_xray
 
 from .models import build_model
-from .synthetic import encode_jpeg, generate_xray
 
 __all__ = ["train_bootstrap_model"]
 
@@ -40,7 +40,7 @@ def train_bootstrap_model(model_dir: Path, *, n_train: int = 320, n_test: int = 
 
     keras.utils.set_random_seed(seed)
     spec = PreprocessSpec()
-    bands = bands or Bands()
+    bands = bands or DEFAULT_BANDS
     t0 = time.perf_counter()
     x_train, y_train = _make_arrays(n_train, seed, spec)
     x_test, y_test = _make_arrays(n_test, seed + 1, spec)
@@ -52,11 +52,12 @@ def train_bootstrap_model(model_dir: Path, *, n_train: int = 320, n_test: int = 
     version = "bootstrap-" + datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     card = ModelCard(
         version=version, architecture="tiny-cnn", preprocess=spec.to_dict(),
-        bands={"pneumonia": bands.pneumonia, "unsure": bands.unsure}, trained_on="synthetic",
+        bands=bands.to_dict(), trained_on="synthetic",
         metrics={"test_accuracy": round(float(acc), 4), "test_auc": round(float(auc), 4),
                  "n_train": n_train, "n_test": n_test, "epochs": epochs,
                  "train_seconds": round(time.perf_counter() - t0, 1)},
-        notes="Bootstrap model for the walking skeleton; replace with a Ray Train model.",
+        notes="Bootstrap model: a few seconds of training so a fresh install has something to serve; "
+              "train and promote a real one with `xraylab train run`.",
     )
     publish(model, model_dir, card, promote_it=promote)
     log.info("published bootstrap model %s: test accuracy %.3f, AUC %.3f", version, acc, auc)

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from xraylab.imaging import InvalidImageError, PreprocessSpec, inference_transforms
+from xraylab.labels import CLASSES
 
-__all__ = ["DatasetLayoutError", "DatasetIndex", "scan_layout", "load_images", "SPLITS", "CLASSES", "IMAGE_SUFFIXES"]
+__all__ = ["DatasetLayoutError", "DatasetIndex", "scan_layout", "load_images", "SPLITS", "IMAGE_SUFFIXES"]
 
 log = logging.getLogger("xraylab.train.dataset")
 SPLITS = ("train", "val", "test")
-CLASSES = ("NORMAL", "PNEUMONIA")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 
 

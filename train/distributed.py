@@ -1,11 +1,11 @@
 """Data-parallel training on Ray Train (``TensorflowTrainer``, Train v2) with a Keras 3 model.
 
 Each worker reads its shard of the train split through the serving preprocessing chain, augments it,
-and runs a custom training step under ``MultiWorkerMirroredStrategy`` (Keras 3 ``model.fit`` fails under
-that strategy; see ``../shared/notes/stack.md``). Every epoch: validation AUC (averaged over workers so
-all ranks take the same early-stopping decision), a checkpoint (weights of the last and of the best
-epoch, and the loop state), and a report. A run restarted after a worker dies resumes from the latest
-checkpoint (``FailureConfig(max_failures)``).
+and runs a custom training step under ``MultiWorkerMirroredStrategy``, because Keras 3 ``model.fit`` fails
+under that strategy. Every epoch: validation AUC (averaged over workers so all ranks take the same
+early-stopping decision), a checkpoint (weights of the last and of the best epoch, and the loop state),
+and a report. A run restarted after a worker dies resumes from the latest checkpoint
+(``FailureConfig(max_failures)``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import numpy as np
 from xraylab.imaging import PreprocessSpec
 
 from .dataset import load_images, scan_layout
+from .predict import predict_in_batches
 
 __all__ = ["TrainConfig", "TrainOutcome", "train_loop_per_worker", "run_training"]
 
@@ -71,26 +73,54 @@ def _write_progress(progress_dir: str, rank: int, **info: Any) -> None:
         os.replace(tmp, path)
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    import keras
-    import ray.train
-    import tensorflow as tf
+@dataclass
+class _Shard:
+    """One worker's data: its shard of the train split (with per-example class weights) and the whole val
+    split, plus the steps per epoch and the global batch size, the same on every rank."""
 
-    from .augment import build_augmenter
-    from .models import build_model
+    x_train: np.ndarray
+    y_train: np.ndarray
+    w_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    steps: int
+    global_batch: int
 
-    cfg = TrainConfig(**config)
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    spec = PreprocessSpec.from_dict(cfg.preprocess)
+
+@dataclass
+class _Worker:
+    """One rank's training objects and its loop state (``state`` is what ``state.json`` checkpoints)."""
+
+    cfg: TrainConfig
+    rank: int
+    shard: _Shard
+    model: Any
+    train_step: Callable[[Any, Any, Any], Any]  # distributed step on one batch per replica -> summed loss
+    mean_over_workers: Callable[[Any], Any]  # a scalar averaged over all ranks
+    state: dict[str, Any] = field(default_factory=dict)
+    best_weights: list[np.ndarray] | None = None
+
+
+def _load_shard(cfg: TrainConfig, spec: PreprocessSpec, rank: int, world: int) -> _Shard:
+    """This rank's shard of the train split (files ``rank::world``), the val split, and class weights turned
+    into per-example weights."""
     index = scan_layout(cfg.data, ("train", "val"))
     x_train, y_train, _ = load_images(index.files["train"][rank::world], spec)
     x_val, y_val, _ = load_images(index.files["val"], spec)
     class_weights = index.class_weights("train")
     w_train = np.where(y_train > 0.5, class_weights[1], class_weights[0]).astype(np.float32)
     steps = max(1, len(index.files["train"]) // (world * cfg.batch_size))
-    global_batch = cfg.batch_size * world
+    return _Shard(x_train, y_train, w_train, x_val, y_val, steps=steps, global_batch=cfg.batch_size * world)
+
+
+def _build_worker(cfg: TrainConfig, spec: PreprocessSpec, strategy: Any, shard: _Shard, rank: int) -> _Worker:
+    """Model, optimizer and augmenter under ``strategy``, and the distributed train step. The global seed is
+    set first so that every rank starts from the same weights; the augmenter's seed differs per rank."""
+    import keras
+    import tensorflow as tf
+
+    from .augment import build_augmenter
+    from .models import build_model
 
     keras.utils.set_random_seed(cfg.seed)  # same initial weights on every rank
     with strategy.scope():
@@ -104,7 +134,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 x = augmenter(x, training=True)
             p = model(x, training=True)
             per_example = keras.losses.binary_crossentropy(tf.expand_dims(y, -1), p)
-            loss = tf.reduce_sum(per_example * w) / global_batch
+            loss = tf.reduce_sum(per_example * w) / shard.global_batch
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
@@ -119,7 +149,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         per_replica = strategy.run(lambda v: tf.identity(v), args=(value,))
         return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
 
-    state = {"epoch": 0, "best_auc": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": [], "resumed_from": None}
+    return _Worker(cfg, rank, shard, model, train_step, mean_over_workers)
+
+
+def _restore_checkpoint(model: Any, rank: int) -> tuple[dict[str, Any], list[np.ndarray] | None]:
+    """The loop state and the best epoch's weights from Ray Train's latest checkpoint, with the last epoch's
+    weights loaded into ``model``; a fresh state and no best weights when there is no checkpoint."""
+    import ray.train
+
+    state: dict[str, Any] = {"epoch": 0, "best_auc": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": [],
+                             "resumed_from": None}
     best_weights = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -130,51 +169,100 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             state = json.loads(Path(ckpt_dir, "state.json").read_text())
             state["resumed_from"] = state["epoch"]
         log.info("rank %d resumed from epoch %d", rank, state["epoch"])
+    return state, best_weights
+
+
+def _run_epoch(worker: _Worker, rng: np.random.Generator) -> tuple[float, float]:
+    """``steps`` batches drawn from a fresh permutation of the shard (wrapping around): mean loss, seconds."""
+    t0 = time.perf_counter()
+    shard, batch_size = worker.shard, worker.cfg.batch_size
+    order = rng.permutation(len(shard.x_train))
+    losses = []
+    for step in range(shard.steps):
+        idx = order[(np.arange(batch_size) + step * batch_size) % len(order)]
+        losses.append(float(worker.train_step(shard.x_train[idx], shard.y_train[idx], shard.w_train[idx])))
+    return float(np.mean(losses)), time.perf_counter() - t0
+
+
+def _validate(worker: _Worker) -> tuple[float, float]:
+    """Val AUC averaged over all workers (so every rank takes the same early-stopping decision) and this
+    rank's val accuracy at 0.5."""
+    import tensorflow as tf
 
     from .metrics import roc_auc
 
+    x_val, y_val = worker.shard.x_val, worker.shard.y_val
+    scores = predict_in_batches(lambda x: worker.model(x, training=False), x_val, flatten=True)
+    val_auc = float(worker.mean_over_workers(tf.constant(roc_auc(y_val, scores), tf.float32)))
+    return val_auc, float(((scores >= 0.5) == (y_val > 0.5)).mean())
+
+
+def _record_epoch(worker: _Worker, epoch: int, *, loss: float, train_seconds: float, val_auc: float,
+                  val_acc: float, epoch_seconds: float) -> tuple[dict[str, Any], bool, bool]:
+    """Early-stopping bookkeeping: keep the best weights on an improvement of the val AUC, count epochs
+    without one, append the epoch's metrics to the history. Returns (metrics, improved, stop)."""
+    state = worker.state
+    improved = val_auc > state["best_auc"] + 1e-4
+    if improved:
+        state.update(best_auc=val_auc, best_epoch=epoch, bad_epochs=0)
+        worker.best_weights = worker.model.get_weights()
+    else:
+        state["bad_epochs"] += 1
+    state["epoch"] = epoch
+    images = worker.shard.steps * worker.shard.global_batch
+    metrics = {"epoch": epoch, "loss": loss, "val_auc": val_auc, "val_accuracy": val_acc,
+               "epoch_seconds": round(epoch_seconds, 2),
+               "train_images_per_second": round(images / train_seconds, 1),
+               "best_epoch": state["best_epoch"], "resumed_from": state["resumed_from"]}
+    state["history"].append(metrics)
+    return metrics, improved, state["bad_epochs"] >= worker.cfg.patience
+
+
+def _checkpoint_and_report(worker: _Worker, metrics: dict[str, Any], improved: bool) -> None:
+    """``ray.train.report`` the epoch's metrics; rank 0 attaches a checkpoint (``last.weights.h5``,
+    ``best.weights.h5``, ``state.json``) and logs the epoch."""
+    import ray.train
+
+    if worker.rank != 0:
+        ray.train.report(metrics)
+        return
+    model = worker.model
+    log.info("epoch %d/%d loss %.4f val_auc %.4f val_acc %.3f (%.1f img/s)%s", metrics["epoch"],
+             worker.cfg.epochs, metrics["loss"], metrics["val_auc"], metrics["val_accuracy"],
+             metrics["train_images_per_second"], " *" if improved else "")
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_weights(os.path.join(tmp, "last.weights.h5"))
+        last_weights = model.get_weights()
+        model.set_weights(worker.best_weights)
+        model.save_weights(os.path.join(tmp, "best.weights.h5"))
+        model.set_weights(last_weights)
+        Path(tmp, "state.json").write_text(json.dumps(worker.state))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train's per-worker loop: load the shard, build, resume, then per epoch train, validate, record,
+    checkpoint and report, until ``cfg.epochs`` or early stopping."""
+    import ray.train
+    import tensorflow as tf
+
+    cfg = TrainConfig(**config)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    spec = PreprocessSpec.from_dict(cfg.preprocess)
+    worker = _build_worker(cfg, spec, strategy, _load_shard(cfg, spec, rank, world), rank)
+    worker.state, worker.best_weights = _restore_checkpoint(worker.model, rank)
     rng = np.random.default_rng(cfg.seed * 1000 + rank)
-    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+    for epoch in range(worker.state["epoch"] + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         _write_progress(cfg.progress_dir, rank, epoch=epoch, phase="train")
-        order = rng.permutation(len(x_train))
-        losses = []
-        for step in range(steps):
-            idx = order[(np.arange(cfg.batch_size) + step * cfg.batch_size) % len(order)]
-            losses.append(float(train_step(x_train[idx], y_train[idx], w_train[idx])))
-        train_seconds = time.perf_counter() - t0
-        scores = np.concatenate([np.asarray(model(x_val[i:i + 64], training=False)).reshape(-1)
-                                 for i in range(0, len(x_val), 64)])
-        local_auc = roc_auc(y_val, scores)
-        val_auc = float(mean_over_workers(tf.constant(local_auc, tf.float32)))
-        val_acc = float(((scores >= 0.5) == (y_val > 0.5)).mean())
-        improved = val_auc > state["best_auc"] + 1e-4
-        if improved:
-            state.update(best_auc=val_auc, best_epoch=epoch, bad_epochs=0)
-            best_weights = model.get_weights()
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch
-        metrics = {"epoch": epoch, "loss": float(np.mean(losses)), "val_auc": val_auc, "val_accuracy": val_acc,
-                   "epoch_seconds": round(time.perf_counter() - t0, 2),
-                   "train_images_per_second": round(steps * global_batch / train_seconds, 1),
-                   "best_epoch": state["best_epoch"], "resumed_from": state["resumed_from"]}
-        state["history"].append(metrics)
-        stop = state["bad_epochs"] >= cfg.patience
-        if rank == 0:
-            log.info("epoch %d/%d loss %.4f val_auc %.4f val_acc %.3f (%.1f img/s)%s", epoch, cfg.epochs,
-                     metrics["loss"], val_auc, val_acc, metrics["train_images_per_second"],
-                     " *" if improved else "")
-            with tempfile.TemporaryDirectory() as tmp:
-                model.save_weights(os.path.join(tmp, "last.weights.h5"))
-                last_weights = model.get_weights()
-                model.set_weights(best_weights)
-                model.save_weights(os.path.join(tmp, "best.weights.h5"))
-                model.set_weights(last_weights)
-                Path(tmp, "state.json").write_text(json.dumps(state))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        else:
-            ray.train.report(metrics)
+        loss, train_seconds = _run_epoch(worker, rng)
+        val_auc, val_acc = _validate(worker)
+        metrics, improved, stop = _record_epoch(worker, epoch, loss=loss, train_seconds=train_seconds,
+                                                val_auc=val_auc, val_acc=val_acc,
+                                                epoch_seconds=time.perf_counter() - t0)
+        _checkpoint_and_report(worker, metrics, improved)
         _write_progress(cfg.progress_dir, rank, epoch=epoch, phase="reported")
         if stop:
             break

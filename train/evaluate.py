@@ -18,6 +18,7 @@ from xraylab.registry import ModelCard, load_model, publish
 from .dataset import load_images, scan_layout
 from .metrics import classification_report, roc_curve
 from .plots import plot_confusion, plot_roc
+from .predict import predict_in_batches
 
 __all__ = ["predict_scores", "evaluate_arrays", "evaluate_model", "reference_statistics", "publish_trained"]
 
@@ -25,10 +26,8 @@ log = logging.getLogger("xraylab.train.evaluate")
 
 
 def predict_scores(model: Any, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    if len(images) == 0:
-        return np.zeros((0,), np.float32)
-    return np.concatenate([np.asarray(model.predict_on_batch(images[i:i + batch])).reshape(-1)
-                           for i in range(0, len(images), batch)])
+    """The model's score for each image, 1-D (uncalibrated)."""
+    return predict_in_batches(model.predict_on_batch, images, batch, flatten=True)
 
 
 def evaluate_arrays(model: Any, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, *,
@@ -44,13 +43,13 @@ def evaluate_arrays(model: Any, images: np.ndarray, labels: np.ndarray, out_dir:
     return report
 
 
-def evaluate_model(model_dir: Path, version: str, data: Path, out_dir: Path, *, split: str = "test",
-                   bands: Bands | None = None) -> dict[str, Any]:
-    """``xraylab evaluate``: any registered version on any folder in the layout (e.g. real X-rays)."""
+def evaluate_model(model_dir: Path, version: str, data: Path, out_dir: Path, *, split: str = "test") -> dict[str, Any]:
+    """``xraylab evaluate``: any registered version on any folder in the layout (e.g. real X-rays), with the
+    bands and calibration of its card, as serving applies them."""
     model, card = load_model(model_dir, version)
     index = scan_layout(data, (split,))
     images, labels, skipped = load_images(index.files[split], card.preprocess_spec())
-    report = evaluate_arrays(model, images, labels, out_dir, bands=bands or Bands(**card.bands),
+    report = evaluate_arrays(model, images, labels, out_dir, bands=Bands.from_card(card.bands),
                              title=f"{card.version} on {Path(data).name}/{split}", calibration=card.calibration)
     report.update({"model_version": card.version, "data": str(data), "split": split, "skipped": len(skipped)})
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2))
@@ -70,11 +69,10 @@ def reference_statistics(model: Any, images: np.ndarray, *, sample: int = 256, s
     flat = chosen.reshape(len(chosen), -1)
     intensity = np.stack([flat.mean(1), flat.std(1), *np.percentile(flat, [5, 50, 95], axis=1)], axis=1)
     embedder = keras.Model(model.inputs, model.get_layer(embedding_layer_name(model)).output)
-    embeddings = np.concatenate([np.asarray(embedder.predict_on_batch(chosen[i:i + 64]))
-                                 for i in range(0, len(chosen), 64)])
+    embeddings = predict_in_batches(embedder.predict_on_batch, chosen)
     return {"intensity": intensity.astype(np.float32),
             "intensity_columns": np.array(["mean", "std", "p05", "p50", "p95"]),
-            "embeddings": embeddings.reshape(len(chosen), -1).astype(np.float32),
+            "embeddings": embeddings.astype(np.float32),
             "scores": apply_platt(predict_scores(model, chosen), calibration).astype(np.float32)}
 
 
@@ -91,7 +89,7 @@ def publish_trained(model: Any, *, model_dir: Path, version: str, arch: str, spe
         if (eval_dir / name).exists():
             extra[name] = (eval_dir / name).read_bytes()
     card = ModelCard(version=version, architecture=arch, preprocess=spec.to_dict(),
-                     bands={"pneumonia": bands.pneumonia, "unsure": bands.unsure}, trained_on=trained_on,
+                     bands=bands.to_dict(), trained_on=trained_on,
                      metrics=metrics, data_fingerprint=fingerprint)
     if calibration:
         card.calibration = dict(calibration)

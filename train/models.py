@@ -1,8 +1,8 @@
 """CNN architectures (Keras 3). One Keras everywhere: training, registry and serving.
 
 Keras 3 (not tf-keras) because it ships with ``tensorflow-cpu`` and the GPU wheel alike;
-multi-worker training will use a custom step under the strategy (``model.fit`` under
-MultiWorkerMirroredStrategy fails with Keras 3, see shared notes).
+multi-worker training uses a custom step under the strategy (``train/distributed.py``), because
+Keras 3 ``model.fit`` fails under MultiWorkerMirroredStrategy.
 """
 
 from __future__ import annotations

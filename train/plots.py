@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from xraylab.labels import CLASSES
+
 __all__ = ["plot_roc", "plot_confusion"]
 
 
@@ -41,8 +43,8 @@ def plot_confusion(cm: dict[str, int], path: Path, title: str) -> Path:
     for (i, j), value in np.ndenumerate(grid):
         ax.text(j, i, str(value), ha="center", va="center", color="white" if value > grid.max() / 2 else "black",
                 fontsize=14)
-    ax.set_xticks([0, 1], ["NORMAL", "PNEUMONIA"])
-    ax.set_yticks([0, 1], ["NORMAL", "PNEUMONIA"])
+    ax.set_xticks([0, 1], list(CLASSES))
+    ax.set_yticks([0, 1], list(CLASSES))
     ax.set(xlabel="Predicted", ylabel="Actual", title=title)
     fig.tight_layout()
     fig.savefig(path)

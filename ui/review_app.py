@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from sqlalchemy import Engine
 
 from xraylab.db.crud import get_study, worklist
+from xraylab.db.session import Database
 from xraylab.registry import SYNTHETIC_NOTICE, ModelNotFoundError, read_card, resolve_version
 from xraylab.settings import Settings
 from xraylab.storage import get_object, make_s3_client
@@ -41,7 +41,7 @@ class S3ImageLoader:
         if endpoint_id not in self._clients:
             self._clients[endpoint_id] = make_s3_client(self.settings.s3_endpoint(endpoint_id))
         obj = get_object(self._clients[endpoint_id], study["bucket"], study["object_key"],
-                         max_bytes=self.settings.MAX_IMAGE_BYTES)
+                         max_bytes=self.settings.MAX_IMAGE_BYTES, endpoint_id=endpoint_id)
         image = Image.open(io.BytesIO(obj.data))
         image.load()
         return image
@@ -79,7 +79,7 @@ def trained_on_synthetic(model_dir: Path | None, version: str | None) -> bool:
         return True
 
 
-def build_review_app(engine: Engine, load_image: Callable[[dict[str, Any]], Image.Image], *,
+def build_review_app(db: Database, load_image: Callable[[dict[str, Any]], Image.Image], *,
                      model_dir: Path | None = None, title: str = "xraylab review") -> Any:
     """``model_dir``: the registry, to say which predictions come from a model trained on generated images
     (without it every prediction carries the warning)."""
@@ -89,12 +89,14 @@ def build_review_app(engine: Engine, load_image: Callable[[dict[str, Any]], Imag
         return f"> ⚠️ **{SYNTHETIC_NOTICE}**" if trained_on_synthetic(model_dir, None) else ""
 
     def refresh() -> list[list[Any]]:
-        return _table(worklist(engine))
+        with db.session() as session:
+            return _table(worklist(session))
 
     def open_study(study_id: float | None) -> tuple[Any, str]:
         if study_id is None:
             return None, "Pick a study from the worklist."
-        row = get_study(engine, int(study_id))
+        with db.session() as session:
+            row = get_study(session, int(study_id))
         if row is None:
             return None, f"No study {int(study_id)}."
         synthetic = trained_on_synthetic(model_dir, row.get("model_version"))

@@ -1,14 +1,21 @@
-"""Risk bands: how a pneumonia score becomes what the worklist shows."""
+"""Risk bands: how a pneumonia score becomes what the worklist shows.
+
+The bands of a model live in its card: training writes ``Settings.bands()`` (``XRAYLAB_BAND_*``) into
+the card, and both evaluation and serving read the card of the model that scored (``Bands.from_card``),
+so a band table in a model's metrics is exactly what serving shows for that model.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["Bands", "PNEUMONIA", "UNSURE", "NORMAL"]
+__all__ = ["Bands", "DEFAULT_BANDS", "PNEUMONIA", "UNSURE", "NORMAL", "BAND_ORDER"]
 
 PNEUMONIA = "Pneumonia"
 UNSURE = "Unsure"
 NORMAL = "Normal"
+BAND_ORDER = (PNEUMONIA, UNSURE, NORMAL)  # highest risk first
 
 
 @dataclass(frozen=True)
@@ -28,3 +35,14 @@ class Bands:
         if score >= self.unsure:
             return UNSURE
         return NORMAL
+
+    def to_dict(self) -> dict[str, float]:
+        return {"pneumonia": self.pneumonia, "unsure": self.unsure}
+
+    @classmethod
+    def from_card(cls, bands: Mapping[str, float]) -> Bands:
+        """The bands stored in a model card (``{"pneumonia": .., "unsure": ..}``)."""
+        return cls(pneumonia=float(bands["pneumonia"]), unsure=float(bands["unsure"]))
+
+
+DEFAULT_BANDS = Bands()

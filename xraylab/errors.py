@@ -6,24 +6,50 @@ actor retries it and does not commit the offset.
 
 from __future__ import annotations
 
-__all__ = ["RejectedInputError", "REASONS"]
+from enum import StrEnum
 
-REASONS = {
-    "malformed_event": "the Kafka message is not an S3 event notification",
-    "unknown_endpoint": "the event names an S3 endpoint with no configured credentials",
-    "missing_object": "the object named by the event does not exist",
-    "too_large": "the object is larger than the configured limit",
-    "not_image": "the object is not a readable JPEG/PNG image",
+__all__ = ["RejectReason", "RejectedInputError"]
+
+
+class RejectReason(StrEnum):
+    """Why an input was rejected: the ``reason`` of a dead letter and of a 4xx answer."""
+
+    MALFORMED_EVENT = "malformed_event"
+    UNKNOWN_ENDPOINT = "unknown_endpoint"
+    MISSING_OBJECT = "missing_object"
+    TOO_LARGE = "too_large"
+    NOT_IMAGE = "not_image"
+
+    @property
+    def description(self) -> str:
+        return _DESCRIPTIONS[self]
+
+
+_DESCRIPTIONS = {
+    RejectReason.MALFORMED_EVENT: "the Kafka message is not an S3 event notification",
+    RejectReason.UNKNOWN_ENDPOINT: "the event names an S3 endpoint with no configured credentials",
+    RejectReason.MISSING_OBJECT: "the object named by the event does not exist",
+    RejectReason.TOO_LARGE: "the object is larger than the configured limit",
+    RejectReason.NOT_IMAGE: "the object is not a readable JPEG/PNG image",
 }
 
 
 class RejectedInputError(Exception):
-    """A permanent, per-input failure with a machine-readable ``reason`` (a key of ``REASONS``)."""
+    """A permanent, per-input failure with a machine-readable ``reason``."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(reason, detail)
-        self.reason = reason
+    def __init__(self, reason: RejectReason, detail: str = "") -> None:
+        super().__init__(RejectReason(reason), detail)
+        self.reason = RejectReason(reason)
         self.detail = detail
 
     def __str__(self) -> str:
-        return f"{self.reason}: {self.detail}" if self.detail else self.reason
+        return f"{self.reason}: {self.detail}" if self.detail else str(self.reason)
+
+    @classmethod
+    def behind(cls, exc: BaseException) -> RejectedInputError | None:
+        """The rejection behind ``exc``: the ``cause`` of a Ray task error from a handle call (Ray raises a
+        ``RayTaskError(RejectedInputError)`` whose ``args`` hold the original), or ``exc`` itself."""
+        for candidate in (getattr(exc, "cause", None), exc):
+            if isinstance(candidate, RejectedInputError):
+                return cls(candidate.reason, candidate.detail)
+        return None

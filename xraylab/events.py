@@ -17,31 +17,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
-__all__ = ["MalformedEventError", "ObjectRef", "parse_s3_event", "make_s3_event"]
+from xraylab.messages import ObjectToProcess
+
+__all__ = ["MalformedEventError", "parse_s3_event", "make_s3_event"]
 
 
 class MalformedEventError(ValueError):
     """The message is not an S3 event notification we understand."""
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    """One object an event asks us to process. Carries no credentials and no patient data."""
-
-    bucket: str
-    key: str
-    size: int | None = None
-    etag: str | None = None
-    endpoint_id: str | None = None
-    event_name: str = "ObjectCreated:Put"
-    event_time: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _load(payload: bytes | str | dict[str, Any]) -> Any:
@@ -79,7 +64,7 @@ def _is_create(event_name: str) -> bool:
     return name.startswith("ObjectCreated")
 
 
-def _record_to_ref(record: Any, index: int) -> ObjectRef | None:
+def _record_to_object(record: Any, index: int) -> ObjectToProcess | None:
     if not isinstance(record, dict):
         raise MalformedEventError(f"Records[{index}] is not an object")
     event_name = record.get("eventName")
@@ -106,7 +91,7 @@ def _record_to_ref(record: Any, index: int) -> ObjectRef | None:
             raise MalformedEventError(f"Records[{index}] has a non-numeric size") from exc
     etag = obj.get("eTag") or obj.get("etag") if obj else None
     endpoint_id = record.get("endpointId") or record.get("opaqueData") or None
-    return ObjectRef(
+    return ObjectToProcess(
         bucket=bucket,
         key=key,
         size=size,
@@ -117,7 +102,7 @@ def _record_to_ref(record: Any, index: int) -> ObjectRef | None:
     )
 
 
-def parse_s3_event(payload: bytes | str | dict[str, Any]) -> list[ObjectRef]:
+def parse_s3_event(payload: bytes | str | dict[str, Any]) -> list[ObjectToProcess]:
     """Objects to process in one Kafka message; ``[]`` for an event to ignore.
 
     Raises:
@@ -135,25 +120,25 @@ def parse_s3_event(payload: bytes | str | dict[str, Any]) -> list[ObjectRef]:
     records = doc.get("Records")
     if not isinstance(records, list):
         raise MalformedEventError("event has no Records list")
-    refs = [_record_to_ref(record, i) for i, record in enumerate(records)]
-    return [ref for ref in refs if ref is not None]
+    items = [_record_to_object(record, i) for i, record in enumerate(records)]
+    return [item for item in items if item is not None]
 
 
-def make_s3_event(ref: ObjectRef, *, source: str = "xraylab:notifier") -> dict[str, Any]:
+def make_s3_event(item: ObjectToProcess, *, source: str = "xraylab:notifier") -> dict[str, Any]:
     """AWS-shaped S3 event JSON for one object (what the SeaweedFS notifier produces)."""
     record: dict[str, Any] = {
         "eventVersion": "2.1",
         "eventSource": source,
         "awsRegion": "",
-        "eventTime": ref.event_time,
-        "eventName": ref.event_name,
+        "eventTime": item.event_time,
+        "eventName": item.event_name,
         "s3": {
             "s3SchemaVersion": "1.0",
             "configurationId": "xraylab-notifier",
-            "bucket": {"name": ref.bucket, "arn": f"arn:aws:s3:::{ref.bucket}"},
-            "object": {"key": quote_plus(ref.key, safe="/"), "size": ref.size, "eTag": ref.etag},
+            "bucket": {"name": item.bucket, "arn": f"arn:aws:s3:::{item.bucket}"},
+            "object": {"key": quote_plus(item.key, safe="/"), "size": item.size, "eTag": item.etag},
         },
     }
-    if ref.endpoint_id:
-        record["endpointId"] = ref.endpoint_id
+    if item.endpoint_id:
+        record["endpointId"] = item.endpoint_id
     return {"Records": [record]}

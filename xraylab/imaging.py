@@ -28,7 +28,6 @@ __all__ = [
     "AddChannel",
     "Compose",
     "inference_transforms",
-    "preprocess_bytes",
 ]
 
 # Pillow refuses images above this many pixels (decompression bombs); X-rays are well below.
@@ -145,8 +144,3 @@ def inference_transforms(spec: PreprocessSpec | None = None) -> Compose:
         ScaleIntensity(spec.scale),
         AddChannel(),
     ])
-
-
-def preprocess_bytes(data: bytes, spec: PreprocessSpec | None = None) -> np.ndarray:
-    """Shortcut: encoded image bytes -> model input of one image."""
-    return inference_transforms(spec)(data)

@@ -18,6 +18,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from xraylab.bands import DEFAULT_BANDS, Bands
+
 __all__ = ["S3Endpoint", "Settings", "get_settings", "project_root", "UnknownEndpointError"]
 
 PLACEHOLDER_SECRETS = {"changethis", "changeme", ""}
@@ -64,15 +66,15 @@ class Settings(BaseSettings):
 
     # S3: the default endpoint ("local") plus any others as JSON {"id": {url, access_key, ...}}.
     S3_ENDPOINT_ID: str = "local"
-    S3_ENDPOINT_URL: str = "http://127.0.0.1:18333"
+    S3_ENDPOINT_URL: str = ""  # default: http://127.0.0.1:<S3_PORT>, the local stack
     S3_ACCESS_KEY: SecretStr = SecretStr("")
     S3_SECRET_KEY: SecretStr = SecretStr("")
     S3_REGION: str = "us-east-1"
     S3_EXTRA_ENDPOINTS: str = "{}"
     S3_BUCKET: str = "xray-images"
 
-    # Kafka.
-    KAFKA_BOOTSTRAP: str = "127.0.0.1:19092"
+    # Kafka (topic names and partitions are also in cluster/local/defaults.env, for kafka.sh).
+    KAFKA_BOOTSTRAP: str = ""  # default: 127.0.0.1:<KAFKA_PORT>, the local stack
     KAFKA_TOPIC: str = "xray-images"
     KAFKA_DLQ_TOPIC: str = "xray-images.dlq"
     KAFKA_GROUP: str = "xraylab-ingest"
@@ -87,21 +89,18 @@ class Settings(BaseSettings):
     SEAWEED_FILER_PORT: int = 18888
     MARIADB_PORT: int = 13306
 
-    # Model registry (a folder of versions) and the version to serve ("" = the promoted one).
+    # Model registry (a folder of versions). Which version serves is an app argument (AppArgs).
     MODEL_DIR: Path | None = None
-    MODEL_VERSION: str = ""
 
-    # Risk bands: score > PNEUMONIA -> "Pneumonia", score >= UNSURE -> "Unsure", else "Normal".
-    BAND_PNEUMONIA: float = 0.80
-    BAND_UNSURE: float = 0.60
+    # Risk bands written into the card of each newly trained model (serving and evaluation use the card's):
+    # score > PNEUMONIA -> "Pneumonia", score >= UNSURE -> "Unsure", else "Normal".
+    BAND_PNEUMONIA: float = DEFAULT_BANDS.pneumonia
+    BAND_UNSURE: float = DEFAULT_BANDS.unsure
 
     # Serving.
     SERVE_APP_NAME: str = "xraylab"
     SERVE_HTTP_HOST: str = "127.0.0.1"
     SERVE_HTTP_PORT: int = 8000
-    CLASSIFIER_NUM_GPUS: float = 0.0
-    CLASSIFIER_MAX_BATCH_SIZE: int = 32
-    CLASSIFIER_BATCH_WAIT_S: float = 0.01
     MAX_IMAGE_BYTES: int = 32 * 1024 * 1024
 
     # Review UI: users as "name:password,name2:password2". Required outside development.
@@ -113,10 +112,16 @@ class Settings(BaseSettings):
         self.STATE_DIR = Path(self.STATE_DIR).resolve()
         if not self.DATABASE_URL:
             self.DATABASE_URL = f"sqlite:///{self.STATE_DIR / 'xraylab.db'}"
+        if not self.S3_ENDPOINT_URL:
+            self.S3_ENDPOINT_URL = f"http://127.0.0.1:{self.S3_PORT}"
+        if not self.KAFKA_BOOTSTRAP:
+            self.KAFKA_BOOTSTRAP = f"127.0.0.1:{self.KAFKA_PORT}"
         if self.MODEL_DIR is None:
             self.MODEL_DIR = self.STATE_DIR / "models"
-        if not 0.0 <= self.BAND_UNSURE <= self.BAND_PNEUMONIA <= 1.0:
-            raise ValueError("bands need 0 <= XRAYLAB_BAND_UNSURE <= XRAYLAB_BAND_PNEUMONIA <= 1")
+        try:
+            self.bands()
+        except ValueError as exc:
+            raise ValueError(f"XRAYLAB_BAND_UNSURE / XRAYLAB_BAND_PNEUMONIA: {exc}") from None
         for name in ("S3_SECRET_KEY", "UI_USERS"):
             value = getattr(self, name).get_secret_value()
             if value in PLACEHOLDER_SECRETS or "changethis" in value:
@@ -124,6 +129,10 @@ class Settings(BaseSettings):
                 if self.ENV == "production":
                     raise ValueError(message + ": set a real secret for production")
         return self
+
+    def bands(self) -> Bands:
+        """The bands a newly trained model gets in its card."""
+        return Bands(pneumonia=self.BAND_PNEUMONIA, unsure=self.BAND_UNSURE)
 
     @property
     def model_dir(self) -> Path:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-from dataclasses import dataclass, field
+import time
 from typing import Any
 
-from xraylab.errors import RejectedInputError
+from xraylab.errors import RejectedInputError, RejectReason
+from xraylab.messages import FetchedObject, StudyMetadata
 from xraylab.settings import S3Endpoint
 
-__all__ = ["make_s3_client", "FetchedObject", "get_object", "METADATA_FIELDS"]
-
-# Object metadata the uploader sets (x-amz-meta-*), and the study columns they fill.
-METADATA_FIELDS = ("hospital", "patient-id", "patient-name", "study-date")
+__all__ = ["make_s3_client", "get_object", "put_study"]
 
 
 def make_s3_client(endpoint: S3Endpoint) -> Any:
@@ -35,47 +32,38 @@ def make_s3_client(endpoint: S3Endpoint) -> Any:
     )
 
 
-@dataclass
-class FetchedObject:
-    data: bytes
-    etag: str | None
-    content_type: str | None
-    metadata: dict[str, str] = field(default_factory=dict)
+def put_study(client: Any, bucket: str, key: str, data: bytes, metadata: StudyMetadata, *,
+              content_type: str) -> None:
+    """Store an image with its study metadata as S3 user metadata (what the Fetcher reads back)."""
+    client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type,
+                      Metadata=metadata.to_s3_metadata())
 
 
-def _decode_meta(value: str) -> str:
-    # Non-ASCII metadata is sent RFC 2047 base64-encoded by the uploader (=?utf-8?b?...?=).
-    if value.startswith("=?utf-8?b?") and value.endswith("?="):
-        return base64.b64decode(value[10:-2]).decode("utf-8")
-    return value
-
-
-def encode_meta(value: str) -> str:
-    """Make a metadata value header-safe (S3 metadata must be ASCII)."""
-    if value.isascii():
-        return value
-    return "=?utf-8?b?" + base64.b64encode(value.encode("utf-8")).decode("ascii") + "?="
-
-
-def get_object(client: Any, bucket: str, key: str, *, max_bytes: int) -> FetchedObject:
+def get_object(client: Any, bucket: str, key: str, *, max_bytes: int, endpoint_id: str = "") -> FetchedObject:
     """Read an object; missing or oversized objects raise ``RejectedInputError``."""
     from botocore.exceptions import ClientError
 
+    t0 = time.perf_counter()
     try:
         response = client.get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket"):
-            raise RejectedInputError("missing_object", f"{code} for s3://{bucket}/<key>") from exc
+            raise RejectedInputError(RejectReason.MISSING_OBJECT, f"{code} for s3://{bucket}/<key>") from exc
         raise
     length = int(response.get("ContentLength") or 0)
     body = response["Body"]
     if length > max_bytes:
         body.close()
-        raise RejectedInputError("too_large", f"{length} bytes > {max_bytes}")
+        raise RejectedInputError(RejectReason.TOO_LARGE, f"{length} bytes > {max_bytes}")
     data = body.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise RejectedInputError("too_large", f"more than {max_bytes} bytes")
-    metadata = {k.lower(): _decode_meta(v) for k, v in (response.get("Metadata") or {}).items()}
-    etag = (response.get("ETag") or "").strip('"') or None
-    return FetchedObject(data=data, etag=etag, content_type=response.get("ContentType"), metadata=metadata)
+        raise RejectedInputError(RejectReason.TOO_LARGE, f"more than {max_bytes} bytes")
+    return FetchedObject(
+        data=data,
+        etag=(response.get("ETag") or "").strip('"') or None,
+        content_type=response.get("ContentType"),
+        metadata=StudyMetadata.from_s3_metadata(response.get("Metadata") or {}),
+        endpoint_id=endpoint_id,
+        fetch_ms=(time.perf_counter() - t0) * 1000,
+    )

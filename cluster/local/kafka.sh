@@ -5,7 +5,7 @@ source "$(dirname "$0")/lib.sh"
 NAME=kafka
 HOME_DIR="$STATE/kafka"
 LIBS="$HOME_DIR/libs"
-TOPICS=("${XRAYLAB_KAFKA_TOPIC:-xray-images}:${XRAYLAB_KAFKA_PARTITIONS:-3}" "${XRAYLAB_KAFKA_DLQ_TOPIC:-xray-images.dlq}:1")
+TOPICS=("$XRAYLAB_KAFKA_TOPIC:$XRAYLAB_KAFKA_PARTITIONS" "$XRAYLAB_KAFKA_DLQ_TOPIC:1")
 
 resolve_jars() {
   local stamp="$LIBS/.pom.sha256" want
@@ -63,7 +63,7 @@ java_run() { java "${JAVA_ARGS[@]}" -Dlog4j2.configurationFile="$HOME_DIR/log4j2
 
 start() {
   need_venv
-  if [[ -n "$(pid_of $NAME)" ]]; then log "already running (pid $(pid_of $NAME))"; probe kafka "${TOPICS[@]}" && return 0; fi
+  already_running $NAME probe kafka "${TOPICS[@]}" && return 0
   command -v java >/dev/null || die "Java 17+ is needed for Kafka 4"
   resolve_jars
   write_config
@@ -84,15 +84,8 @@ start() {
 }
 
 status() {
-  local pid; pid="$(pid_of $NAME)"
-  [[ -n "$pid" ]] || { log "not running"; return 1; }
-  probe kafka || { log "pid $pid alive but the broker does not answer"; return 1; }
-  log "running (pid $pid), broker answers metadata requests on 127.0.0.1:$XRAYLAB_KAFKA_PORT"
+  service_status $NAME "the broker does not answer" \
+    "broker answers metadata requests on 127.0.0.1:$XRAYLAB_KAFKA_PORT" probe kafka
 }
 
-case "${1:-}" in
-  start) start ;;
-  stop) stop_pid $NAME ;;
-  status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
-esac
+service_main "$@"

@@ -79,3 +79,39 @@ random_secret() { "$PY" -c 'import secrets; print(secrets.token_urlsafe(24))'; }
 probe() { "$PY" "$LOCAL_DIR/probe.py" "$@"; }
 
 need_venv() { [[ -x "$PY" ]] || die "no Python environment at $PY: run 'make install' first"; }
+
+# The service scripts (seaweedfs, kafka, mariadb, notifier) define start() and status() and end with
+# `service_main "$@"`; the helpers below hold what they have in common.
+
+# already_running NAME [PROBE...]: succeed if NAME's recorded process is alive and PROBE (if given) answers,
+# so that start() can `already_running ... && return 0`. An alive process whose probe fails is started again.
+already_running() {
+  local name="$1" pid; shift
+  pid="$(pid_of "$name")"
+  [[ -n "$pid" ]] || return 1
+  log "already running (pid $pid)"
+  (( $# == 0 )) || "$@"
+}
+
+# service_status NAME [FAILED OK PROBE...]: fail unless NAME's recorded process is alive and PROBE answers.
+# Logs "pid P alive but FAILED" or "running (pid P), OK"; without a probe, just "running (pid P)".
+service_status() {
+  local name="$1" pid; shift
+  pid="$(pid_of "$name")"
+  [[ -n "$pid" ]] || { log "not running"; return 1; }
+  if (( $# == 0 )); then log "running (pid $pid)"; return 0; fi
+  local failed="$1" ok="$2"; shift 2
+  "$@" || { log "pid $pid alive but $failed"; return 1; }
+  log "running (pid $pid), $ok"
+}
+
+# service_main "$@": dispatch start|stop|status to the script's start, stop_pid $NAME and status; else usage, exit 2.
+service_main() {
+  # shellcheck disable=SC2153  # NAME is set by the script that sources this file.
+  case "${1:-}" in
+    start) start ;;
+    stop) stop_pid "$NAME" ;;
+    status) status ;;
+    *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  esac
+}

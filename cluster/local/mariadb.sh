@@ -24,7 +24,7 @@ sql_root() { "$(find_bin mariadb)" --no-defaults --protocol=socket --socket="$SO
 
 start() {
   need_venv
-  if [[ -n "$(pid_of $NAME)" ]]; then log "already running (pid $(pid_of $NAME))"; probe mariadb && return 0; fi
+  already_running $NAME probe mariadb && return 0
   install_if_missing
   local user_flag=(); [[ "$(id -u)" == 0 ]] && user_flag=(--user=root)
   mkdir -p "$DIR"
@@ -59,15 +59,7 @@ SQL
 }
 
 status() {
-  local pid; pid="$(pid_of $NAME)"
-  [[ -n "$pid" ]] || { log "not running"; return 1; }
-  probe mariadb || { log "pid $pid alive but SELECT 1 fails"; return 1; }
-  log "running (pid $pid), SELECT 1 answers on 127.0.0.1:$XRAYLAB_MARIADB_PORT"
+  service_status $NAME "SELECT 1 fails" "SELECT 1 answers on 127.0.0.1:$XRAYLAB_MARIADB_PORT" probe mariadb
 }
 
-case "${1:-}" in
-  start) start ;;
-  stop) stop_pid $NAME ;;
-  status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
-esac
+service_main "$@"

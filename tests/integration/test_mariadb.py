@@ -7,38 +7,58 @@ import pytest
 from sqlalchemy import inspect, text
 
 from xraylab.db.crud import get_study, record_prediction
-from xraylab.db.models import study_uid
-from xraylab.db.session import make_engine, upgrade_schema
+from xraylab.db.session import Database, schema_is_current, upgrade_schema
+from xraylab.messages import StudyMetadata, StudyRecord, Verdict, study_uid
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def engine(settings):
-    engine = make_engine(settings.database_url("mariadb"))
-    upgrade_schema(engine)
-    yield engine
-    engine.dispose()
+def db(settings):
+    db = Database(settings.database_url("mariadb"))
+    upgrade_schema(db.engine)
+    yield db
+    db.dispose()
 
 
-def test_schema_on_mariadb(engine) -> None:
-    assert engine.dialect.name == "mysql"
-    assert {"studies", "predictions", "alembic_version"} <= set(inspect(engine).get_table_names())
+def test_schema_on_mariadb(db) -> None:
+    assert db.engine.dialect.name == "mysql"
+    assert {"studies", "predictions", "alembic_version"} <= set(inspect(db.engine).get_table_names())
+    assert schema_is_current(db.engine)
 
 
-def test_app_user_has_no_global_privileges(engine) -> None:
-    with engine.connect() as conn:
+def test_app_user_has_no_global_privileges(db) -> None:
+    with db.engine.connect() as conn:
         grants = " ".join(row[0] for row in conn.execute(text("SHOW GRANTS")))
     assert "ALL PRIVILEGES ON *.*" not in grants and "`xraylab`.*" in grants
 
 
-def test_concurrent_redelivery_makes_one_row(engine) -> None:
+def write(db: Database, study: StudyRecord, verdict: Verdict):
+    with db.session() as session:
+        return record_prediction(session, study, verdict)
+
+
+def test_concurrent_redelivery_makes_one_row(db) -> None:
     key = f"k-{uuid.uuid4().hex}"
-    study = {"study_uid": study_uid("local", "b", key, "e"), "endpoint_id": "local", "bucket": "b",
-             "object_key": key, "etag": "e", "patient_name": "Ana Silva"}
-    pred = {"model_version": "v-test", "score": 0.91, "band": "Pneumonia"}
+    study = StudyRecord(study_uid=study_uid("local", "b", key, "e"), endpoint_id="local", bucket="b",
+                        object_key=key, etag="e", metadata=StudyMetadata(patient_name="Ana Silva"))
+    verdict = Verdict(score=0.91, band="Pneumonia", model_version="v-test", synthetic_model=True)
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda _: record_prediction(engine, study, pred), range(16)))
+        results = list(pool.map(lambda _: write(db, study, verdict), range(16)))
     assert sum(r.created for r in results) == 1
     assert len({r.prediction_id for r in results}) == 1
-    assert get_study(engine, results[0].study_id)["patient_name"] == "Ana Silva"
+    with db.session() as session:
+        assert get_study(session, results[0].study_id)["patient_name"] == "Ana Silva"
+
+
+def test_concurrent_new_model_version_on_a_known_study(db) -> None:
+    """The study exists already; 16 writers add the same new model's prediction at once: one row, one id."""
+    key = f"k-{uuid.uuid4().hex}"
+    study = StudyRecord(study_uid=study_uid("local", "b", key, "e"), endpoint_id="local", bucket="b",
+                        object_key=key, etag="e")
+    write(db, study, Verdict(score=0.2, band="Normal", model_version="v-old", synthetic_model=True))
+    new = Verdict(score=0.7, band="Unsure", model_version="v-new", synthetic_model=True)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: write(db, study, new), range(16)))
+    assert sum(r.created for r in results) == 1
+    assert len({r.prediction_id for r in results}) == 1 and len({r.study_id for r in results}) == 1

@@ -4,7 +4,8 @@ import pytest
 from botocore.exceptions import ClientError
 from pydantic import SecretStr
 
-from xraylab.errors import RejectedInputError
+from xraylab.errors import RejectedInputError, RejectReason
+from xraylab.messages import StudyMetadata
 from xraylab.storage import get_object, make_s3_client
 
 pytestmark = pytest.mark.integration
@@ -20,14 +21,15 @@ def test_wrong_secret_is_refused(settings) -> None:
 def test_metadata_round_trip_and_missing_object(s3, bucket) -> None:
     from ingest.uploader import upload_study
 
-    upload_study(s3, bucket, "a/b c.jpeg", b"bytes", hospital="st-mary", patient_id="P1",
-                 patient_name="Chloé Novak", study_date="2026-11-20", content_type="image/jpeg")
-    obj = get_object(s3, bucket, "a/b c.jpeg", max_bytes=100)
-    assert obj.data == b"bytes" and obj.content_type == "image/jpeg"
-    assert obj.metadata["patient-name"] == "Chloé Novak" and obj.metadata["hospital"] == "st-mary"
+    sent = StudyMetadata(hospital="st-mary", patient_id="P1", patient_name="Chloé Novak", study_date="2026-11-20")
+    upload_study(s3, bucket, "a/b c.jpeg", b"bytes", sent, content_type="image/jpeg")
+    obj = get_object(s3, bucket, "a/b c.jpeg", max_bytes=100, endpoint_id="local")
+    assert obj.data == b"bytes" and obj.content_type == "image/jpeg" and obj.endpoint_id == "local"
+    assert obj.metadata == sent
+    assert obj.metadata.patient_name == "Chloé Novak" and obj.metadata.hospital == "st-mary"
     with pytest.raises(RejectedInputError) as info:
         get_object(s3, bucket, "missing.jpeg", max_bytes=100)
-    assert info.value.reason == "missing_object"
+    assert info.value.reason is RejectReason.MISSING_OBJECT
     with pytest.raises(RejectedInputError) as info:
         get_object(s3, bucket, "a/b c.jpeg", max_bytes=3)
-    assert info.value.reason == "too_large"
+    assert info.value.reason is RejectReason.TOO_LARGE

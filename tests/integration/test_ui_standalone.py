@@ -21,8 +21,8 @@ def free_port() -> int:
 def test_standalone_ui_requires_login(settings, tmp_path) -> None:
     port = free_port()
     env = {**os.environ, "XRAYLAB_DATABASE_URL": f"sqlite:///{tmp_path / 'ui.db'}", "GRADIO_ANALYTICS_ENABLED": "False"}
-    subprocess.run([sys.executable, "-m", "xraylab.cli", "db", "upgrade"], env=env, check=True, timeout=120)
-    proc = subprocess.Popen([sys.executable, "-m", "xraylab.cli", "ui", "--port", str(port)], env=env,
+    subprocess.run([sys.executable, "-m", "xraylab_cli", "db", "upgrade"], env=env, check=True, timeout=120)
+    proc = subprocess.Popen([sys.executable, "-m", "xraylab_cli", "ui", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -46,6 +46,6 @@ def test_standalone_ui_requires_login(settings, tmp_path) -> None:
 
 def test_standalone_ui_refuses_to_start_without_users(tmp_path) -> None:
     env = {**os.environ, "XRAYLAB_UI_USERS": "", "XRAYLAB_ENV_FILE": str(tmp_path / "none.env")}
-    result = subprocess.run([sys.executable, "-m", "xraylab.cli", "ui"], env=env, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "xraylab_cli", "ui"], env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 2 and "XRAYLAB_UI_USERS" in result.stderr

@@ -1,73 +1,69 @@
-"""Reads and idempotent writes, shared by the Writer deployment and the review UI."""
+"""Reads and idempotent writes, shared by the Writer deployment and the review UI.
+
+Every function takes the caller's ``session`` (one transaction per unit of work, opened with
+``Database.session()``), as in the FastAPI template's ``crud.py``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, case, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.sql import Select
 
-from xraylab.db.models import Prediction, Study
-from xraylab.db.session import session_scope
+from xraylab.bands import BAND_ORDER
+from xraylab.db.models import Base, Prediction, Study
+from xraylab.messages import StudyRecord, Verdict, WriteResult
 
-__all__ = ["WriteResult", "record_prediction", "worklist", "get_study", "count_rows"]
+__all__ = ["record_prediction", "worklist", "get_study", "count_rows", "STUDY_COLUMNS", "PREDICTION_COLUMNS"]
 
-STUDY_FIELDS = ("study_uid", "endpoint_id", "bucket", "object_key", "etag", "size_bytes", "content_type",
-                "hospital", "patient_id", "patient_name", "study_date")
-PREDICTION_FIELDS = ("model_version", "score", "band", "fetch_ms", "infer_ms")
+STUDY_COLUMNS = ("study_uid", "endpoint_id", "bucket", "object_key", "etag", "size_bytes", "content_type",
+                 "hospital", "patient_id", "patient_name", "study_date")
+PREDICTION_COLUMNS = ("model_version", "score", "band", "fetch_ms", "infer_ms")
 
-
-@dataclass(frozen=True)
-class WriteResult:
-    study_id: int
-    prediction_id: int
-    created: bool  # False: the row was already there (a redelivered event)
+Row = TypeVar("Row", bound=Base)
 
 
-def _get_or_create_study(engine: Engine, fields: dict[str, Any]) -> int:
-    with session_scope(engine) as session:
-        found = session.scalar(select(Study.id).where(Study.study_uid == fields["study_uid"]))
-        if found is not None:
-            return found
+def _insert_or_get(session: Session, row: Row, existing: Select[tuple[int]]) -> tuple[int, bool]:
+    """(id, created): insert ``row`` unless a unique key says it exists, then return the existing id.
+
+    The insert runs in a SAVEPOINT so that a duplicate (a redelivered event, or a concurrent writer
+    that got there first) rolls back only itself. The look-up after a duplicate is a locking read, so
+    that it sees the other writer's committed row even under MariaDB's REPEATABLE READ snapshot."""
     try:
-        with session_scope(engine) as session:
-            study = Study(**{k: fields.get(k) for k in STUDY_FIELDS})
-            session.add(study)
-            session.flush()
-            return study.id
-    except IntegrityError:  # a concurrent writer inserted it first
-        with session_scope(engine) as session:
-            return session.scalar(select(Study.id).where(Study.study_uid == fields["study_uid"]))  # type: ignore[return-value]
-
-
-def record_prediction(engine: Engine, study: dict[str, Any], prediction: dict[str, Any]) -> WriteResult:
-    """Insert the study and its prediction unless they exist; safe to call again for the same event."""
-    study_id = _get_or_create_study(engine, study)
-    where = (Prediction.study_id == study_id) & (Prediction.model_version == prediction["model_version"])
-    with session_scope(engine) as session:
-        found = session.scalar(select(Prediction.id).where(where))
-        if found is not None:
-            return WriteResult(study_id, found, created=False)
-    try:
-        with session_scope(engine) as session:
-            row = Prediction(study_id=study_id, **{k: prediction.get(k) for k in PREDICTION_FIELDS})
+        with session.begin_nested():
             session.add(row)
-            session.flush()
-            return WriteResult(study_id, row.id, created=True)
+        return row.id, True  # type: ignore[attr-defined]
     except IntegrityError:
-        with session_scope(engine) as session:
-            return WriteResult(study_id, session.scalar(select(Prediction.id).where(where)), created=False)  # type: ignore[arg-type]
+        found = session.scalar(existing.with_for_update(read=True))
+        if found is None:
+            raise
+        return found, False
 
 
-def worklist(engine: Engine, limit: int = 200) -> list[dict[str, Any]]:
+def record_prediction(session: Session, study: StudyRecord, verdict: Verdict, *,
+                      fetch_ms: float | None = None) -> WriteResult:
+    """Insert the study and its prediction unless they exist; safe to call again for the same event."""
+    study_id, _ = _insert_or_get(session, Study(**study.columns()),
+                                 select(Study.id).where(Study.study_uid == study.study_uid))
+    prediction = Prediction(study_id=study_id, model_version=verdict.model_version, score=verdict.score,
+                            band=verdict.band, fetch_ms=fetch_ms, infer_ms=verdict.infer_ms)
+    prediction_id, created = _insert_or_get(session, prediction, select(Prediction.id).where(
+        (Prediction.study_id == study_id) & (Prediction.model_version == verdict.model_version)))
+    return WriteResult(study_id, prediction_id, created)
+
+
+def worklist(session: Session, limit: int = 200) -> list[dict[str, Any]]:
     """Studies with their latest prediction, highest risk first."""
     latest = (
         select(Prediction.study_id, func.max(Prediction.id).label("pid"))
         .group_by(Prediction.study_id)
         .subquery()
     )
-    band_rank = case((Prediction.band == "Pneumonia", 0), (Prediction.band == "Unsure", 1), else_=2)
+    band_rank = case(*((Prediction.band == band, rank) for rank, band in enumerate(BAND_ORDER[:-1])),
+                     else_=len(BAND_ORDER) - 1)
     query = (
         select(Study, Prediction)
         .join(latest, latest.c.study_id == Study.id)
@@ -75,33 +71,30 @@ def worklist(engine: Engine, limit: int = 200) -> list[dict[str, Any]]:
         .order_by(band_rank, Prediction.score.desc(), Study.id)
         .limit(limit)
     )
-    with session_scope(engine) as session:
-        return [_row(study, pred) for study, pred in session.execute(query).all()]
+    return [_row(study, pred) for study, pred in session.execute(query).all()]
 
 
-def get_study(engine: Engine, study_id: int) -> dict[str, Any] | None:
-    with session_scope(engine) as session:
-        study = session.get(Study, study_id)
-        if study is None:
-            return None
-        pred = session.scalar(
-            select(Prediction).where(Prediction.study_id == study_id).order_by(Prediction.id.desc()).limit(1)
-        )
-        return _row(study, pred)
+def get_study(session: Session, study_id: int) -> dict[str, Any] | None:
+    study = session.get(Study, study_id)
+    if study is None:
+        return None
+    pred = session.scalar(
+        select(Prediction).where(Prediction.study_id == study_id).order_by(Prediction.id.desc()).limit(1)
+    )
+    return _row(study, pred)
 
 
-def count_rows(engine: Engine) -> dict[str, int]:
-    with session_scope(engine) as session:
-        return {
-            "studies": session.scalar(select(func.count(Study.id))) or 0,
-            "predictions": session.scalar(select(func.count(Prediction.id))) or 0,
-        }
+def count_rows(session: Session) -> dict[str, int]:
+    return {
+        "studies": session.scalar(select(func.count(Study.id))) or 0,
+        "predictions": session.scalar(select(func.count(Prediction.id))) or 0,
+    }
 
 
 def _row(study: Study, pred: Prediction | None) -> dict[str, Any]:
-    row = {k: getattr(study, k) for k in STUDY_FIELDS}
+    row = {k: getattr(study, k) for k in STUDY_COLUMNS}
     row["id"] = study.id
     row["received_at"] = study.received_at
     if pred is not None:
-        row.update({k: getattr(pred, k) for k in PREDICTION_FIELDS})
+        row.update({k: getattr(pred, k) for k in PREDICTION_COLUMNS})
     return row

@@ -1,28 +1,22 @@
 """The schema: studies (one uploaded image) and predictions (one model's verdict on a study).
 
 Uniqueness makes writes idempotent: a study is identified by ``study_uid`` (a hash of endpoint,
-bucket, key and eTag), and a study gets at most one prediction per model version.
+bucket, key and eTag: ``xraylab.messages.study_uid``), and a study gets at most one prediction per
+model version.
 """
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["Base", "Study", "Prediction", "study_uid", "utcnow"]
+__all__ = ["Base", "Study", "Prediction", "utcnow"]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def study_uid(endpoint_id: str, bucket: str, key: str, etag: str | None) -> str:
-    """Stable id of one uploaded object version; logs use it instead of anything about the patient."""
-    raw = "\x1f".join([endpoint_id, bucket, key, etag or ""])
-    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
 
 
 class Base(DeclarativeBase):

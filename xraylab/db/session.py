@@ -1,4 +1,10 @@
-"""One engine per process (or per Serve replica), one short session per unit of work."""
+"""One engine and one session factory per database (per process or Serve replica); one session,
+one transaction, per unit of work, opened by the caller: ``with db.session() as session: ...``.
+
+Migrations are a start-up step (``xraylab db upgrade``, run by ``cluster/local/up.sh``, the demo and
+the tests), not something every replica does; ``schema_is_current`` lets a replica refuse to start
+on a database that was never migrated.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,9 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["make_engine", "session_scope", "ping", "upgrade_schema"]
+__all__ = ["Database", "make_engine", "upgrade_schema", "schema_is_current"]
+
+MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def make_engine(url: str) -> Engine:
@@ -26,40 +34,64 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+            # SQLAlchemy, not the sqlite3 module, starts transactions, so that SAVEPOINT works
+            # (SQLAlchemy's documented recipe for pysqlite).
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
+            conn.exec_driver_sql("BEGIN")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_recycle=3600, pool_size=5, max_overflow=10)
 
 
-@contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """Commit on success, roll back on error, always close."""
-    factory = sessionmaker(engine, expire_on_commit=False)
-    session = factory()
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+class Database:
+    """An engine and its one ``sessionmaker``."""
+
+    def __init__(self, url_or_engine: str | Engine) -> None:
+        self.engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises, always closed."""
+        with self._sessions.begin() as session:
+            yield session
+
+    def ping(self) -> None:
+        """``SELECT 1``; raises if the database cannot be reached."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
 
 
-def ping(engine: Engine) -> None:
-    """``SELECT 1``; raises if the database cannot be reached."""
-    with engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
+def _alembic_config():  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["configure_logger"] = False
+    return config
 
 
 def upgrade_schema(engine: Engine, revision: str = "head") -> None:
     """Run the Alembic migrations shipped in this package up to ``revision`` on ``engine``."""
     from alembic import command
-    from alembic.config import Config
 
-    config = Config()
-    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    config.attributes["configure_logger"] = False
+    config = _alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+def schema_is_current(engine: Engine) -> bool:
+    """Whether the database is at the newest migration (``xraylab db upgrade`` brings it there)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    heads = set(ScriptDirectory.from_config(_alembic_config()).get_heads())
+    with engine.connect() as connection:
+        return set(MigrationContext.configure(connection).get_current_heads()) == heads

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from train.dataset import DatasetLayoutError, load_images, scan_layout
-from train.synthetic import write_dataset
 from xraylab.imaging import PreprocessSpec
+from xraylab.synthetic import write_dataset
 
 
 @pytest.fixture()

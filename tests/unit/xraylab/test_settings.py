@@ -2,10 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from xraylab.bands import NORMAL, PNEUMONIA, UNSURE, Bands
+from xraylab.bands import DEFAULT_BANDS
 from xraylab.settings import Settings, UnknownEndpointError, load_settings
 
-DEFAULTS = Path(__file__).resolve().parents[2] / "cluster" / "local" / "defaults.env"
+DEFAULTS = Path(__file__).resolve().parents[3] / "cluster" / "local" / "defaults.env"
 
 
 def test_port_defaults_match_the_stack_scripts(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,11 +56,15 @@ def test_ui_users_parse(tmp_path: Path) -> None:
     assert s.ui_users() == [("doctor", "pa:ss"), ("nurse", "x")]
 
 
-@pytest.mark.parametrize("score, band", [(0.95, PNEUMONIA), (0.8, UNSURE), (0.6, UNSURE), (0.59, NORMAL)])
-def test_bands(score: float, band: str) -> None:
-    assert Bands().band(score) == band
+def test_bands_default_once_and_are_validated(tmp_path: Path) -> None:
+    assert Settings(STATE_DIR=tmp_path).bands() == DEFAULT_BANDS
+    assert Settings(STATE_DIR=tmp_path, BAND_PNEUMONIA=0.9, BAND_UNSURE=0.5).bands().band(0.85) == "Unsure"
+    with pytest.raises(ValueError, match="XRAYLAB_BAND"):
+        Settings(STATE_DIR=tmp_path, BAND_PNEUMONIA=0.5, BAND_UNSURE=0.7)
 
 
-def test_bad_bands() -> None:
-    with pytest.raises(ValueError):
-        Bands(pneumonia=0.5, unsure=0.7)
+def test_local_endpoints_follow_the_ports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("XRAYLAB_S3_ENDPOINT_URL", "XRAYLAB_KAFKA_BOOTSTRAP"):
+        monkeypatch.delenv(name, raising=False)
+    s = Settings(STATE_DIR=tmp_path, S3_PORT=28333, KAFKA_PORT=29092)
+    assert (s.S3_ENDPOINT_URL, s.KAFKA_BOOTSTRAP) == ("http://127.0.0.1:28333", "127.0.0.1:29092")

@@ -2,10 +2,10 @@ import io
 import json
 from pathlib import Path
 
-from ingest.notifier import filer_event_to_ref, iter_json_objects
+from ingest.notifier import filer_event_to_object, iter_json_objects
 from xraylab.events import make_s3_event, parse_s3_event
 
-CAPTURED = Path(__file__).parent.parent / "fixtures" / "seaweedfs" / "filer_meta_tail.txt"
+CAPTURED = Path(__file__).resolve().parents[2] / "fixtures" / "seaweedfs" / "filer_meta_tail.txt"
 
 
 def captured_events() -> list[dict]:
@@ -21,7 +21,7 @@ def test_reads_pretty_printed_stream_in_pieces() -> None:
 
 
 def test_captured_upload_and_delete_become_s3_events() -> None:
-    refs = [r for r in (filer_event_to_ref(e, "local") for e in captured_events()) if r is not None]
+    refs = [r for r in (filer_event_to_object(e, "local") for e in captured_events()) if r is not None]
     assert [r.event_name for r in refs] == ["ObjectCreated:Put", "ObjectRemoved:Delete"]
     created = refs[0]
     assert created.bucket == "fixture-bucket"
@@ -38,4 +38,4 @@ def test_directories_and_system_paths_are_skipped() -> None:
     directory = {"directory": "/buckets/b", "eventNotification": {"newEntry": {"name": "d", "isDirectory": True}}}
     system = {"directory": "/buckets/.system/x", "eventNotification": {"newEntry": {"name": "f", "attributes": {}}}}
     outside = {"directory": "/etc", "eventNotification": {"newEntry": {"name": "f", "attributes": {}}}}
-    assert [filer_event_to_ref(e, "local") for e in (directory, system, outside)] == [None, None, None]
+    assert [filer_event_to_object(e, "local") for e in (directory, system, outside)] == [None, None, None]

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from train.bootstrap import train_bootstrap_model
-from train.synthetic import write_dataset
+from xraylab.synthetic import write_dataset
 
 
 def xraylab(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "xraylab.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "xraylab_cli", *args], capture_output=True, text=True,
                           timeout=300, env={**os.environ, **env})
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-__all__ = ["generate_xray", "encode_jpeg", "write_dataset", "CLASSES"]
+from xraylab.labels import NORMAL_CLASS, PNEUMONIA_CLASS
 
-CLASSES = ("NORMAL", "PNEUMONIA")
+__all__ = ["generate_xray", "encode_jpeg", "write_dataset"]
 
 
 def _ellipse(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
@@ -78,11 +78,11 @@ def write_dataset(root: Path, n_per_split: dict[str, int] | None = None, *, pneu
     counts: dict[str, dict[str, int]] = {}
     for split, total in n_per_split.items():
         n_pneu = int(round(total * pneumonia_ratio))
-        counts[split] = {"NORMAL": total - n_pneu, "PNEUMONIA": n_pneu}
+        counts[split] = {NORMAL_CLASS: total - n_pneu, PNEUMONIA_CLASS: n_pneu}
         for cls, n in counts[split].items():
             folder = Path(root) / split / cls
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                arr = generate_xray(rng, cls == "PNEUMONIA", size)
+                arr = generate_xray(rng, cls == PNEUMONIA_CLASS, size)
                 (folder / f"{split}-{cls.lower()}-{i:05d}.jpeg").write_bytes(encode_jpeg(arr))
     return counts

@@ -4,7 +4,7 @@ import yaml
 
 from serve_app.app import AppArgs
 
-CONFIG = Path(__file__).resolve().parents[2] / "serve_app" / "serve_config.yaml"
+CONFIG = Path(__file__).resolve().parents[3] / "serve_app" / "serve_config.yaml"
 
 
 def test_serve_config_points_at_build_app_with_valid_args() -> None:
@@ -12,5 +12,5 @@ def test_serve_config_points_at_build_app_with_valid_args() -> None:
     [app] = config["applications"]
     assert app["import_path"] == "serve_app.app:build_app"
     args = AppArgs.model_validate(app["args"])
-    assert args.database == "default" and args.max_batch_size >= 1
+    assert args.database == "default" and args.classifier.max_batch_size >= 1
     assert not any("SECRET" in k or "PASSWORD" in k for k in app["runtime_env"]["env_vars"])

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from xraylab.events import MalformedEventError, ObjectRef, make_s3_event, parse_s3_event
+from xraylab.events import MalformedEventError, make_s3_event, parse_s3_event
+from xraylab.messages import ObjectToProcess
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "events"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "events"
 
 
 def load(name: str) -> bytes:
@@ -70,13 +71,13 @@ def test_malformed_events_raise(payload: bytes, message: str) -> None:
 
 
 def test_make_s3_event_round_trips_awkward_keys() -> None:
-    ref = ObjectRef(bucket="b", key="dir/a b+c%d é.jpeg", size=5, etag="e", endpoint_id="local")
+    ref = ObjectToProcess(bucket="b", key="dir/a b+c%d é.jpeg", size=5, etag="e", endpoint_id="local")
     [back] = parse_s3_event(json.dumps(make_s3_event(ref)))
     assert (back.bucket, back.key, back.size, back.etag, back.endpoint_id) == ("b", ref.key, 5, "e", "local")
 
 
 def run_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "xraylab.cli", "events", "parse", *args], input=stdin,
+    return subprocess.run([sys.executable, "-m", "xraylab_cli", "events", "parse", *args], input=stdin,
                           capture_output=True, timeout=60)
 
 

@@ -1,0 +1,137 @@
+"""The ingest loop with a stand-in Kafka consumer and producer and a stand-in pipeline step."""
+
+import json
+from dataclasses import dataclass
+
+from ingest.consumer import IngestLoop
+from xraylab.errors import RejectReason
+from xraylab.events import make_s3_event
+from xraylab.messages import ObjectToProcess, Outcome, OutcomeStatus
+
+TOPIC, DLQ = "images", "images.dlq"
+
+
+@dataclass
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def event(key: str) -> bytes:
+    return json.dumps(make_s3_event(ObjectToProcess(bucket="b", key=key, endpoint_id="local"))).encode()
+
+
+class FakeConsumer:
+    """Serves the given polls one after another (a rewind serves the same records again), then stops the loop."""
+
+    def __init__(self, polls: list[list[Record]]) -> None:
+        self.polls, self.commits, self.seeks, self.closed, self.loop = list(polls), [], [], False, None
+        self.last: list[Record] = []
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict:
+        if self.seeks and self.seeks[-1][0] == "pending":
+            self.seeks[-1] = ("done", self.seeks[-1][1])
+            return {(TOPIC, 0): self.last}
+        if not self.polls:
+            self.loop.stop_event.set()
+            return {}
+        self.last = self.polls.pop(0)
+        return {(TOPIC, 0): self.last}
+
+    def seek(self, tp, offset: int) -> None:
+        self.seeks.append(("pending", (tp.topic, tp.partition, offset)))
+
+    def commit(self) -> None:
+        self.commits.append([r.offset for r in self.last])
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Sent:
+    def get(self, timeout: float) -> None:
+        return None
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent, self.flushed, self.closed = [], 0, False
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> Sent:
+        self.sent.append((topic, key, json.loads(value)))
+        return Sent()
+
+    def flush(self, timeout: float) -> None:
+        self.flushed += 1
+
+    def close(self, timeout: float) -> None:
+        self.closed = True
+
+
+class Response:
+    def __init__(self, outcome: Outcome | Exception) -> None:
+        self.outcome = outcome
+
+    def result(self, timeout_s: float) -> Outcome:
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+
+def make_loop(polls, step) -> tuple[IngestLoop, FakeConsumer, FakeProducer]:
+    consumer, producer = FakeConsumer(polls), FakeProducer()
+    loop = IngestLoop(lambda item: Response(step(item)), consumer=consumer, producer=producer, dlq_topic=DLQ,
+                      max_backoff_s=0.01)
+    consumer.loop = loop
+    return loop, consumer, producer
+
+
+def test_rows_written_rejections_dead_lettered_then_committed() -> None:
+    records = [Record(TOPIC, 0, 0, b"a", event("a.jpeg")), Record(TOPIC, 0, 1, b"bad", b"{not json"),
+               Record(TOPIC, 0, 2, b"c", event("c.jpeg")), Record(TOPIC, 0, 3, b"d", event("d.jpeg"))]
+
+    def step(item: ObjectToProcess) -> Outcome:
+        if item.key == "c.jpeg":
+            return Outcome.rejected(RejectReason.NOT_IMAGE, "truncated", "uid-c")
+        return Outcome(OutcomeStatus.DUPLICATE if item.key == "d.jpeg" else OutcomeStatus.WRITTEN, study_uid="u")
+
+    loop, consumer, producer = make_loop([records], step)
+    stats = loop.run()
+    assert consumer.commits == [[0, 1, 2, 3]], "one commit, after the whole batch"
+    assert stats["written"] == 1 and stats["duplicate"] == 1 and stats["dead_lettered"] == 2
+    assert stats["dlq_malformed_event"] == 1 and stats["dlq_not_image"] == 1
+    reasons = {doc["source"]["offset"]: (topic, doc["reason"], doc["object_key"], doc["study_uid"])
+               for topic, _, doc in producer.sent}
+    assert reasons == {1: (DLQ, "malformed_event", None, None), 2: (DLQ, "not_image", "c.jpeg", "uid-c")}
+    assert producer.flushed == 1 and consumer.closed and producer.closed
+
+
+def test_transient_failure_rewinds_retries_and_commits_only_after_success() -> None:
+    records = [Record(TOPIC, 0, 5, b"a", event("a.jpeg")), Record(TOPIC, 0, 6, b"b", event("b.jpeg"))]
+    attempts: list[str] = []
+
+    def step(item: ObjectToProcess):
+        attempts.append(item.key)
+        if len(attempts) == 2:
+            return TimeoutError("Serve overloaded")
+        return Outcome(OutcomeStatus.WRITTEN)
+
+    loop, consumer, producer = make_loop([records], step)
+    stats = loop.run()
+    assert stats["transient_errors"] == 1
+    assert consumer.seeks == [("done", (TOPIC, 0, 5))], "rewound to the first offset of the batch"
+    assert consumer.commits == [[5, 6]], "committed once, after the retry succeeded"
+    assert attempts == ["a.jpeg", "b.jpeg", "a.jpeg", "b.jpeg"]
+    assert stats["written"] == 3, "the repeat of a.jpeg is absorbed by idempotent writes downstream"
+    assert producer.sent == []
+
+
+def test_ignored_events_are_counted_and_committed() -> None:
+    removal = {"Records": [{"eventName": "ObjectRemoved:Delete", "s3": {}}]}
+    loop, consumer, _ = make_loop([[Record(TOPIC, 0, 9, None, json.dumps(removal).encode())]],
+                                  lambda item: Outcome(OutcomeStatus.WRITTEN))
+    stats = loop.run()
+    assert stats["ignored_events"] == 1 and consumer.commits == [[9]]

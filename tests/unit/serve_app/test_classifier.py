@@ -1,0 +1,53 @@
+"""The classifier's batch split by model version (a hot swap in progress), with stand-in models."""
+
+import numpy as np
+import pytest
+
+from serve_app.classifier import ActiveModel, ClassifierConfig, score_batch
+from xraylab.bands import Bands
+from xraylab.registry import ModelCard
+
+
+class RecordingModel:
+    """``predict_on_batch`` returns ``base + mean pixel`` per image and records each batch it saw."""
+
+    def __init__(self, base: float) -> None:
+        self.base, self.batches = base, []
+
+    def predict_on_batch(self, batch: np.ndarray) -> np.ndarray:
+        self.batches.append(batch.copy())
+        return (self.base + batch.reshape(len(batch), -1).mean(axis=1)).reshape(-1, 1)
+
+
+def active(version: str, base: float, calibration: dict | None = None) -> ActiveModel:
+    card = ModelCard(version=version, architecture="t", preprocess={}, bands=Bands().to_dict(),
+                     calibration=calibration or {"a": 1.0, "b": 0.0})
+    return ActiveModel(model=RecordingModel(base), card=card, transform=None, bands=Bands())  # type: ignore[arg-type]
+
+
+def image(value: float) -> np.ndarray:
+    return np.full((4, 4, 1), value, np.float32)
+
+
+def test_each_model_scores_only_its_own_images_in_one_pass() -> None:
+    old, new = active("v1", 0.1), active("v2", 0.5)
+    values = [0.01, 0.02, 0.03, 0.04, 0.05]
+    owners = [old, new, old, new, old]
+    scores = score_batch([image(v) for v in values], owners)
+    assert scores == pytest.approx([(0.1 if m is old else 0.5) + v for v, m in zip(values, owners, strict=True)])
+    assert len(old.model.batches) == len(new.model.batches) == 1, "one forward pass per model"
+    assert [float(b.mean()) for b in old.model.batches[0]] == pytest.approx([0.01, 0.03, 0.05])
+    assert [float(b.mean()) for b in new.model.batches[0]] == pytest.approx([0.02, 0.04])
+
+
+def test_each_model_applies_its_own_calibration() -> None:
+    plain, calibrated = active("v1", 0.4), active("v2", 0.4, calibration={"a": 1.0, "b": 2.0})
+    raw, cal = score_batch([image(0.1), image(0.1)], [plain, calibrated])
+    assert raw == pytest.approx(0.5)
+    assert cal == pytest.approx(1 / (1 + np.exp(-2.0)))  # logit(0.5) = 0, plus b = 2
+
+
+def test_config_is_validated() -> None:
+    assert ClassifierConfig().max_batch_size >= 1
+    with pytest.raises(ValueError):
+        ClassifierConfig(max_batch_size=0)

@@ -1,0 +1,67 @@
+"""The HTTP routes of the ingress, on its FastAPI app with stand-in handles (no Ray cluster)."""
+
+import asyncio
+
+import pytest
+from fastapi.testclient import TestClient
+from ray import cloudpickle
+from ray.exceptions import RayTaskError
+
+from serve_app.ingress import Ingress
+from xraylab.errors import RejectedInputError, RejectReason
+from xraylab.messages import ObjectToProcess, Outcome, OutcomeStatus, Verdict
+
+VERDICT = Verdict(score=0.91, band="Pneumonia", model_version="v1", synthetic_model=True, infer_ms=2.0)
+
+
+class Method:
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
+    def remote(self, *args):
+        async def call():
+            return self.fn(*args)
+
+        return call()
+
+
+class Handle:
+    def __init__(self, **methods) -> None:
+        for name, fn in methods.items():
+            setattr(self, name, Method(fn))
+
+
+def classify(data: bytes) -> Verdict:
+    if not data.startswith(b"\xff\xd8"):
+        cause = RejectedInputError(RejectReason.NOT_IMAGE, "not a JPEG")
+        raise RayTaskError("classify", "Traceback ...", cause).as_instanceof_cause()
+    return VERDICT
+
+
+@pytest.fixture()
+def ingress() -> Ingress:
+    classifier = Handle(classify=classify, model_card=lambda: {"version": "v1"})
+    # As in a replica: Serve ships the class to it by value (cloudpickle), with only the globals its code uses.
+    shipped = cloudpickle.loads(cloudpickle.dumps(Ingress.func_or_class))
+    user_class = shipped.__mro__[1]  # the class under Serve's ASGI wrapper
+    assert user_class.__module__ == "serve_app.ingress" and "process" in vars(user_class)
+    return user_class(Handle(), classifier, Handle(check_health=lambda: None), "default", False)
+
+
+def test_predict_raw_and_multipart_and_bad_bytes(ingress: Ingress) -> None:
+    client = TestClient(ingress.__serve_build_asgi_app__())
+    raw = client.post("/v1/predict", content=b"\xff\xd8 jpeg")
+    assert raw.status_code == 200, raw.text
+    assert raw.json()["score"] == 0.91 and raw.json()["model_version"] == "v1" and "synthetic" in raw.json()["notice"]
+    multipart = client.post("/v1/predict", files={"file": ("x.jpeg", b"\xff\xd8 jpeg")})
+    assert multipart.status_code == 200 and multipart.json()["band"] == "Pneumonia"
+    bad = client.post("/v1/predict", content=b"not an image")
+    assert bad.status_code == 400 and bad.json() == {"error": "not_image", "detail": "not a JPEG"}
+    assert client.get("/healthz").json() == {"status": "ok", "model_version": "v1"}
+
+
+def test_process_runs_the_step(ingress: Ingress) -> None:
+    ingress.step.fetcher = Handle(fetch=lambda item: (_ for _ in ()).throw(
+        RejectedInputError(RejectReason.MISSING_OBJECT, "NoSuchKey")))
+    outcome: Outcome = asyncio.run(ingress.process(ObjectToProcess(bucket="b", key="k")))
+    assert outcome.status is OutcomeStatus.REJECTED and outcome.reason is RejectReason.MISSING_OBJECT

@@ -1,0 +1,106 @@
+"""Training commands: ``xraylab train bootstrap|run``, ``xraylab evaluate``, ``xraylab make-dataset``.
+Ray and TensorFlow are imported inside the commands."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from xraylab.cli import fail, setup_logging
+from xraylab.settings import load_settings
+
+__all__ = ["register"]
+
+train_app = typer.Typer(help="Training.", no_args_is_help=True)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(train_app, name="train")
+    root.command("evaluate")(evaluate)
+    root.command("make-dataset")(make_dataset)
+
+
+@train_app.command("bootstrap")
+def train_bootstrap(force: Annotated[bool, typer.Option(help="train even if a model exists")] = False) -> None:
+    """Train the small bootstrap CNN on generated images for a few seconds and publish it (promoted)."""
+    setup_logging()
+    from xraylab.registry import list_cards
+
+    settings = load_settings()
+    if list_cards(settings.model_dir) and not force:
+        print(f"a model already exists in {settings.model_dir}; use --force to train another")
+        return
+    from train.bootstrap import train_bootstrap_model
+
+    card = train_bootstrap_model(settings.model_dir, bands=settings.bands())
+    print(json.dumps(card.to_dict(), indent=2))
+
+
+@train_app.command("run")
+def train_run(
+    data: Annotated[Path, typer.Option(help="ROOT of {train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg")],
+    arch: Annotated[str, typer.Option(help="seed-cnn (baseline) or xray-resnet")] = "seed-cnn",
+    workers: int = 2, gpus_per_worker: float = 0.0, epochs: int = 10, batch_size: int = 32,
+    learning_rate: float = 1e-4, patience: int = 3, seed: int = 0, version: str = "",
+    trained_on: Annotated[str, typer.Option(help="'synthetic' or a description of the real data")] = "synthetic",
+    promote: Annotated[bool, typer.Option(help="make it the served model")] = False,
+) -> None:
+    """Distributed training on Ray Train; evaluates on the test split and publishes a version."""
+    setup_logging()
+    from train.dataset import DatasetLayoutError, scan_layout
+
+    try:
+        scan_layout(data)  # a bad folder fails here, before Ray and TensorFlow start
+    except DatasetLayoutError as exc:
+        raise fail(str(exc)) from None
+    from train.distributed import TrainConfig
+    from train.job import train_and_publish
+
+    settings = load_settings()
+    cfg = TrainConfig(data=str(data), arch=arch, workers=workers, gpus_per_worker=gpus_per_worker, epochs=epochs,
+                      batch_size=batch_size, learning_rate=learning_rate, patience=patience, seed=seed,
+                      storage_path=str(settings.STATE_DIR / "train"))
+    try:
+        card, outcome = train_and_publish(cfg, model_dir=settings.model_dir, version=version, promote=promote,
+                                          bands=settings.bands(), trained_on=trained_on)
+    except (DatasetLayoutError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    print(json.dumps({"version": card.version, "test": card.metrics["test"],
+                      "train_images_per_second": outcome.images_per_second, "promoted": promote}, indent=2))
+
+
+def evaluate(
+    model: Annotated[str, typer.Option(help="model version ('' = the promoted one)")] = "",
+    data: Annotated[Path, typer.Option(help="ROOT in the {split}/{NORMAL,PNEUMONIA} layout")] = Path("."),
+    split: str = "test",
+    out: Annotated[Path | None, typer.Option(help="where metrics.json, roc.png, confusion_matrix.png go")] = None,
+) -> None:
+    """Evaluate any model version on any labelled folder (accuracy, AUC, sensitivity, ... and plots)."""
+    setup_logging()
+    from train.dataset import DatasetLayoutError
+    from train.evaluate import evaluate_model
+    from xraylab.registry import ModelNotFoundError
+
+    settings = load_settings()
+    out = out or settings.STATE_DIR / "evaluations" / f"{model or 'promoted'}-{int(time.time())}"
+    try:
+        report = evaluate_model(settings.model_dir, model, data, out, split=split)
+    except (DatasetLayoutError, ModelNotFoundError) as exc:
+        raise fail(str(exc)) from None
+    summary = {k: report[k] for k in ("model_version", "n", "accuracy", "auc", "sensitivity", "specificity",
+                                      "precision", "f1", "mcc", "confusion_matrix", "bands", "skipped")}
+    summary["calibration_ece"] = report["calibration"]["ece"]
+    print(json.dumps(summary, indent=2))
+    print(f"written to {out}")
+
+
+def make_dataset(root: Path, train: int = 400, val: int = 80, test: int = 120, seed: int = 0) -> None:
+    """Write a synthetic chest-xray set in the Kaggle layout ROOT/{train,val,test}/{NORMAL,PNEUMONIA}."""
+    from xraylab.synthetic import write_dataset
+
+    counts = write_dataset(root, {"train": train, "val": val, "test": test}, seed=seed)
+    print(json.dumps(counts))

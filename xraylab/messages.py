@@ -1,0 +1,172 @@
+"""The typed messages that travel between the pipeline's stages, one definition each.
+
+    S3 event --events.parse_s3_event--> ObjectToProcess
+    ObjectToProcess --Fetcher--> FetchedObject (bytes + StudyMetadata)
+    FetchedObject.data --Classifier--> Verdict
+    (ObjectToProcess, FetchedObject) --> StudyRecord; (StudyRecord, Verdict) --Writer--> WriteResult
+    the whole step --> Outcome (OutcomeStatus WRITTEN / DUPLICATE / REJECTED), read by the ingest actor
+
+They carry no credentials. Only ``StudyMetadata`` (and so ``FetchedObject`` and ``StudyRecord``)
+carries patient data; logs name studies by ``study_uid``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from xraylab.errors import RejectReason
+
+__all__ = ["ObjectToProcess", "StudyMetadata", "FetchedObject", "StudyRecord", "Verdict", "WriteResult",
+           "OutcomeStatus", "Outcome", "study_uid"]
+
+
+@dataclass(frozen=True)
+class ObjectToProcess:
+    """One object an S3 event asks us to process. Carries no credentials and no patient data."""
+
+    bucket: str
+    key: str
+    size: int | None = None
+    etag: str | None = None
+    endpoint_id: str | None = None
+    event_name: str = "ObjectCreated:Put"
+    event_time: str | None = None
+
+
+_RFC2047_PREFIX, _RFC2047_SUFFIX = "=?utf-8?b?", "?="
+
+
+def _encode_header(value: str) -> str:
+    """S3 user metadata must be ASCII: non-ASCII values travel RFC 2047 base64-encoded."""
+    if value.isascii():
+        return value
+    return _RFC2047_PREFIX + base64.b64encode(value.encode("utf-8")).decode("ascii") + _RFC2047_SUFFIX
+
+
+def _decode_header(value: str) -> str:
+    if value.startswith(_RFC2047_PREFIX) and value.endswith(_RFC2047_SUFFIX):
+        try:
+            return base64.b64decode(value[len(_RFC2047_PREFIX):-len(_RFC2047_SUFFIX)]).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return value  # not decodable: keep the raw header rather than lose the study
+    return value
+
+
+@dataclass(frozen=True)
+class StudyMetadata:
+    """Patient and study data of one upload, carried as S3 user metadata (``x-amz-meta-<name>``).
+
+    ``S3_KEYS`` is the one place the metadata names are spelled: the uploader writes them with
+    ``to_s3_metadata`` and the Fetcher reads them with ``from_s3_metadata``."""
+
+    hospital: str | None = None
+    patient_id: str | None = None
+    patient_name: str | None = None
+    study_date: str | None = None
+
+    S3_KEYS = {"hospital": "hospital", "patient_id": "patient-id", "patient_name": "patient-name",
+               "study_date": "study-date"}
+
+    def to_s3_metadata(self) -> dict[str, str]:
+        return {key: _encode_header(value) for attr, key in self.S3_KEYS.items()
+                if (value := getattr(self, attr)) is not None}
+
+    @classmethod
+    def from_s3_metadata(cls, metadata: dict[str, str]) -> StudyMetadata:
+        lowered = {k.lower(): v for k, v in metadata.items()}
+        return cls(**{attr: _decode_header(lowered[key]) if key in lowered else None
+                      for attr, key in cls.S3_KEYS.items()})
+
+
+@dataclass(frozen=True)
+class FetchedObject:
+    """An object's bytes and what the store says about it."""
+
+    data: bytes
+    etag: str | None
+    content_type: str | None
+    metadata: StudyMetadata = field(default_factory=StudyMetadata)
+    endpoint_id: str = ""
+    fetch_ms: float = 0.0
+
+
+def study_uid(endpoint_id: str, bucket: str, key: str, etag: str | None) -> str:
+    """Stable id of one uploaded object version; logs use it instead of anything about the patient."""
+    raw = "\x1f".join([endpoint_id, bucket, key, etag or ""])
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """What the ``studies`` table stores about one uploaded object."""
+
+    study_uid: str
+    endpoint_id: str
+    bucket: str
+    object_key: str
+    etag: str | None = None
+    size_bytes: int | None = None
+    content_type: str | None = None
+    metadata: StudyMetadata = field(default_factory=StudyMetadata)
+
+    @classmethod
+    def of(cls, item: ObjectToProcess, fetched: FetchedObject) -> StudyRecord:
+        etag = fetched.etag or item.etag
+        return cls(study_uid=study_uid(fetched.endpoint_id, item.bucket, item.key, etag),
+                   endpoint_id=fetched.endpoint_id, bucket=item.bucket, object_key=item.key, etag=fetched.etag,
+                   size_bytes=len(fetched.data), content_type=fetched.content_type, metadata=fetched.metadata)
+
+    def columns(self) -> dict[str, Any]:
+        """Column name -> value for the ``studies`` row."""
+        values = {k: v for k, v in asdict(self).items() if k != "metadata"}
+        return {**values, **asdict(self.metadata)}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The classifier's answer for one image."""
+
+    score: float
+    band: str
+    model_version: str
+    synthetic_model: bool
+    infer_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    study_id: int
+    prediction_id: int
+    created: bool  # False: the row was already there (a redelivered event)
+
+
+class OutcomeStatus(StrEnum):
+    WRITTEN = "written"  # a new prediction row
+    DUPLICATE = "duplicate"  # the row was already there: a redelivered event
+    REJECTED = "rejected"  # bad input: goes to the dead-letter topic
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one object. Transient failures are raised, never returned."""
+
+    status: OutcomeStatus
+    study_uid: str | None = None
+    reason: RejectReason | None = None
+    detail: str = ""
+    study_id: int | None = None
+    prediction_id: int | None = None
+    verdict: Verdict | None = None
+    total_ms: float = 0.0
+
+    @classmethod
+    def rejected(cls, reason: RejectReason, detail: str, study_uid: str | None) -> Outcome:
+        return cls(OutcomeStatus.REJECTED, study_uid=study_uid, reason=reason, detail=detail)

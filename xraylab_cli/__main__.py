@@ -1,0 +1,5 @@
+"""``python -m xraylab_cli`` is the ``xraylab`` command."""
+
+from xraylab_cli import app
+
+app()
