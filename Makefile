@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-unit lint up down status clean
+.PHONY: install system-deps demo test test-unit bench lint up down status clean
 
 install: system-deps $(STAMP)
 
@@ -24,6 +24,10 @@ demo: install
 test: install
 	bash scripts/test.sh
 
+# The serving benchmark (not part of `make test`): writes benchmarks/results/serving.json.
+bench: install
+	bash scripts/bench.sh $(BENCH_ARGS)
+
 test-unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit -q
 
@@ -41,4 +45,5 @@ status:
 
 clean: down
 	XRAYLAB_STATE_DIR=$(CURDIR)/.xraylab-test bash cluster/local/down.sh
-	rm -rf .xraylab .xraylab-test
+	XRAYLAB_STATE_DIR=$(CURDIR)/.xraylab-bench bash cluster/local/down.sh
+	rm -rf .xraylab .xraylab-test .xraylab-bench

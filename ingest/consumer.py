@@ -5,7 +5,9 @@ written (or dead-lettered). A transient failure (Serve overloaded, a service dow
 batch's partitions and retries with backoff, without committing; writes are idempotent, so a
 repeat never makes a second row. Bad input (malformed JSON, a missing object, a non-image) goes
 to the dead-letter topic with its reason and the stream goes on. Backpressure: at most
-``max_in_flight`` objects are in the pipeline at once, and nothing more is polled until they finish.
+``max_in_flight`` records are in the pipeline at once, and nothing more is polled until they finish.
+A polled batch goes to the pipeline step in sub-batches of ``batch_size`` objects, one call each, all
+in flight together (so fetching one overlaps classifying another).
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ __all__ = ["KafkaIngestActor", "IngestLoop", "Process"]
 
 log = logging.getLogger("xraylab.ingest")
 
-# The pipeline step as the loop sees it: an object in, something with ``.result(timeout_s=...) -> Outcome``
-# out (a DeploymentResponse from ``handle.process.remote``).
-Process = Callable[[ObjectToProcess], Any]
+# The pipeline step as the loop sees it: a batch of objects in, something with
+# ``.result(timeout_s=...) -> list[Outcome]`` out (a DeploymentResponse from ``handle.process_batch.remote``).
+Process = Callable[[list[ObjectToProcess]], Any]
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,11 @@ class IngestLoop:
     passed in (the actor builds real ones; tests pass stand-ins)."""
 
     def __init__(self, process: Process, *, consumer: Any, producer: Any, dlq_topic: str,
-                 max_in_flight: int = 64, request_timeout_s: float = 120.0, max_backoff_s: float = 30.0) -> None:
+                 max_in_flight: int = 128, batch_size: int = 32, linger_s: float = 0.05,
+                 request_timeout_s: float = 120.0, max_backoff_s: float = 30.0) -> None:
         self.process = process
+        self.batch_size = batch_size
+        self.linger_s = linger_s
         self.consumer = consumer
         self.producer = producer
         self.dlq_topic = dlq_topic
@@ -62,8 +67,7 @@ class IngestLoop:
     def run(self) -> dict[str, int]:
         backoff = 0.5
         while not self.stop_event.is_set():
-            batch = self.consumer.poll(timeout_ms=500, max_records=self.max_in_flight)
-            records = [r for part in batch.values() for r in part]
+            records = self._poll_batch()
             if not records:
                 continue
             try:
@@ -82,6 +86,22 @@ class IngestLoop:
         self.close()
         return dict(self.stats)
 
+    def _poll_batch(self) -> list[Any]:
+        """Records to handle together: the first poll's, topped up for up to ``linger_s`` (or until
+        ``max_in_flight``), since one poll often returns only a few records of one partition."""
+        batch = self.consumer.poll(timeout_ms=500, max_records=self.max_in_flight)
+        records = [r for part in batch.values() for r in part]
+        deadline = time.monotonic() + self.linger_s
+        while records and len(records) < self.max_in_flight:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                break
+            more = self.consumer.poll(timeout_ms=remaining_ms, max_records=self.max_in_flight - len(records))
+            if not more:
+                break
+            records.extend(r for part in more.values() for r in part)
+        return records
+
     def _rewind(self, records: list[Any]) -> None:
         from kafka import TopicPartition
 
@@ -93,7 +113,7 @@ class IngestLoop:
             self.consumer.seek(tp, offset)
 
     def _handle(self, records: list[Any]) -> None:
-        pending = []
+        work: list[tuple[Any, ObjectToProcess]] = []
         dead_letters: list[_DeadLetter] = []
         for record in records:
             try:
@@ -104,16 +124,18 @@ class IngestLoop:
                 continue
             if not items:
                 self.stats["ignored_events"] += 1
-            for item in items:
-                pending.append((record, item, self.process(item)))
-        for record, item, response in pending:
-            outcome: Outcome = response.result(timeout_s=self.request_timeout_s)
-            if outcome.status is OutcomeStatus.REJECTED:
-                assert outcome.reason is not None
-                log.warning("object %s (study %s) rejected: %s", item.key, outcome.study_uid, outcome.reason)
-                dead_letters.append(_DeadLetter(record, outcome.reason, outcome.detail, item, outcome.study_uid))
-            else:
-                self.stats[outcome.status.value] += 1
+            work.extend((record, item) for item in items)
+        chunks = [work[i:i + self.batch_size] for i in range(0, len(work), self.batch_size)]
+        responses = [(chunk, self.process([item for _, item in chunk])) for chunk in chunks]
+        for chunk, response in responses:
+            outcomes: list[Outcome] = response.result(timeout_s=self.request_timeout_s)
+            for (record, item), outcome in zip(chunk, outcomes, strict=True):
+                if outcome.status is OutcomeStatus.REJECTED:
+                    assert outcome.reason is not None
+                    log.warning("object %s (study %s) rejected: %s", item.key, outcome.study_uid, outcome.reason)
+                    dead_letters.append(_DeadLetter(record, outcome.reason, outcome.detail, item, outcome.study_uid))
+                else:
+                    self.stats[outcome.status.value] += 1
         for letter in dead_letters:
             self._dead_letter(letter)
         if dead_letters:
@@ -140,7 +162,7 @@ class IngestLoop:
 class KafkaIngestActor:
     """Runs ``IngestLoop`` against the Serve app ``app_name`` (its ``process`` method)."""
 
-    def __init__(self, app_name: str, max_in_flight: int = 64) -> None:
+    def __init__(self, app_name: str, max_in_flight: int = 128) -> None:
         from ray import serve
 
         from ingest.kafka_io import make_consumer, make_producer
@@ -148,7 +170,7 @@ class KafkaIngestActor:
         settings = get_settings()
         handle = serve.get_app_handle(app_name)
         self.loop = IngestLoop(
-            lambda item: handle.process.remote(item),
+            lambda items: handle.process_batch.remote(items),
             consumer=make_consumer(settings, settings.KAFKA_TOPIC, max_poll_records=max_in_flight),
             producer=make_producer(settings), dlq_topic=settings.KAFKA_DLQ_TOPIC, max_in_flight=max_in_flight)
         self.started = time.time()

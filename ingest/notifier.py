@@ -3,8 +3,11 @@
 SeaweedFS has no S3 bucket-notification API. Its filer keeps a metadata log that
 ``weed filer.meta.tail`` replays from any past time, so this notifier follows it, produces one
 S3 event per object to the topic (keyed by object key, ``acks=all``), and only then saves the
-event's ``tsNs``. After a crash it resumes from the saved time: at-least-once, and the
-pipeline's idempotent writes absorb the repeats. Events carry no object metadata (patient data
+event's ``tsNs``. After a crash it resumes ``REPLAY_MARGIN_S`` before the saved time and publishes
+everything it reads again: at-least-once, and the pipeline's idempotent writes absorb the repeats.
+It never skips an event by its time stamp: under concurrent uploads the filer's log is not strictly
+ordered by ``tsNs`` (events tens of microseconds apart arrive swapped), so "older than the last one
+seen" does not mean "already published". Events carry no object metadata (patient data
 stays in the object store).
 """
 
@@ -19,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -32,6 +35,7 @@ __all__ = ["filer_event_to_object", "iter_json_objects", "SeaweedNotifier"]
 
 log = logging.getLogger("xraylab.notifier")
 BUCKETS_ROOT = "/buckets"
+REPLAY_MARGIN_S = 2.0  # on restart, replay from this long before the last saved tsNs
 
 
 def _b64(value: str | None) -> str | None:
@@ -113,7 +117,7 @@ class SeaweedNotifier:
     def _tail_command(self) -> list[str]:
         last = self._last_ts()
         # First start: replay the whole log (uploads made before the notifier ran are not lost).
-        ago_s = 10 * 365 * 24 * 3600 if last is None else max(1.0, (time.time_ns() - last) / 1e9 + 1.0)
+        ago_s = 10 * 365 * 24 * 3600 if last is None else max(1.0, (time.time_ns() - last) / 1e9 + REPLAY_MARGIN_S)
         return [self.weed, "filer.meta.tail", f"-filer=127.0.0.1:{self.settings.SEAWEED_FILER_PORT}",
                 f"-pathPrefix={BUCKETS_ROOT}", f"-timeAgo={ago_s:.3f}s"]
 
@@ -135,23 +139,40 @@ class SeaweedNotifier:
         proc = subprocess.Popen(self._tail_command(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         watcher = threading.Thread(target=lambda: (self.stop_event.wait(), proc.terminate()), daemon=True)
         watcher.start()
-        last = self._last_ts() or 0
         try:
             assert proc.stdout is not None
-            for event in iter_json_objects(proc.stdout):
-                ts_ns = int(event.get("tsNs") or 0)
-                if ts_ns and ts_ns <= last:
-                    continue  # already published before a restart
-                item = filer_event_to_object(event, self.settings.S3_ENDPOINT_ID)
-                if item is not None:
-                    payload = json.dumps(make_s3_event(item)).encode("utf-8")
-                    producer.send(self.settings.KAFKA_TOPIC, key=item.key.encode("utf-8"), value=payload).get(30)
-                if ts_ns:
-                    last = ts_ns
-                    self._save_ts(ts_ns)
+            self.publish(iter_json_objects(proc.stdout), producer)
         finally:
             proc.terminate()
             proc.wait(10)
+
+    def publish(self, events: Iterable[dict[str, Any]], producer: Any, *, ack_every: int = 64) -> int:
+        """Produce an S3 event for every object event read (none skipped); returns how many were produced.
+
+        Sends are not awaited one by one (the producer batches them); every ``ack_every`` events, and at
+        the end, all sends are awaited and only then the newest ``tsNs`` seen is saved, so a saved time
+        never covers an event the broker has not acknowledged."""
+        newest = saved = self._last_ts() or 0
+        produced, pending = 0, []
+        for event in events:
+            item = filer_event_to_object(event, self.settings.S3_ENDPOINT_ID)
+            if item is not None:
+                payload = json.dumps(make_s3_event(item)).encode("utf-8")
+                pending.append(producer.send(self.settings.KAFKA_TOPIC, key=item.key.encode("utf-8"), value=payload))
+                produced += 1
+            newest = max(newest, int(event.get("tsNs") or 0))
+            if len(pending) >= ack_every:
+                saved = self._acknowledge(pending, newest, saved)
+                pending = []
+        self._acknowledge(pending, newest, saved)
+        return produced
+
+    def _acknowledge(self, pending: list[Any], newest: int, saved: int) -> int:
+        for future in pending:
+            future.get(30)
+        if newest > saved:
+            self._save_ts(newest)
+        return max(newest, saved)
 
 
 def _find_weed() -> str:

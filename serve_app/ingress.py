@@ -1,8 +1,9 @@
 """The HTTP ingress, and the entry point of the pipeline step for the ingest actor.
 
-Routes: ``POST /v1/predict`` (image bytes -> verdict), ``GET /v1/model``, ``GET /healthz``, and the
-review UI at ``/ui``. The ingest actor calls ``process`` through a DeploymentHandle; the step itself
-(fetch -> classify -> write) is ``serve_app.step.ProcessStep``.
+Routes: ``POST /v1/predict`` (image bytes -> verdict), ``POST /v1/predict/batch`` (several images in one
+multipart body -> a verdict or an error each, for PACS-side bulk clients), ``GET /v1/model``,
+``GET /healthz``, and the review UI at ``/ui``. The ingest actor calls ``process_batch`` through a
+DeploymentHandle; the step itself (fetch -> classify -> write) is ``serve_app.step.ProcessStep``.
 
 No ``from __future__ import annotations`` here: Serve ships this class to its replicas by value
 (cloudpickle), with only the globals its code uses, so a postponed ``Request`` annotation of a route
@@ -27,8 +28,13 @@ __all__ = ["Ingress"]
 
 log = logging.getLogger("xraylab.ingress")
 
+MAX_IMAGES_PER_BATCH = 256  # POST /v1/predict/batch; the whole body is also capped at XRAYLAB_MAX_IMAGE_BYTES
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=128)
+
+# Load shedding: past 128 requests in progress and 128 waiting, a caller gets HTTP 503 at once (a
+# DeploymentHandle caller, such as the ingest actor, gets BackPressureError and backs off) instead of
+# every request's latency growing with the queue. serve_config.yaml carries the same values.
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=128, max_queued_requests=128)
 @serve.ingress()
 class Ingress:
     def __init__(self, fetcher: DeploymentHandle, classifier: DeploymentHandle, writer: DeploymentHandle,
@@ -43,6 +49,10 @@ class Ingress:
     async def process(self, item: ObjectToProcess) -> Outcome:
         """One object from an S3 event -> one stored prediction (see ``ProcessStep``)."""
         return await self.step(item)
+
+    async def process_batch(self, items: list[ObjectToProcess]) -> list[Outcome]:
+        """What the ingest actor calls: a batch of objects, one outcome each, in order."""
+        return await self.step.process_batch(items)
 
     def __serve_build_asgi_app__(self) -> Any:
         from xraylab.registry import SYNTHETIC_NOTICE
@@ -80,6 +90,32 @@ class Ingress:
                 return JSONResponse({"error": rejected.reason, "detail": rejected.detail}, 400)
             body = verdict.to_dict()
             if verdict.synthetic_model:
+                body["notice"] = SYNTHETIC_NOTICE
+            return body
+
+        @app.post("/v1/predict/batch")
+        async def predict_batch(request: Request) -> Any:
+            if "multipart/form-data" not in request.headers.get("content-type", ""):
+                return JSONResponse({"error": "not_multipart", "detail": "send the images as multipart files"}, 400)
+            if len(await request.body()) > max_bytes:
+                return JSONResponse({"error": RejectReason.TOO_LARGE, "detail": f"more than {max_bytes} bytes"}, 413)
+            form = await request.form(max_files=MAX_IMAGES_PER_BATCH + 1)
+            uploads = [v for _, v in form.multi_items() if hasattr(v, "read")]
+            if not uploads:
+                return JSONResponse({"error": RejectReason.NOT_IMAGE, "detail": "no file in the form"}, 400)
+            if len(uploads) > MAX_IMAGES_PER_BATCH:
+                return JSONResponse({"error": "too_many_images", "detail": f"at most {MAX_IMAGES_PER_BATCH}"}, 413)
+            images = [await upload.read() for upload in uploads]  # type: ignore[union-attr]
+            verdicts: list[Verdict | RejectedInputError] = await self.classifier.classify_many.remote(images)
+            results: list[dict[str, Any]] = []
+            for upload, verdict in zip(uploads, verdicts, strict=True):
+                name = getattr(upload, "filename", None)
+                if isinstance(verdict, RejectedInputError):
+                    results.append({"filename": name, "error": verdict.reason, "detail": verdict.detail})
+                else:
+                    results.append({"filename": name, **verdict.to_dict()})
+            body: dict[str, Any] = {"results": results}
+            if any(isinstance(v, Verdict) and v.synthetic_model for v in verdicts):
                 body["notice"] = SYNTHETIC_NOTICE
             return body
 

@@ -40,5 +40,14 @@ class Writer:
                  "new" if result.created else "already stored")
         return result
 
+    def write_many(self, rows: list[tuple[StudyRecord, Verdict, float | None]]) -> list[WriteResult]:
+        """A batch of studies with their predictions, in one transaction."""
+        with self.db.session() as session:
+            results = [record_prediction(session, study, verdict, fetch_ms=fetch_ms)
+                       for study, verdict, fetch_ms in rows]
+        created = sum(r.created for r in results)
+        log.info("%d predictions stored (%d new, %d already stored)", len(results), created, len(results) - created)
+        return results
+
     def check_health(self) -> None:
         self.db.ping()

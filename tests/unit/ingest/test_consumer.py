@@ -25,27 +25,34 @@ def event(key: str) -> bytes:
 
 
 class FakeConsumer:
-    """Serves the given polls one after another (a rewind serves the same records again), then stops the loop."""
+    """Serves the given polls one after another (a rewind serves everything since the last commit again),
+    then, after a few empty polls in a row, stops the loop."""
 
     def __init__(self, polls: list[list[Record]]) -> None:
         self.polls, self.commits, self.seeks, self.closed, self.loop = list(polls), [], [], False, None
-        self.last: list[Record] = []
+        self.uncommitted: list[Record] = []
+        self.idle = 0
 
     def poll(self, timeout_ms: int, max_records: int) -> dict:
         if self.seeks and self.seeks[-1][0] == "pending":
             self.seeks[-1] = ("done", self.seeks[-1][1])
-            return {(TOPIC, 0): self.last}
+            return {(TOPIC, 0): list(self.uncommitted)}
         if not self.polls:
-            self.loop.stop_event.set()
+            self.idle += 1
+            if self.idle >= 3:
+                self.loop.stop_event.set()
             return {}
-        self.last = self.polls.pop(0)
-        return {(TOPIC, 0): self.last}
+        self.idle = 0
+        records = self.polls.pop(0)
+        self.uncommitted.extend(records)
+        return {(TOPIC, 0): records}
 
     def seek(self, tp, offset: int) -> None:
         self.seeks.append(("pending", (tp.topic, tp.partition, offset)))
 
     def commit(self) -> None:
-        self.commits.append([r.offset for r in self.last])
+        self.commits.append([r.offset for r in self.uncommitted])
+        self.uncommitted = []
 
     def close(self) -> None:
         self.closed = True
@@ -71,21 +78,30 @@ class FakeProducer:
         self.closed = True
 
 
-class Response:
-    def __init__(self, outcome: Outcome | Exception) -> None:
-        self.outcome = outcome
+class BatchResponse:
+    """The step's answer for a batch: one outcome per object, or the first transient error of the batch."""
 
-    def result(self, timeout_s: float) -> Outcome:
-        if isinstance(self.outcome, Exception):
-            raise self.outcome
-        return self.outcome
+    def __init__(self, answers: list) -> None:
+        self.answers = answers
+
+    def result(self, timeout_s: float) -> list[Outcome]:
+        for answer in self.answers:
+            if isinstance(answer, Exception):
+                raise answer
+        return self.answers
 
 
-def make_loop(polls, step) -> tuple[IngestLoop, FakeConsumer, FakeProducer]:
+def make_loop(polls, step, batch_size: int = 32) -> tuple[IngestLoop, FakeConsumer, FakeProducer]:
     consumer, producer = FakeConsumer(polls), FakeProducer()
-    loop = IngestLoop(lambda item: Response(step(item)), consumer=consumer, producer=producer, dlq_topic=DLQ,
-                      max_backoff_s=0.01)
-    consumer.loop = loop
+    calls: list[int] = []
+
+    def process(items: list[ObjectToProcess]) -> BatchResponse:
+        calls.append(len(items))
+        return BatchResponse([step(item) for item in items])
+
+    loop = IngestLoop(process, consumer=consumer, producer=producer, dlq_topic=DLQ, max_backoff_s=0.01,
+                      batch_size=batch_size)
+    consumer.loop, loop.calls = loop, calls  # type: ignore[attr-defined]
     return loop, consumer, producer
 
 
@@ -98,8 +114,9 @@ def test_rows_written_rejections_dead_lettered_then_committed() -> None:
             return Outcome.rejected(RejectReason.NOT_IMAGE, "truncated", "uid-c")
         return Outcome(OutcomeStatus.DUPLICATE if item.key == "d.jpeg" else OutcomeStatus.WRITTEN, study_uid="u")
 
-    loop, consumer, producer = make_loop([records], step)
+    loop, consumer, producer = make_loop([records], step, batch_size=2)
     stats = loop.run()
+    assert loop.calls == [2, 1], "the three objects go to the step in sub-batches of 2"
     assert consumer.commits == [[0, 1, 2, 3]], "one commit, after the whole batch"
     assert stats["written"] == 1 and stats["duplicate"] == 1 and stats["dead_lettered"] == 2
     assert stats["dlq_malformed_event"] == 1 and stats["dlq_not_image"] == 1
@@ -125,7 +142,7 @@ def test_transient_failure_rewinds_retries_and_commits_only_after_success() -> N
     assert consumer.seeks == [("done", (TOPIC, 0, 5))], "rewound to the first offset of the batch"
     assert consumer.commits == [[5, 6]], "committed once, after the retry succeeded"
     assert attempts == ["a.jpeg", "b.jpeg", "a.jpeg", "b.jpeg"]
-    assert stats["written"] == 3, "the repeat of a.jpeg is absorbed by idempotent writes downstream"
+    assert stats["written"] == 2, "the failed sub-batch counted nothing; its repeat is absorbed downstream"
     assert producer.sent == []
 
 
@@ -135,3 +152,12 @@ def test_ignored_events_are_counted_and_committed() -> None:
                                   lambda item: Outcome(OutcomeStatus.WRITTEN))
     stats = loop.run()
     assert stats["ignored_events"] == 1 and consumer.commits == [[9]]
+
+
+def test_small_polls_are_gathered_into_one_batch() -> None:
+    polls = [[Record(TOPIC, 0, i, b"k", event(f"{i}.jpeg"))] for i in range(5)]
+    loop, consumer, _ = make_loop(polls, lambda item: Outcome(OutcomeStatus.WRITTEN), batch_size=32)
+    loop.linger_s = 5.0  # the stand-in answers at once; the linger only bounds the wait
+    stats = loop.run()
+    assert loop.calls == [5], "five one-record polls became one call of the step"
+    assert consumer.commits == [[0, 1, 2, 3, 4]] and stats["written"] == 5

@@ -38,9 +38,14 @@ def classify(data: bytes) -> Verdict:
     return VERDICT
 
 
+def classify_many(images: list[bytes]) -> list:
+    return [VERDICT if data.startswith(b"\xff\xd8") else RejectedInputError(RejectReason.NOT_IMAGE, "not a JPEG")
+            for data in images]
+
+
 @pytest.fixture()
 def ingress() -> Ingress:
-    classifier = Handle(classify=classify, model_card=lambda: {"version": "v1"})
+    classifier = Handle(classify=classify, classify_many=classify_many, model_card=lambda: {"version": "v1"})
     # As in a replica: Serve ships the class to it by value (cloudpickle), with only the globals its code uses.
     shipped = cloudpickle.loads(cloudpickle.dumps(Ingress.func_or_class))
     user_class = shipped.__mro__[1]  # the class under Serve's ASGI wrapper
@@ -60,8 +65,25 @@ def test_predict_raw_and_multipart_and_bad_bytes(ingress: Ingress) -> None:
     assert client.get("/healthz").json() == {"status": "ok", "model_version": "v1"}
 
 
+def test_batch_route_answers_each_image(ingress: Ingress) -> None:
+    client = TestClient(ingress.__serve_build_asgi_app__())
+    files = [("files", ("a.jpeg", b"\xff\xd8 a")), ("files", ("b.txt", b"report")), ("files", ("c.jpeg", b"\xff\xd8"))]
+    answer = client.post("/v1/predict/batch", files=files)
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [r["filename"] for r in results] == ["a.jpeg", "b.txt", "c.jpeg"]
+    assert results[0]["score"] == 0.91 and results[2]["band"] == "Pneumonia"
+    assert results[1] == {"filename": "b.txt", "error": "not_image", "detail": "not a JPEG"}
+    assert "synthetic" in answer.json()["notice"]
+    assert client.post("/v1/predict/batch", content=b"\xff\xd8").json()["error"] == "not_multipart"
+    too_many = [("files", (f"{i}.jpeg", b"\xff\xd8")) for i in range(257)]
+    assert client.post("/v1/predict/batch", files=too_many).status_code == 413
+
+
 def test_process_runs_the_step(ingress: Ingress) -> None:
-    ingress.step.fetcher = Handle(fetch=lambda item: (_ for _ in ()).throw(
-        RejectedInputError(RejectReason.MISSING_OBJECT, "NoSuchKey")))
+    missing = RejectedInputError(RejectReason.MISSING_OBJECT, "NoSuchKey")
+    ingress.step.fetcher = Handle(fetch_many=lambda items: [missing for _ in items])
     outcome: Outcome = asyncio.run(ingress.process(ObjectToProcess(bucket="b", key="k")))
     assert outcome.status is OutcomeStatus.REJECTED and outcome.reason is RejectReason.MISSING_OBJECT
+    [again] = asyncio.run(ingress.process_batch([ObjectToProcess(bucket="b", key="k")]))
+    assert again.reason is RejectReason.MISSING_OBJECT

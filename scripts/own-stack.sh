@@ -1,0 +1,16 @@
+# Source it: `own_stack NAME` gives this run a stack of its own and starts it if it is not up (stopping it
+# again on exit): state in .xraylab-NAME (its own Kafka, SeaweedFS and MariaDB data, SQLite file and models),
+# topic, consumer group and bucket names ending in -NAME, and the generated settings loaded.
+own_stack() {
+  local name="$1" upper; upper="$(echo "$name" | tr '[:lower:]' '[:upper:]')"
+  local override="XRAYLAB_${upper}_STATE_DIR"
+  export XRAYLAB_STATE_DIR="${!override:-$PWD/.xraylab-$name}"
+  export XRAYLAB_ENV_FILE="$XRAYLAB_STATE_DIR/local.env"
+  export XRAYLAB_KAFKA_TOPIC="xray-images-$name" XRAYLAB_KAFKA_DLQ_TOPIC="xray-images-$name.dlq"
+  export XRAYLAB_KAFKA_GROUP="xraylab-ingest-$name" XRAYLAB_S3_BUCKET="xray-images-$name"
+  if ! bash cluster/local/status.sh >/dev/null 2>&1; then
+    trap 'bash cluster/local/down.sh || true' EXIT
+    bash cluster/local/up.sh
+  fi
+  set -a; source "$XRAYLAB_ENV_FILE"; set +a
+}

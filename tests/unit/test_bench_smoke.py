@@ -1,0 +1,23 @@
+"""A small run of the serving benchmark's in-process parts (the full benchmark is `make bench`)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "serving.py"
+
+
+def test_bench_limit_and_seed_parts_run_and_write_json(tmp_path: Path) -> None:
+    out = tmp_path / "serving.json"
+    result = subprocess.run([sys.executable, str(BENCH), "--parts", "a,b", "--images", "12", "--batch-sizes", "4,8",
+                             "--repeat", "1", "--out", str(out)], capture_output=True, text=True, timeout=300,
+                            env={"XRAYLAB_ENV_FILE": str(tmp_path / "none.env"), "XRAYLAB_STATE_DIR": str(tmp_path),
+                                 "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert doc["machine"]["cores"] >= 1 and doc["model"] == "seed-cnn"
+    for arch in ("seed-cnn", "xray-resnet"):
+        assert doc["limit"][arch]["images_per_s"] > 0 and doc["limit"][arch]["best_batch"] in (4, 8)
+    assert doc["seed"]["loaded_once_images_per_s"] > doc["seed"]["reload_per_event_images_per_s"] > 0
+    assert "(a) limit seed-cnn" in result.stdout
