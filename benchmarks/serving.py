@@ -295,18 +295,8 @@ class RowWatcher:
         return dict(self.seen)
 
 
-def _wait_rows(db: Any, prefix: str, n: int, timeout_s: float) -> float:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if len(_rows(db, prefix)) >= n:
-            return time.time()
-        time.sleep(0.1)
-    raise TimeoutError(f"only {len(_rows(db, prefix))}/{n} rows for {prefix} after {timeout_s:.0f}s")
-
-
 def run_path(settings: Any, database: str, images: list[bytes], n: int, live_n: int,
              args_factory: Any) -> dict[str, Any]:
-    from ingest.consumer import KafkaIngestActor
     from serve_app.launch import start_pipeline
     from xraylab.db.session import Database, upgrade_schema
     from xraylab.storage import make_s3_client
@@ -332,12 +322,11 @@ def run_path(settings: Any, database: str, images: list[bytes], n: int, live_n: 
         topic_end.close()
         if on_topic < n:
             raise RuntimeError(f"only {on_topic}/{n} upload events reached the topic: the notifier lost some")
+        watcher = RowWatcher(db, prefix + "drain/")
         t0 = time.time()
-        pipeline.ingest = KafkaIngestActor.options(name=f"{settings.SERVE_APP_NAME}-ingest").remote(
-            settings.SERVE_APP_NAME)
-        pipeline.ingest_ref = pipeline.ingest.run.remote()
+        pipeline.start_ingest()
         print(f"[{database}] drain of {n} events started", flush=True)
-        end = _wait_rows(db, prefix + "drain/", n, timeout_s=600)
+        end = max(watcher.wait(n, timeout_s=600).values())
         print(f"[{database}] drain done in {end - t0:.1f}s", flush=True)
         drain_rate = n / (end - t0)
         # Live: upload at half the drain rate while ingest consumes; latency from stored upload to row.

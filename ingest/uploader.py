@@ -20,7 +20,6 @@ import numpy as np
 
 from xraylab.labels import NORMAL_CLASS, PNEUMONIA_CLASS
 from xraylab.messages import StudyMetadata
-from xraylab.storage import put_study
 
 __all__ = ["StudyUpload", "upload_study", "upload_generated", "upload_files"]
 
@@ -40,8 +39,9 @@ class StudyUpload:
 
 def upload_study(client: Any, bucket: str, key: str, data: bytes, metadata: StudyMetadata, *,
                  content_type: str | None = None) -> None:
-    put_study(client, bucket, key, data, metadata,
-              content_type=content_type or mimetypes.guess_type(key)[0] or "application/octet-stream")
+    """Store an image with its study metadata as S3 user metadata (what the Fetcher reads back)."""
+    client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=metadata.to_s3_metadata(),
+                      ContentType=content_type or mimetypes.guess_type(key)[0] or "application/octet-stream")
 
 
 def _fake_patient(rng: np.random.Generator) -> tuple[str, str]:

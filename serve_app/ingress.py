@@ -46,10 +46,6 @@ class Ingress:
         self.database = database
         self.mount_ui = mount_ui
 
-    async def process(self, item: ObjectToProcess) -> Outcome:
-        """One object from an S3 event -> one stored prediction (see ``ProcessStep``)."""
-        return await self.step(item)
-
     async def process_batch(self, items: list[ObjectToProcess]) -> list[Outcome]:
         """What the ingest actor calls: a batch of objects, one outcome each, in order."""
         return await self.step.process_batch(items)
@@ -59,6 +55,11 @@ class Ingress:
 
         app = FastAPI(title="xraylab", version="0.1.0")
         max_bytes = self.settings.MAX_IMAGE_BYTES
+
+        async def too_large(request: Request) -> JSONResponse | None:
+            if len(await request.body()) > max_bytes:
+                return JSONResponse({"error": RejectReason.TOO_LARGE, "detail": f"more than {max_bytes} bytes"}, 413)
+            return None
 
         @app.get("/healthz")
         async def healthz() -> dict[str, Any]:
@@ -72,9 +73,9 @@ class Ingress:
 
         @app.post("/v1/predict")
         async def predict(request: Request) -> Any:
+            if refusal := await too_large(request):
+                return refusal
             data = await request.body()
-            if len(data) > max_bytes:
-                return JSONResponse({"error": RejectReason.TOO_LARGE, "detail": f"more than {max_bytes} bytes"}, 413)
             if "multipart/form-data" in request.headers.get("content-type", ""):
                 form = await request.form()
                 upload = next((v for v in form.values() if hasattr(v, "read")), None)
@@ -97,8 +98,8 @@ class Ingress:
         async def predict_batch(request: Request) -> Any:
             if "multipart/form-data" not in request.headers.get("content-type", ""):
                 return JSONResponse({"error": "not_multipart", "detail": "send the images as multipart files"}, 400)
-            if len(await request.body()) > max_bytes:
-                return JSONResponse({"error": RejectReason.TOO_LARGE, "detail": f"more than {max_bytes} bytes"}, 413)
+            if refusal := await too_large(request):
+                return refusal
             form = await request.form(max_files=MAX_IMAGES_PER_BATCH + 1)
             uploads = [v for _, v in form.multi_items() if hasattr(v, "read")]
             if not uploads:

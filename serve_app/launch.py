@@ -30,6 +30,14 @@ class Pipeline:
     def url(self) -> str:
         return f"http://{self.settings.SERVE_HTTP_HOST}:{self.settings.SERVE_HTTP_PORT}"
 
+    def start_ingest(self) -> None:
+        """The Kafka ingest actor, calling this pipeline's Serve app."""
+        from ingest.consumer import KafkaIngestActor
+
+        app_name = self.settings.SERVE_APP_NAME
+        self.ingest = KafkaIngestActor.options(name=f"{app_name}-ingest").remote(app_name)
+        self.ingest_ref = self.ingest.run.remote()
+
     def ingest_stats(self) -> dict[str, Any]:
         import ray
 
@@ -54,7 +62,6 @@ def start_pipeline(settings: Settings, args: AppArgs | None = None, *, ingest: b
     import ray
     from ray import serve
 
-    from ingest.consumer import KafkaIngestActor
     from serve_app.app import build_app
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -62,11 +69,9 @@ def start_pipeline(settings: Settings, args: AppArgs | None = None, *, ingest: b
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": settings.env_for_workers()})
     serve.start(http_options={"host": settings.SERVE_HTTP_HOST, "port": settings.SERVE_HTTP_PORT})
-    app_name = settings.SERVE_APP_NAME
-    serve.run(build_app(args or AppArgs()), name=app_name, route_prefix="/")
+    serve.run(build_app(args or AppArgs()), name=settings.SERVE_APP_NAME, route_prefix="/")
     pipeline = Pipeline(settings=settings)
     if ingest:
-        pipeline.ingest = KafkaIngestActor.options(name=f"{app_name}-ingest").remote(app_name)
-        pipeline.ingest_ref = pipeline.ingest.run.remote()
+        pipeline.start_ingest()
     log.info("pipeline up at %s", pipeline.url)
     return pipeline

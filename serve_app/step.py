@@ -33,10 +33,6 @@ class ProcessStep:
         self.classifier = classifier
         self.writer = writer
 
-    async def __call__(self, item: ObjectToProcess) -> Outcome:
-        [outcome] = await self.process_batch([item])
-        return outcome
-
     async def process_batch(self, items: list[ObjectToProcess]) -> list[Outcome]:
         t0 = time.perf_counter()
         outcomes: list[Outcome | None] = [None] * len(items)

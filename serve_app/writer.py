@@ -33,13 +33,6 @@ class Writer:
                 f"the {database!r} database ({self.db.engine.dialect.name}) is not at the current schema: "
                 f"run `xraylab db upgrade --database {database}` first")
 
-    def write(self, study: StudyRecord, verdict: Verdict, fetch_ms: float | None = None) -> WriteResult:
-        with self.db.session() as session:  # one transaction: the study and its prediction
-            result = record_prediction(session, study, verdict, fetch_ms=fetch_ms)
-        log.info("study %s: prediction %s (%s)", study.study_uid, result.prediction_id,
-                 "new" if result.created else "already stored")
-        return result
-
     def write_many(self, rows: list[tuple[StudyRecord, Verdict, float | None]]) -> list[WriteResult]:
         """A batch of studies with their predictions, in one transaction."""
         with self.db.session() as session:

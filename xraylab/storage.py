@@ -9,7 +9,7 @@ from xraylab.errors import RejectedInputError, RejectReason
 from xraylab.messages import FetchedObject, StudyMetadata
 from xraylab.settings import S3Endpoint
 
-__all__ = ["make_s3_client", "get_object", "put_study"]
+__all__ = ["make_s3_client", "get_object"]
 
 
 def make_s3_client(endpoint: S3Endpoint) -> Any:
@@ -30,13 +30,6 @@ def make_s3_client(endpoint: S3Endpoint) -> Any:
             retries={"max_attempts": 3, "mode": "standard"},
         ),
     )
-
-
-def put_study(client: Any, bucket: str, key: str, data: bytes, metadata: StudyMetadata, *,
-              content_type: str) -> None:
-    """Store an image with its study metadata as S3 user metadata (what the Fetcher reads back)."""
-    client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type,
-                      Metadata=metadata.to_s3_metadata())
 
 
 def get_object(client: Any, bucket: str, key: str, *, max_bytes: int, endpoint_id: str = "") -> FetchedObject:

@@ -8,27 +8,11 @@ from ray import cloudpickle
 from ray.exceptions import RayTaskError
 
 from serve_app.ingress import Ingress
+from tests.unit.serve_app.handles import Handle
 from xraylab.errors import RejectedInputError, RejectReason
-from xraylab.messages import ObjectToProcess, Outcome, OutcomeStatus, Verdict
+from xraylab.messages import ObjectToProcess, OutcomeStatus, Verdict
 
 VERDICT = Verdict(score=0.91, band="Pneumonia", model_version="v1", synthetic_model=True, infer_ms=2.0)
-
-
-class Method:
-    def __init__(self, fn) -> None:
-        self.fn = fn
-
-    def remote(self, *args):
-        async def call():
-            return self.fn(*args)
-
-        return call()
-
-
-class Handle:
-    def __init__(self, **methods) -> None:
-        for name, fn in methods.items():
-            setattr(self, name, Method(fn))
 
 
 def classify(data: bytes) -> Verdict:
@@ -49,7 +33,7 @@ def ingress() -> Ingress:
     # As in a replica: Serve ships the class to it by value (cloudpickle), with only the globals its code uses.
     shipped = cloudpickle.loads(cloudpickle.dumps(Ingress.func_or_class))
     user_class = shipped.__mro__[1]  # the class under Serve's ASGI wrapper
-    assert user_class.__module__ == "serve_app.ingress" and "process" in vars(user_class)
+    assert user_class.__module__ == "serve_app.ingress" and "process_batch" in vars(user_class)
     return user_class(Handle(), classifier, Handle(check_health=lambda: None), "default", False)
 
 
@@ -83,7 +67,5 @@ def test_batch_route_answers_each_image(ingress: Ingress) -> None:
 def test_process_runs_the_step(ingress: Ingress) -> None:
     missing = RejectedInputError(RejectReason.MISSING_OBJECT, "NoSuchKey")
     ingress.step.fetcher = Handle(fetch_many=lambda items: [missing for _ in items])
-    outcome: Outcome = asyncio.run(ingress.process(ObjectToProcess(bucket="b", key="k")))
+    [outcome] = asyncio.run(ingress.process_batch([ObjectToProcess(bucket="b", key="k")]))
     assert outcome.status is OutcomeStatus.REJECTED and outcome.reason is RejectReason.MISSING_OBJECT
-    [again] = asyncio.run(ingress.process_batch([ObjectToProcess(bucket="b", key="k")]))
-    assert again.reason is RejectReason.MISSING_OBJECT

@@ -6,6 +6,7 @@ import pytest
 from ray.exceptions import RayTaskError
 
 from serve_app.step import ProcessStep
+from tests.unit.serve_app.handles import Handle
 from xraylab.errors import RejectedInputError, RejectReason
 from xraylab.messages import (
     FetchedObject,
@@ -17,27 +18,6 @@ from xraylab.messages import (
     WriteResult,
     study_uid,
 )
-
-
-class Method:
-    """``handle.method.remote(*args)`` -> an awaitable of ``fn(*args)``, recording the calls."""
-
-    def __init__(self, fn) -> None:
-        self.fn, self.calls = fn, []
-
-    def remote(self, *args):
-        self.calls.append(args)
-
-        async def call():
-            return self.fn(*args)
-
-        return call()
-
-
-class Handle:
-    def __init__(self, **methods) -> None:
-        for name, fn in methods.items():
-            setattr(self, name, Method(fn))
 
 
 def each(fn):
@@ -81,7 +61,7 @@ def run(step: ProcessStep, items: list[ObjectToProcess]):
 
 def test_written_outcome_and_what_the_writer_gets() -> None:
     w = writer()
-    outcome = asyncio.run(ProcessStep(fetcher(), classifier(), w)(ITEM))
+    [outcome] = run(ProcessStep(fetcher(), classifier(), w), [ITEM])
     assert outcome.status is OutcomeStatus.WRITTEN
     assert (outcome.study_id, outcome.prediction_id, outcome.verdict) == (7, 11, VERDICT)
     [([(study, verdict, fetch_ms)],)] = w.write_many.calls

@@ -30,6 +30,6 @@ def test_writes_once_migrated(sqlite_url: str) -> None:
     writer = Writer.func_or_class("default")
     study = StudyRecord(study_uid="u1", endpoint_id="local", bucket="b", object_key="k")
     verdict = Verdict(score=0.2, band="Normal", model_version="v1", synthetic_model=True)
-    first, again = writer.write(study, verdict, 1.0), writer.write(study, verdict, 1.0)
+    [first], [again] = writer.write_many([(study, verdict, 1.0)]), writer.write_many([(study, verdict, 1.0)])
     assert first.created and not again.created and first.prediction_id == again.prediction_id
     writer.check_health()
