@@ -35,12 +35,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cpu_by_process import cpu_seconds_by_group, cpu_snapshot
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ARCH = "seed-cnn"
 LEVELS = (1, 8, 32, 128, 512)
 IMAGE_SIZE = 512
+
+
+def cpu_ms_per_image(before: dict[int, tuple[str, float]], images: int) -> dict[str, float]:
+    """CPU milliseconds per image that each process group spent since ``before`` (see cpu_by_process)."""
+    spent = cpu_seconds_by_group(before, cpu_snapshot())
+    return {group: round(seconds * 1000 / max(images, 1), 2) for group, seconds in spent.items()}
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -62,18 +69,46 @@ def machine() -> dict[str, Any]:
     with contextlib.suppress(OSError, StopIteration):
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                    if line.startswith("model name"))
-    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "gpu": None}
+    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "gpu": gpu_name()}
+
+
+def gpu_name() -> str | None:
+    """The first NVIDIA GPU's name, or None where there is none."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=30, check=True).stdout.strip().splitlines()
+        return out[0].strip() if out else None
+    return None
+
+
+def backend() -> dict[str, Any]:
+    import keras
+
+    return {"keras_backend": keras.backend.backend(), "keras": keras.__version__}
 
 
 # --- (a) the limit -------------------------------------------------------------------------------------
 
-def run_limit(arch: str, images: list[bytes], batch_sizes: tuple[int, ...], repeat: int) -> dict[str, Any]:
-    """Decode in a pool (all cores) one chunk ahead of the batched forward pass on the previous one."""
+def run_limit(arch: str, images: list[bytes], batch_sizes: tuple[int, ...], repeat: int,
+              precision: str = "float32") -> dict[str, Any]:
+    """Decode in a pool (all cores) one chunk ahead of the batched forward pass on the previous one.
+    ``precision`` is a Keras dtype policy (``mixed_bfloat16`` on a GPU: bf16 compute, float32 weights)."""
+    import keras
+
     from train.models import build_model
     from xraylab.imaging import PreprocessSpec, inference_transforms
 
     spec = PreprocessSpec()
-    model = build_model(arch, spec)
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        model = build_model(arch, spec)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     transform = inference_transforms(spec)
     pool = ThreadPoolExecutor(os.cpu_count() or 1)
     model.predict_on_batch(np.zeros((max(batch_sizes), spec.height, spec.width, 1), np.float32))  # trace
@@ -96,7 +131,8 @@ def run_limit(arch: str, images: list[bytes], batch_sizes: tuple[int, ...], repe
     for data in images[:100]:
         transform(data)
     decode_ms = (time.perf_counter() - t0) / min(100, len(images)) * 1000
-    return {"arch": arch, "images_per_s": by_batch[best], "best_batch": best, "by_batch": by_batch,
+    return {"arch": arch, "precision": precision, "images_per_s": by_batch[best], "best_batch": best,
+            "by_batch": by_batch,
             "decode_preprocess_ms_per_image": round(decode_ms, 2)}
 
 
@@ -124,14 +160,19 @@ def run_seed(model_dir: Path, version: str, images: list[bytes], reload_events: 
 
 # --- (c) Serve -----------------------------------------------------------------------------------------
 
-async def _drive(call, images: list[bytes], concurrency: int, total: int) -> dict[str, Any]:
+async def _drive(call, images: list[bytes], concurrency: int, total: int,
+                 max_s: float | None = None) -> dict[str, Any]:
+    """``total`` calls from ``concurrency`` workers, or fewer where ``max_s`` seconds pass first."""
     latencies: list[float] = []
     rejected = 0
     counter = iter(range(total))
+    stop_at = time.perf_counter() + max_s if max_s else float("inf")
 
     async def worker() -> None:
         nonlocal rejected
         for i in counter:
+            if time.perf_counter() > stop_at:
+                break
             t0 = time.perf_counter()
             ok = await call(images[i % len(images)])
             if ok:
@@ -142,8 +183,8 @@ async def _drive(call, images: list[bytes], concurrency: int, total: int) -> dic
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - t0
-    return {"concurrency": concurrency, "requests": total, "images_per_s": round(len(latencies) / elapsed, 1),
-            **percentiles(latencies), "rejected": rejected}
+    return {"concurrency": concurrency, "requests": len(latencies) + rejected,
+            "images_per_s": round(len(latencies) / elapsed, 1), **percentiles(latencies), "rejected": rejected}
 
 
 def run_serve(url: str, app_name: str, images: list[bytes], levels: tuple[int, ...], per_level_s: float,
@@ -161,7 +202,8 @@ def run_serve(url: str, app_name: str, images: list[bytes], levels: tuple[int, .
         try:
             await classifier.classify.remote(data)
             return True
-        except BackPressureError:
+        except BackPressureError:  # shed: a polite caller (as the ingest actor does) backs off before retrying
+            await asyncio.sleep(1.0)
             return False
 
     async def http_batch(level: int, per_request: int = 32) -> dict[str, Any]:
@@ -177,7 +219,7 @@ def run_serve(url: str, app_name: str, images: list[bytes], levels: tuple[int, .
 
             before = await batch_stats()
             total = max(level * 2, int(rate_hint * per_level_s / per_request))
-            row = await _drive(send, images, level, total)
+            row = await _drive(send, images, level, total, max_s=per_level_s * 2)
             after = await batch_stats()
         batches = after["batches"] - before["batches"]
         row.update(images_per_request=per_request, images_per_s=round(row["images_per_s"] * per_request, 1),
@@ -202,18 +244,24 @@ def run_serve(url: str, app_name: str, images: list[bytes], levels: tuple[int, .
     async def measure(call, level: int) -> dict[str, Any]:
         await _drive(call, images, min(level, 8), min(level, 8) * 2)  # warm the path
         before = await batch_stats()
+        cpu_before = cpu_snapshot()
         total = max(level * 2, int(rate_hint * per_level_s))
-        row = await _drive(call, images, level, total)
+        row = await _drive(call, images, level, total, max_s=per_level_s * 2)
         after = await batch_stats()
         batches = after["batches"] - before["batches"]
         row["mean_batch"] = round((after["images"] - before["images"]) / batches, 1) if batches else 0.0
+        if level == 128:  # where the time goes at the level the targets name
+            row["cpu_ms_per_image"] = cpu_ms_per_image(cpu_before, row["requests"] - row["rejected"])
         return row
 
     async def handle_levels() -> list[dict[str, Any]]:
         return [await measure(via_handle, level) for level in levels]
 
-    return {"handle": asyncio.run(handle_levels()), "http": asyncio.run(http_levels()),
-            "http_batch": [asyncio.run(http_batch(level)) for level in (1, 4)]}
+    async def all_levels() -> dict[str, list[dict[str, Any]]]:  # one event loop: a handle's router may be bound to it
+        return {"handle": await handle_levels(), "http": await http_levels(),
+                "http_batch": [await http_batch(level) for level in (1, 4)]}
+
+    return asyncio.run(all_levels())
 
 
 # --- (d) the whole path --------------------------------------------------------------------------------
@@ -260,29 +308,42 @@ def _upload(client: Any, bucket: str, keys: list[str], images: list[bytes], *, r
     return done
 
 
-def _rows(db: Any, prefix: str) -> list[str]:
-    from sqlalchemy import select
-
-    from xraylab.db.models import Study
-
-    with db.session() as session:
-        return list(session.scalars(select(Study.object_key).where(Study.object_key.like(f"{prefix}%"))))
-
-
 class RowWatcher:
-    """Polls the studies table every 50 ms and notes when each key's row first appears (the database's own
-    timestamps are not precise enough everywhere: MariaDB's DATETIME keeps whole seconds)."""
+    """Polls the studies table every 50 ms for rows newer than the last seen, and notes when each key's row
+    first appears (the database's own timestamps are not precise enough everywhere: MariaDB's DATETIME keeps
+    whole seconds). Reading only recent rows keeps the watcher's own load flat as the table grows."""
+
+    MARGIN = 1024  # ids: more than the writes that can be in flight at once
 
     def __init__(self, db: Any, prefix: str) -> None:
         self.db, self.prefix, self.seen, self.stop = db, prefix, {}, threading.Event()
+        self.last_id = self._max_id()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    def _max_id(self) -> int:
+        from sqlalchemy import func, select
+
+        from xraylab.db.models import Study
+
+        with self.db.session() as session:
+            return session.scalar(select(func.max(Study.id))) or 0
+
     def _run(self) -> None:
+        from sqlalchemy import select
+
+        from xraylab.db.models import Study
+
         while not self.stop.wait(0.05):
+            with self.db.session() as session:
+                # a margin below the last id seen: concurrent writers may commit a lower id after a higher one
+                rows = session.execute(select(Study.id, Study.object_key)
+                                       .where(Study.id > self.last_id - self.MARGIN)).all()
             now = time.time()
-            for key in _rows(self.db, self.prefix):
-                self.seen.setdefault(key, now)
+            for row_id, key in rows:
+                self.last_id = max(self.last_id, row_id)
+                if key.startswith(self.prefix):
+                    self.seen.setdefault(key, now)
 
     def wait(self, n: int, timeout_s: float) -> dict[str, float]:
         deadline = time.time() + timeout_s
@@ -323,12 +384,14 @@ def run_path(settings: Any, database: str, images: list[bytes], n: int, live_n: 
         if on_topic < n:
             raise RuntimeError(f"only {on_topic}/{n} upload events reached the topic: the notifier lost some")
         watcher = RowWatcher(db, prefix + "drain/")
+        cpu_before = cpu_snapshot()
         t0 = time.time()
         pipeline.start_ingest()
         print(f"[{database}] drain of {n} events started", flush=True)
         end = max(watcher.wait(n, timeout_s=600).values())
         print(f"[{database}] drain done in {end - t0:.1f}s", flush=True)
         drain_rate = n / (end - t0)
+        drain_cpu = cpu_ms_per_image(cpu_before, n)
         # Live: upload at half the drain rate while ingest consumes; latency from stored upload to row.
         rate = max(1.0, drain_rate / 2)
         live_keys = [f"{prefix}live/{i:05d}.jpeg" for i in range(live_n)]
@@ -339,6 +402,7 @@ def run_path(settings: Any, database: str, images: list[bytes], n: int, live_n: 
         stats = pipeline.ingest_stats()
         return {"database": db.engine.dialect.name, "uploads": n, "upload_s": round(upload_s, 1),
                 "all_on_topic_s": round(notified_s, 1), "drain_images_per_s": round(drain_rate, 1),
+                "drain_cpu_ms_per_image": drain_cpu,
                 "live": {"uploads": live_n, "upload_rate_per_s": round(rate, 1), **percentiles(latencies)},
                 "ingest": {k: v for k, v in stats.items() if k != "uptime_s"}}
     finally:
@@ -363,10 +427,12 @@ def publish_random_model(model_dir: Path, arch: str) -> str:
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = [f"xraylab serving benchmark, {result['machine']['cores']} cores ({result['machine']['cpu']}), "
+    gpu = result["machine"].get("gpu")
+    lines = [f"xraylab serving benchmark, {result['machine']['cores']} cores ({result['machine']['cpu']})"
+             + (f", {gpu}" if gpu else "") + f", Keras on {result.get('keras_backend', '?')}, "
              f"model {result['model']} (random weights), {IMAGE_SIZE}x{IMAGE_SIZE} JPEGs", ""]
     for arch, row in result.get("limit", {}).items():
-        lines.append(f"(a) limit {arch:12s} {row['images_per_s']:8.1f} img/s  (batch {row['best_batch']}, "
+        lines.append(f"(a) limit {arch:27s} {row['images_per_s']:8.1f} img/s  (batch {row['best_batch']}, "
                      f"decode+preprocess {row['decode_preprocess_ms_per_image']} ms/img)")
     if "seed" in result:
         s = result["seed"]
@@ -405,6 +471,17 @@ def ratios(result: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def save(result: dict[str, Any], out: Path) -> None:
+    """Write the result; a GPU machine's figures go under its name, beside the CPU machine's."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    earlier = json.loads(out.read_text()) if out.exists() else {}
+    document = {**result, "gpus": earlier["gpus"]} if "gpus" in earlier else result
+    if gpu := result["machine"]["gpu"]:
+        document = earlier
+        document.setdefault("gpus", {})[gpu] = result
+    out.write_text(json.dumps(document, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
@@ -416,6 +493,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200, help="distinct generated JPEGs (reused round-robin)")
     parser.add_argument("--batch-sizes", default="8,16,32,64,128", help="(a) batch sizes to try")
     parser.add_argument("--repeat", type=int, default=3, help="(a) passes over the images per batch size")
+    parser.add_argument("--precisions", default="float32",
+                        help="(a) Keras dtype policies to try, e.g. float32,mixed_bfloat16 on a GPU")
+    parser.add_argument("--classifier-gpus", type=float, default=0.0,
+                        help="(c, d) GPUs per Classifier replica: 0.5 puts two replicas on one GPU")
+    parser.add_argument("--classifier-replicas", type=int, default=1)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "serving.json"))
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -426,15 +508,21 @@ def main() -> None:
     settings = load_settings()
     images = make_images(args.images)
     result: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
-                              "model": ARCH, "image_size": IMAGE_SIZE, "parts": sorted(parts)}
+                              "model": ARCH, "image_size": IMAGE_SIZE, "parts": sorted(parts), **backend(),
+                              "classifier": {"num_gpus": args.classifier_gpus, "replicas": args.classifier_replicas}}
     model_dir = Path(tempfile.mkdtemp(prefix="xraylab-bench-models-"))
     os.environ["XRAYLAB_MODEL_DIR"] = str(model_dir)  # the Serve replicas load the benchmark's model
     settings = load_settings()
     version = publish_random_model(model_dir, ARCH)
     if "a" in parts:
         batch_sizes = tuple(int(x) for x in args.batch_sizes.split(","))
-        result["limit"] = {arch: run_limit(arch, images, batch_sizes, repeat=args.repeat)
-                           for arch in (ARCH, "xray-resnet")}
+        result["limit"] = {}
+        for precision in args.precisions.split(","):
+            for arch in (ARCH, "xray-resnet"):
+                name = arch if precision == "float32" else f"{arch} {precision}"
+                result["limit"][name] = run_limit(arch, images, batch_sizes, args.repeat, precision)
+                print(f"(a) {name}: {result['limit'][name]}", flush=True)
+        save(result, Path(args.out))  # kept should a later part fail
     if "b" in parts:
         result["seed"] = run_seed(model_dir, version, images[:100], reload_events=min(10, len(images)))
     if parts & {"c", "d"}:
@@ -442,7 +530,8 @@ def main() -> None:
         from serve_app.launch import start_pipeline
 
         def app_args(database: str = "default") -> AppArgs:
-            return AppArgs(database=database, mount_ui=False, model_version=version)
+            return AppArgs(database=database, mount_ui=False, model_version=version,
+                           classifier_num_gpus=args.classifier_gpus, classifier_replicas=args.classifier_replicas)
 
         rate_hint = result.get("limit", {}).get(ARCH, {}).get("images_per_s", 200.0)
         if "c" in parts:
@@ -461,10 +550,8 @@ def main() -> None:
                               for database in args.databases.split(",")]
     result["ratios"] = ratios(result)
     print(table(result))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwritten to {out}")
+    save(result, Path(args.out))
+    print(f"\nwritten to {args.out}")
 
 
 if __name__ == "__main__":

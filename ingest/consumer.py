@@ -169,6 +169,10 @@ class KafkaIngestActor:
 
         settings = get_settings()
         handle = serve.get_app_handle(app_name)
+        # This actor calls the handle from its own threads, with no event loop of theirs; under Serve's
+        # throughput mode (serve_app.SERVE_ENV) a handle's router would run on the caller's loop, so this
+        # one gets a loop of its own (a handle takes its options once, before its first call).
+        handle._init(_run_router_in_separate_loop=True)
         self.loop = IngestLoop(
             lambda items: handle.process_batch.remote(items),
             consumer=make_consumer(settings, settings.KAFKA_TOPIC, max_poll_records=max_in_flight),

@@ -52,13 +52,33 @@ class ActiveModel:
     card: ModelCard
     transform: Compose
     bands: Bands
+    pad_to_buckets: bool = False  # see forward()
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """Raw model outputs, one per image. Under Keras' JAX backend, where XLA compiles once per input
+        shape, a batch is padded to the next power of two: a replica compiles a handful of shapes (warmed
+        at load) instead of one per batch size that ``@serve.batch`` happens to form."""
+        n = len(batch)
+        if self.pad_to_buckets and n & (n - 1):
+            padded = np.zeros((1 << n.bit_length(), *batch.shape[1:]), batch.dtype)
+            padded[:n] = batch
+            batch = padded
+        return np.asarray(self.model.predict_on_batch(batch)).reshape(-1)[:n]
+
+
+WARM_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
 def load_active(model_dir: Any, version: str) -> ActiveModel:
+    import keras
+
     model, card = load_model(model_dir, version)
     spec = card.preprocess_spec()
-    model.predict_on_batch(np.zeros((1, spec.height, spec.width, 1), np.float32))  # trace before serving
-    return ActiveModel(model, card, inference_transforms(spec), Bands.from_card(card.bands))
+    active = ActiveModel(model, card, inference_transforms(spec), Bands.from_card(card.bands),
+                         pad_to_buckets=keras.backend.backend() == "jax")
+    for size in WARM_BUCKETS if active.pad_to_buckets else (1,):  # trace/compile before serving
+        active.forward(np.zeros((size, spec.height, spec.width, 1), np.float32))
+    return active
 
 
 def score_batch(images: list[np.ndarray], models: list[ActiveModel]) -> list[float]:
@@ -70,7 +90,7 @@ def score_batch(images: list[np.ndarray], models: list[ActiveModel]) -> list[flo
         groups.setdefault(id(active), []).append(i)
     for indices in groups.values():
         active = models[indices[0]]
-        raw = np.asarray(active.model.predict_on_batch(np.stack([images[i] for i in indices]))).reshape(-1)
+        raw = active.forward(np.stack([images[i] for i in indices]))
         for i, score in zip(indices, apply_platt(raw, active.card.calibration), strict=True):
             scores[i] = float(score)
     return scores

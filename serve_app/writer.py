@@ -10,7 +10,7 @@ import logging
 
 from ray import serve
 
-from xraylab.db.crud import record_prediction
+from xraylab.db.crud import record_predictions
 from xraylab.db.session import Database, schema_is_current
 from xraylab.messages import StudyRecord, Verdict, WriteResult
 from xraylab.settings import get_settings
@@ -36,8 +36,7 @@ class Writer:
     def write_many(self, rows: list[tuple[StudyRecord, Verdict, float | None]]) -> list[WriteResult]:
         """A batch of studies with their predictions, in one transaction."""
         with self.db.session() as session:
-            results = [record_prediction(session, study, verdict, fetch_ms=fetch_ms)
-                       for study, verdict, fetch_ms in rows]
+            results = record_predictions(session, rows)
         created = sum(r.created for r in results)
         log.info("%d predictions stored (%d new, %d already stored)", len(results), created, len(results) - created)
         return results

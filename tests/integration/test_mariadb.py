@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import inspect, text
 
-from xraylab.db.crud import get_study, record_prediction
+from xraylab.db.crud import get_study, record_prediction, record_predictions
 from xraylab.db.session import Database, schema_is_current, upgrade_schema
 from xraylab.messages import StudyMetadata, StudyRecord, Verdict, study_uid
 
@@ -62,3 +62,27 @@ def test_concurrent_new_model_version_on_a_known_study(db) -> None:
         results = list(pool.map(lambda _: write(db, study, new), range(16)))
     assert sum(r.created for r in results) == 1
     assert len({r.prediction_id for r in results}) == 1 and len({r.study_id for r in results}) == 1
+
+
+def test_concurrent_batches_over_the_same_studies(db) -> None:
+    """Writers storing overlapping batches at once (redeliveries racing): each study and prediction once,
+    every writer told the same ids."""
+    keys = [f"k-{uuid.uuid4().hex}" for _ in range(12)]
+    studies = [StudyRecord(study_uid=study_uid("local", "b", k, "e"), endpoint_id="local", bucket="b",
+                           object_key=k, etag="e") for k in keys]
+    verdict = Verdict(score=0.5, band="Normal", model_version="v-batch", synthetic_model=True)
+
+    def write_batch(start: int):
+        batch = [(studies[(start + i) % 12], verdict, None) for i in range(8)]
+        with db.session() as session:
+            return batch, record_predictions(session, batch)
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(write_batch, range(12)))
+    ids: dict[str, set[tuple[int, int]]] = {}
+    created = 0
+    for batch, results in outcomes:
+        for (study, _, _), result in zip(batch, results, strict=True):
+            ids.setdefault(study.study_uid, set()).add((result.study_id, result.prediction_id))
+            created += result.created
+    assert created == 12 and all(len(v) == 1 for v in ids.values()) and len(ids) == 12

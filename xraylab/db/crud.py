@@ -6,9 +6,10 @@ Every function takes the caller's ``session`` (one transaction per unit of work,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
@@ -17,7 +18,8 @@ from xraylab.bands import BAND_ORDER
 from xraylab.db.models import Base, Prediction, Study
 from xraylab.messages import StudyRecord, Verdict, WriteResult
 
-__all__ = ["record_prediction", "worklist", "get_study", "count_rows", "STUDY_COLUMNS", "PREDICTION_COLUMNS"]
+__all__ = ["record_prediction", "record_predictions", "worklist", "get_study", "count_rows", "STUDY_COLUMNS",
+           "PREDICTION_COLUMNS"]
 
 STUDY_COLUMNS = ("study_uid", "endpoint_id", "bucket", "object_key", "etag", "size_bytes", "content_type",
                  "hospital", "patient_id", "patient_name", "study_date")
@@ -53,6 +55,40 @@ def record_prediction(session: Session, study: StudyRecord, verdict: Verdict, *,
     prediction_id, created = _insert_or_get(session, prediction, select(Prediction.id).where(
         (Prediction.study_id == study_id) & (Prediction.model_version == verdict.model_version)))
     return WriteResult(study_id, prediction_id, created)
+
+
+def record_predictions(session: Session,
+                       rows: Sequence[tuple[StudyRecord, Verdict, float | None]]) -> list[WriteResult]:
+    """Many ``record_prediction`` calls in a few statements: the studies are inserted together, then their
+    predictions together, in one SAVEPOINT. Should any of them be stored already (a redelivered batch, a
+    concurrent writer, the same object twice in one batch), the savepoint is rolled back and the batch
+    takes the row-by-row path, so the result is always the same as calling ``record_prediction`` each.
+    The insert comes first, with no read before it, so that SQLite takes its write lock by waiting its
+    busy timeout rather than failing to upgrade a read transaction ("database is locked")."""
+    results: dict[int, WriteResult] = {}
+    if rows and len({study.study_uid for study, _, _ in rows}) == len(rows):
+        try:
+            with session.begin_nested():
+                results.update(zip(map(id, rows), _insert_new(session, rows), strict=True))
+        except IntegrityError:
+            results.clear()  # rolled back to the savepoint: row by row below
+    return [results[id(row)] if id(row) in results else record_prediction(session, row[0], row[1], fetch_ms=row[2])
+            for row in rows]
+
+
+def _insert_new(session: Session, rows: Sequence[tuple[StudyRecord, Verdict, float | None]]) -> list[WriteResult]:
+    session.execute(insert(Study), [study.columns() for study, _, _ in rows])
+    study_ids: dict[str, int] = {uid: sid for uid, sid in session.execute(
+        select(Study.study_uid, Study.id).where(Study.study_uid.in_([s.study_uid for s, _, _ in rows])))}
+    keys = [(study_ids[study.study_uid], verdict.model_version) for study, verdict, _ in rows]
+    session.execute(insert(Prediction), [
+        {"study_id": study_id, "model_version": verdict.model_version, "score": verdict.score, "band": verdict.band,
+         "fetch_ms": fetch_ms, "infer_ms": verdict.infer_ms}
+        for (study_id, _), (_, verdict, fetch_ms) in zip(keys, rows, strict=True)])
+    prediction_ids = {(study_id, version): pid for pid, study_id, version in session.execute(
+        select(Prediction.id, Prediction.study_id, Prediction.model_version)
+        .where(tuple_(Prediction.study_id, Prediction.model_version).in_(keys)))}
+    return [WriteResult(key[0], prediction_ids[key], True) for key in keys]
 
 
 def worklist(session: Session, limit: int = 200) -> list[dict[str, Any]]:

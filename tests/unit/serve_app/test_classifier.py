@@ -51,3 +51,17 @@ def test_config_is_validated() -> None:
     assert ClassifierConfig().max_batch_size >= 1
     with pytest.raises(ValueError):
         ClassifierConfig(max_batch_size=0)
+
+
+def test_padding_to_buckets_keeps_each_images_own_score() -> None:
+    padded = active("v1", 0.0)
+    padded = ActiveModel(padded.model, padded.card, None, Bands(), pad_to_buckets=True)  # type: ignore[arg-type]
+    batch = np.stack([image(v) for v in (0.1, 0.2, 0.3, 0.4, 0.5)])
+    raw = padded.forward(batch)
+    assert raw.tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert [len(b) for b in padded.model.batches] == [8], "five images run as one padded batch of eight"
+    padded.forward(batch[:4])
+    assert len(padded.model.batches[-1]) == 4, "a power of two runs as it is"
+    plain = active("v1", 0.0)
+    plain.forward(batch)
+    assert [len(b) for b in plain.model.batches] == [5], "without padding (TensorFlow), the batch as formed"

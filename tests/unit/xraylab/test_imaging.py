@@ -87,3 +87,24 @@ def test_chain_output_contract() -> None:
 def test_spec_round_trip_ignores_unknown_keys() -> None:
     spec = PreprocessSpec(height=100, width=120, resample="bicubic")
     assert PreprocessSpec.from_dict({**spec.to_dict(), "future_field": 1}) == spec
+
+
+def test_version_2_decodes_jpegs_at_reduced_scale_but_never_below_the_input_size() -> None:
+    rng = np.random.default_rng(0)
+    big = Image.fromarray(rng.integers(0, 255, (1200, 1000, 3), dtype=np.uint8), "RGB")
+    data = encode(big, "JPEG")
+    drafted = DecodeImage(draft_size=(150, 150))(data)
+    assert drafted.mode == "L" and drafted.size == (250, 300), "1/4 scale: the smallest still >= 150x150"
+    assert DecodeImage()(data).size == (1000, 1200), "without a draft size, decoded whole"
+    png = DecodeImage(draft_size=(150, 150))(encode(big, "PNG"))
+    assert png.size == (1000, 1200), "PNGs have no reduced-scale decode"
+
+
+def test_version_2_chain_stays_close_to_full_decode_and_version_1_is_kept() -> None:
+    y, x = np.mgrid[0:512, 0:512]
+    smooth = Image.fromarray(((np.sin(x / 40) + np.cos(y / 55)) * 60 + 128).astype(np.uint8), "L")
+    data = encode(smooth, "JPEG")
+    v1, v2 = (inference_transforms(PreprocessSpec(version=v))(data) for v in (1, 2))
+    assert v1.shape == v2.shape == (150, 150, 1)
+    assert float(np.abs(v1 - v2).mean()) < 0.01, "the same picture, within JPEG and resampling noise"
+    assert PreprocessSpec.from_dict({"height": 150, "width": 150, "version": 1}).version == 1

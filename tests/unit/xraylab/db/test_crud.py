@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
-from xraylab.db.crud import count_rows, get_study, record_prediction, worklist
+from xraylab.db.crud import count_rows, get_study, record_prediction, record_predictions, worklist
 from xraylab.db.session import Database, schema_is_current, upgrade_schema
 from xraylab.messages import StudyMetadata, StudyRecord, Verdict, study_uid
 
@@ -89,3 +89,60 @@ def test_worklist_orders_by_risk(db) -> None:
     assert [r["score"] for r in rows] == [0.95, 0.85, 0.7, 0.65, 0.1]
     assert [r["band"] for r in rows][:2] == ["Pneumonia", "Pneumonia"]
     assert rows[0]["patient_name"] == "Name 1"
+
+
+def write_many(db: Database, rows: list[tuple[StudyRecord, Verdict]]):
+    with db.session() as session:
+        return record_predictions(session, [(s, v, 2.5) for s, v in rows])
+
+
+def test_batch_of_new_studies_is_stored_in_order(db) -> None:
+    rows = [(study(i), verdict(i / 10)) for i in range(6)]
+    results = write_many(db, rows)
+    assert all(r.created for r in results) and len({r.study_id for r in results}) == 6
+    with db.session() as session:
+        for (s, v), r in zip(rows, results, strict=True):
+            stored = get_study(session, r.study_id)
+            assert (stored["study_uid"], stored["score"], stored["fetch_ms"]) == (s.study_uid, v.score, 2.5)
+            assert stored["patient_name"] == s.metadata.patient_name
+    assert counts(db) == {"studies": 6, "predictions": 6}
+
+
+def test_batch_with_stored_studies_and_repeats_matches_row_by_row(db) -> None:
+    """A redelivered batch, a study already stored with another model, and the same object twice in one batch."""
+    first = write_many(db, [(study(i), verdict(0.9)) for i in range(3)])
+    again = write_many(db, [(study(i), verdict(0.9)) for i in range(3)])
+    assert [r.created for r in again] == [False] * 3
+    assert [(r.study_id, r.prediction_id) for r in again] == [(r.study_id, r.prediction_id) for r in first]
+    mixed = write_many(db, [(study(0), verdict(0.2, "v2")), (study(9), verdict(0.7)), (study(9), verdict(0.7))])
+    assert [r.created for r in mixed] == [True, True, False]
+    assert mixed[0].study_id == first[0].study_id and mixed[1].prediction_id == mixed[2].prediction_id
+    assert counts(db) == {"studies": 4, "predictions": 5}
+
+
+def test_batch_is_part_of_the_callers_transaction(db) -> None:
+    with pytest.raises(RuntimeError), db.session() as session:
+        record_predictions(session, [(study(i), verdict(0.9), None) for i in range(4)])
+        raise RuntimeError("the caller fails after the write")
+    assert counts(db) == {"studies": 0, "predictions": 0}
+
+
+def test_concurrent_batches_on_sqlite_wait_for_the_lock_instead_of_failing(db) -> None:
+    """Writers in threads (the Writer replica's pool) storing batches while a reader polls: none fails with
+    'database is locked' (a read transaction upgraded to a write would, in WAL mode)."""
+    stop = False
+
+    def read() -> None:
+        while not stop:
+            counts(db)
+
+    def write_batch(start: int) -> list:
+        return write_many(db, [(study(start * 100 + i), verdict(0.5)) for i in range(16)])
+
+    with ThreadPoolExecutor(9) as pool:
+        reader = pool.submit(read)
+        results = list(pool.map(write_batch, range(24)))
+        stop = True
+        reader.result()
+    assert sum(r.created for batch in results for r in batch) == 24 * 16
+    assert counts(db) == {"studies": 24 * 16, "predictions": 24 * 16}
