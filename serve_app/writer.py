@@ -35,8 +35,7 @@ class Writer:
 
     def write_many(self, rows: list[tuple[StudyRecord, Verdict, float | None]]) -> list[WriteResult]:
         """A batch of studies with their predictions, in one transaction."""
-        with self.db.session() as session:
-            results = record_predictions(session, rows)
+        results = self.db.in_transaction(lambda session: record_predictions(session, rows))
         created = sum(r.created for r in results)
         log.info("%d predictions stored (%d new, %d already stored)", len(results), created, len(results) - created)
         return results

@@ -8,16 +8,25 @@ on a database that was never migrated.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["Database", "make_engine", "upgrade_schema", "schema_is_current"]
+__all__ = ["Database", "make_engine", "upgrade_schema", "schema_is_current", "rolled_back_to_retry"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# MySQL/MariaDB error codes that roll a transaction back and ask for it to be run again.
+RETRYABLE_MYSQL_ERRORS = frozenset({1213, 1205})  # deadlock found; lock wait timeout exceeded
+T = TypeVar("T")
+log = logging.getLogger("xraylab.db")
 
 
 def make_engine(url: str) -> Engine:
@@ -46,6 +55,19 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_recycle=3600, pool_size=5, max_overflow=10)
 
 
+def rolled_back_to_retry(exc: BaseException) -> bool:
+    """Whether the database rolled the transaction back and asks for it to be run again: a MySQL/MariaDB
+    deadlock or lock wait timeout anywhere in the exception's chain (a deadlock inside a SAVEPOINT surfaces
+    as "SAVEPOINT ... does not exist" when the savepoint is then rolled back)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        error = getattr(seen, "orig", None) or seen
+        if error.args and error.args[0] in RETRYABLE_MYSQL_ERRORS:
+            return True
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    return False
+
+
 class Database:
     """An engine and its one ``sessionmaker``."""
 
@@ -58,6 +80,21 @@ class Database:
         """One transaction: committed when the block ends, rolled back if it raises, always closed."""
         with self._sessions.begin() as session:
             yield session
+
+    def in_transaction(self, work: Callable[[Session], T], attempts: int = 5) -> T:
+        """``work(session)`` in one transaction, run again from the start when the database rolled it back
+        as a deadlock victim or on a lock wait timeout (InnoDB, when writers of overlapping rows meet:
+        redeliveries racing). ``work`` must be safe to repeat, as the idempotent writes are."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.session() as session:
+                    return work(session)
+            except DBAPIError as exc:
+                if not rolled_back_to_retry(exc) or attempt == attempts:
+                    raise
+                log.warning("transaction rolled back by the database; attempt %d of %d", attempt, attempts)
+                time.sleep(random.uniform(0.01, 0.05) * 2**attempt)
+        raise AssertionError("unreachable")
 
     def ping(self) -> None:
         """``SELECT 1``; raises if the database cannot be reached."""

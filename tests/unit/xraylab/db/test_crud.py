@@ -146,3 +146,52 @@ def test_concurrent_batches_on_sqlite_wait_for_the_lock_instead_of_failing(db) -
         reader.result()
     assert sum(r.created for batch in results for r in batch) == 24 * 16
     assert counts(db) == {"studies": 24 * 16, "predictions": 24 * 16}
+
+
+def test_deadlock_victims_run_again_and_other_errors_do_not(db) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    calls = []
+
+    def flaky(session):
+        calls.append(1)
+        record_prediction(session, study(len(calls)), verdict(0.5))
+        if len(calls) < 3:
+            raise OperationalError("INSERT ...", {}, Exception(1213, "Deadlock found when trying to get lock"))
+        return len(calls)
+
+    assert db.in_transaction(flaky) == 3
+    assert counts(db) == {"studies": 1, "predictions": 1}, "the rolled-back attempts left nothing behind"
+
+    def broken(session):
+        calls.append(1)
+        raise OperationalError("SELECT 1", {}, Exception(2013, "Lost connection"))
+
+    calls.clear()
+    with pytest.raises(OperationalError):
+        db.in_transaction(broken)
+    assert len(calls) == 1
+
+
+def test_a_deadlock_behind_a_lost_savepoint_counts_as_retryable() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from xraylab.db.session import rolled_back_to_retry
+
+    try:
+        try:
+            raise OperationalError("INSERT ...", {}, Exception(1213, "Deadlock found"))
+        except OperationalError:
+            raise OperationalError("ROLLBACK TO SAVEPOINT sa_savepoint_1", {},
+                                   Exception(1305, "SAVEPOINT sa_savepoint_1 does not exist")) from None
+    except OperationalError as exc:
+        assert not rolled_back_to_retry(exc), "raised 'from None': no deadlock in its chain"
+    try:
+        try:
+            raise OperationalError("INSERT ...", {}, Exception(1213, "Deadlock found"))
+        except OperationalError:
+            raise OperationalError("ROLLBACK TO SAVEPOINT sa_savepoint_1", {},  # noqa: B904 (as SQLAlchemy does)
+                                   Exception(1305, "SAVEPOINT sa_savepoint_1 does not exist"))
+    except OperationalError as exc:
+        assert rolled_back_to_retry(exc)
+    assert not rolled_back_to_retry(OperationalError("SELECT 1", {}, Exception(2013, "Lost connection")))
