@@ -13,6 +13,7 @@ in flight together (so fetching one overlaps classifying another).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -27,9 +28,17 @@ from xraylab.events import MalformedEventError, parse_s3_event
 from xraylab.messages import ObjectToProcess, Outcome, OutcomeStatus
 from xraylab.settings import get_settings
 
-__all__ = ["KafkaIngestActor", "IngestLoop", "Process"]
+__all__ = ["KafkaIngestActor", "IngestLoop", "Process", "INGEST_NAMESPACE", "ingest_actor_name"]
 
 log = logging.getLogger("xraylab.ingest")
+
+# Where the ingest actor of a Serve app lives, so that the Ingress can report on it (``/healthz``).
+INGEST_NAMESPACE = "xraylab"
+
+
+def ingest_actor_name(app_name: str) -> str:
+    return f"{app_name}-ingest"
+
 
 # The pipeline step as the loop sees it: a batch of objects in, something with
 # ``.result(timeout_s=...) -> list[Outcome]`` out (a DeploymentResponse from ``handle.process_batch.remote``).
@@ -158,9 +167,14 @@ class IngestLoop:
         self.producer.close(timeout=10)
 
 
-@ray.remote(num_cpus=0, max_concurrency=4, max_restarts=-1)
+@ray.remote(num_cpus=0, max_concurrency=4, max_restarts=-1, max_task_retries=-1)
 class KafkaIngestActor:
-    """Runs ``IngestLoop`` against the Serve app ``app_name`` (its ``process`` method)."""
+    """Runs ``IngestLoop`` against the Serve app ``app_name`` (its ``process_batch`` method).
+
+    The loop starts in the constructor, on a thread of its own, so an actor that Ray restarts (its worker
+    killed, its node lost) consumes again by itself, from the group's last committed offsets: nothing
+    outside has to call anything. Should the loop itself die of an error it does not handle, the process
+    exits, so that Ray restarts it the same way. ``run`` waits for the loop to end (after ``stop``)."""
 
     def __init__(self, app_name: str, max_in_flight: int = 128) -> None:
         from ray import serve
@@ -178,12 +192,29 @@ class KafkaIngestActor:
             consumer=make_consumer(settings, settings.KAFKA_TOPIC, max_poll_records=max_in_flight),
             producer=make_producer(settings), dlq_topic=settings.KAFKA_DLQ_TOPIC, max_in_flight=max_in_flight)
         self.started = time.time()
+        self.result: dict[str, int] = {}
+        self.thread = threading.Thread(target=self._consume, name="ingest-loop", daemon=True)
+        self.thread.start()
+        log.info("ingest consuming %s as group %s", settings.KAFKA_TOPIC, settings.KAFKA_GROUP)
+
+    def _consume(self) -> None:
+        try:
+            self.result = self.loop.run()
+        except BaseException:
+            log.exception("ingest loop died; exiting so that Ray restarts this actor")
+            os._exit(1)
 
     def run(self) -> dict[str, int]:
-        return self.loop.run()
+        """Wait until the loop ends (``stop``); its counters."""
+        self.thread.join()
+        return self.result
 
     def stop(self) -> None:
         self.loop.stop_event.set()
 
+    def pid(self) -> int:
+        return os.getpid()
+
     def stats(self) -> dict[str, Any]:
-        return {**self.loop.stats, "uptime_s": round(time.time() - self.started, 1)}
+        return {**self.loop.stats, "uptime_s": round(time.time() - self.started, 1),
+                "consuming": self.thread.is_alive()}

@@ -11,6 +11,7 @@ cannot be resolved there; FastAPI then takes ``request`` for a query parameter a
 (``tests/unit/serve_app/test_ingress.py`` ships the class the same way).
 """
 
+import asyncio
 import logging
 from typing import Any
 
@@ -20,6 +21,7 @@ from ray import serve
 from ray.serve.config import BackpressureConfig
 from ray.serve.handle import DeploymentHandle
 
+from ingest.consumer import INGEST_NAMESPACE, ingest_actor_name
 from serve_app.step import ProcessStep
 from xraylab.errors import RejectedInputError, RejectReason
 from xraylab.messages import ObjectToProcess, Outcome, Verdict
@@ -67,10 +69,17 @@ class Ingress:
             return None
 
         @app.get("/healthz")
-        async def healthz() -> dict[str, Any]:
+        async def healthz() -> Any:
             await self.writer.check_health.remote()
             card = await self.classifier.model_card.remote()
-            return {"status": "ok", "model_version": card["version"]}
+            body: dict[str, Any] = {"status": "ok", "model_version": card["version"]}
+            ingest = await self._ingest_health()
+            if ingest is not None:
+                body["ingest"] = ingest
+                if not ingest["consuming"]:
+                    body["status"] = "degraded"
+                    return JSONResponse(body, 503)
+            return body
 
         @app.get("/v1/model")
         async def model() -> dict[str, Any]:
@@ -128,6 +137,24 @@ class Ingress:
         if self.mount_ui:
             app = self._mount_ui(app)
         return app
+
+    async def _ingest_health(self) -> dict[str, Any] | None:
+        """The app's ingest actor: consuming or not (restarting, unreachable); None where this cluster runs
+        no ingest actor (an HTTP-only deployment)."""
+        import ray
+
+        if not ray.is_initialized():
+            return None
+        try:
+            actor = ray.get_actor(ingest_actor_name(self.settings.SERVE_APP_NAME), namespace=INGEST_NAMESPACE)
+        except ValueError:
+            return None
+        try:
+            stats = await asyncio.wait_for(actor.stats.remote(), timeout=5)
+        except Exception as exc:  # a restart in progress, or gone
+            return {"consuming": False, "error": type(exc).__name__}
+        return {"consuming": bool(stats.get("consuming")), "uptime_s": stats.get("uptime_s"),
+                "transient_errors": stats.get("transient_errors", 0)}
 
     def _mount_ui(self, app: Any) -> Any:
         import gradio as gr

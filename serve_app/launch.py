@@ -32,10 +32,11 @@ class Pipeline:
 
     def start_ingest(self) -> None:
         """The Kafka ingest actor, calling this pipeline's Serve app."""
-        from ingest.consumer import KafkaIngestActor
+        from ingest.consumer import INGEST_NAMESPACE, KafkaIngestActor, ingest_actor_name
 
         app_name = self.settings.SERVE_APP_NAME
-        self.ingest = KafkaIngestActor.options(name=f"{app_name}-ingest").remote(app_name)
+        self.ingest = KafkaIngestActor.options(name=ingest_actor_name(app_name),
+                                               namespace=INGEST_NAMESPACE).remote(app_name)
         self.ingest_ref = self.ingest.run.remote()
 
     def ingest_stats(self) -> dict[str, Any]:

@@ -133,6 +133,7 @@ def test_http_predict_and_health(pipeline) -> None:
 
     health = requests.get(f"{pipeline.url}/healthz", timeout=30)
     assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert health.json()["ingest"]["consuming"] is True
     image = encode_jpeg(generate_xray(np.random.default_rng(3), True))
     verdict = requests.post(f"{pipeline.url}/v1/predict", data=image, timeout=60).json()
     assert 0.0 <= verdict["score"] <= 1.0 and verdict["band"] in ("Pneumonia", "Unsure", "Normal")
@@ -176,3 +177,41 @@ def test_review_ui_login_worklist_and_study(pipeline, settings, s3, bucket, mari
         expect(page.locator("#study-image img")).to_be_visible(timeout=30000)
         page.screenshot(path=str(settings.STATE_DIR / "ui-screenshot.png"), full_page=True)
         browser.close()
+
+
+def test_ingest_resumes_by_itself_after_its_worker_is_killed(pipeline, settings, s3, bucket, mariadb) -> None:
+    """kill -9 of the ingest actor's process mid-stream: Ray restarts the actor, which consumes again by
+    itself from the last committed offsets, and every image still becomes exactly one row. Then /healthz
+    turns red once ingest stops consuming."""
+    import os
+    import signal
+
+    import ray
+
+    pid = ray.get(pipeline.ingest.pid.remote(), timeout=30)
+    before = upload_generated(s3, bucket, 10, seed=21, prefix="before-kill/")
+    deadline = time.time() + WAIT_S
+    while not rows_for(mariadb, bucket) and time.time() < deadline:
+        time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
+    after = upload_generated(s3, bucket, 10, seed=22, prefix="after-kill/")  # only a restarted actor takes these
+    uploads = before + after
+    deadline = time.time() + WAIT_S
+    while len(rows_for(mariadb, bucket)) < len(uploads) and time.time() < deadline:
+        time.sleep(1)
+    rows = rows_for(mariadb, bucket)
+    assert sorted(k for k, _ in rows) == sorted(u.key for u in uploads), "nothing lost"
+    assert all(n == 1 for _, n in rows), "nothing stored twice"
+    assert ray.get(pipeline.ingest.pid.remote(), timeout=60) != pid, "a new process took over"
+    assert ray.get(pipeline.ingest.stats.remote(), timeout=30)["consuming"]
+    health = requests.get(f"{pipeline.url}/healthz", timeout=30)
+    assert health.status_code == 200 and health.json()["ingest"]["consuming"] is True
+
+    # An ingest actor that has stopped consuming turns the health check red.
+    ray.get(pipeline.ingest.stop.remote(), timeout=30)
+    deadline = time.time() + 60
+    while requests.get(f"{pipeline.url}/healthz", timeout=30).status_code != 503 and time.time() < deadline:
+        time.sleep(0.5)
+    health = requests.get(f"{pipeline.url}/healthz", timeout=30)
+    assert health.status_code == 503 and health.json()["status"] == "degraded"
+    assert health.json()["ingest"]["consuming"] is False
