@@ -19,6 +19,7 @@ class RejectReason(StrEnum):
     MISSING_OBJECT = "missing_object"
     TOO_LARGE = "too_large"
     NOT_IMAGE = "not_image"
+    INVALID_NAME = "invalid_name"
 
     @property
     def description(self) -> str:
@@ -31,6 +32,7 @@ _DESCRIPTIONS = {
     RejectReason.MISSING_OBJECT: "the object named by the event does not exist",
     RejectReason.TOO_LARGE: "the object is larger than the configured limit",
     RejectReason.NOT_IMAGE: "the object is not a readable JPEG/PNG image",
+    RejectReason.INVALID_NAME: "the event names a bucket or key that the S3 client refuses as invalid",
 }
 
 

@@ -29,7 +29,9 @@ class MalformedEventError(ValueError):
     """The message is not an S3 event notification we understand."""
 
 
-def _load(payload: bytes | str | dict[str, Any]) -> Any:
+def _load(payload: bytes | str | dict[str, Any] | None) -> Any:
+    if payload is None:  # a tombstone: a compacted topic's deletion marker, or a producer's null value
+        raise MalformedEventError("tombstone: the message has no value")
     if isinstance(payload, dict):
         return payload
     if isinstance(payload, bytes):
@@ -102,7 +104,7 @@ def _record_to_object(record: Any, index: int) -> ObjectToProcess | None:
     )
 
 
-def parse_s3_event(payload: bytes | str | dict[str, Any]) -> list[ObjectToProcess]:
+def parse_s3_event(payload: bytes | str | dict[str, Any] | None) -> list[ObjectToProcess]:
     """Objects to process in one Kafka message; ``[]`` for an event to ignore.
 
     Raises:

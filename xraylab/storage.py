@@ -34,11 +34,13 @@ def make_s3_client(endpoint: S3Endpoint) -> Any:
 
 def get_object(client: Any, bucket: str, key: str, *, max_bytes: int, endpoint_id: str = "") -> FetchedObject:
     """Read an object; missing or oversized objects raise ``RejectedInputError``."""
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import ClientError, ParamValidationError
 
     t0 = time.perf_counter()
     try:
         response = client.get_object(Bucket=bucket, Key=key)
+    except ParamValidationError as exc:  # refused before any request: retrying cannot help
+        raise RejectedInputError(RejectReason.INVALID_NAME, str(exc).replace("\n", " ")[:300]) from exc
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket"):

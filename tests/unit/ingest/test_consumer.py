@@ -161,3 +161,13 @@ def test_small_polls_are_gathered_into_one_batch() -> None:
     stats = loop.run()
     assert loop.calls == [5], "five one-record polls became one call of the step"
     assert consumer.commits == [[0, 1, 2, 3, 4]] and stats["written"] == 5
+
+
+def test_a_tombstone_is_dead_lettered_and_the_stream_goes_on() -> None:
+    records = [Record(TOPIC, 0, 0, b"gone", None), Record(TOPIC, 0, 1, b"a", event("a.jpeg"))]
+    loop, consumer, producer = make_loop([records], lambda item: Outcome(OutcomeStatus.WRITTEN, study_uid="u"))
+    stats = loop.run()
+    assert stats["written"] == 1 and stats["dlq_malformed_event"] == 1 and "transient_errors" not in stats
+    assert consumer.commits == [[0, 1]]
+    [(topic, key, doc)] = producer.sent
+    assert (topic, key, doc["original"]["value"]) == (DLQ, b"gone", None) and "tombstone" in doc["detail"]

@@ -100,3 +100,8 @@ def test_cli_parse_malformed_exits_2_with_one_line() -> None:
     assert out.stdout == b""
     assert len(out.stderr.decode().strip().splitlines()) == 1
     assert out.stderr.decode().startswith("error: event is not JSON")
+
+
+def test_a_tombstone_is_a_malformed_event_not_a_crash() -> None:
+    with pytest.raises(MalformedEventError, match="tombstone"):
+        parse_s3_event(None)
