@@ -189,6 +189,7 @@ async def _drive(call, images: list[bytes], concurrency: int, total: int,
 
 def run_serve(url: str, app_name: str, images: list[bytes], levels: tuple[int, ...], per_level_s: float,
               rate_hint: float) -> dict[str, list[dict[str, Any]]]:
+    """Part (c) against the running app; shuts Serve down when done (see ``all_levels``)."""
     import aiohttp
     from ray import serve
     from ray.serve.exceptions import BackPressureError
@@ -257,9 +258,14 @@ def run_serve(url: str, app_name: str, images: list[bytes], levels: tuple[int, .
     async def handle_levels() -> list[dict[str, Any]]:
         return [await measure(via_handle, level) for level in levels]
 
-    async def all_levels() -> dict[str, list[dict[str, Any]]]:  # one event loop: a handle's router may be bound to it
-        return {"handle": await handle_levels(), "http": await http_levels(),
-                "http_batch": [await http_batch(level) for level in (1, 4)]}
+    async def all_levels() -> dict[str, list[dict[str, Any]]]:
+        # One event loop for all, and Serve shut down inside it: under Serve's throughput mode this process's
+        # handle routes on this loop, and its router cannot be shut down once the loop has closed.
+        try:
+            return {"handle": await handle_levels(), "http": await http_levels(),
+                    "http_batch": [await http_batch(level) for level in (1, 4)]}
+        finally:
+            await serve.shutdown_async()
 
     return asyncio.run(all_levels())
 

@@ -27,16 +27,13 @@ class Fetcher:
 
     def _client(self, endpoint_id: str) -> Any:
         with self._lock:
-            return self._client_locked(endpoint_id)
-
-    def _client_locked(self, endpoint_id: str) -> Any:
-        if endpoint_id not in self._clients:
-            try:
-                endpoint = self._settings.s3_endpoint(endpoint_id)
-            except UnknownEndpointError as exc:
-                raise RejectedInputError(RejectReason.UNKNOWN_ENDPOINT, str(exc)) from exc
-            self._clients[endpoint_id] = make_s3_client(endpoint)
-        return self._clients[endpoint_id]
+            if endpoint_id not in self._clients:
+                try:
+                    endpoint = self._settings.s3_endpoint(endpoint_id)
+                except UnknownEndpointError as exc:
+                    raise RejectedInputError(RejectReason.UNKNOWN_ENDPOINT, str(exc)) from exc
+                self._clients[endpoint_id] = make_s3_client(endpoint)
+            return self._clients[endpoint_id]
 
     def fetch(self, item: ObjectToProcess) -> FetchedObject:
         """The object's bytes, eTag, content type and study metadata; bad input raises ``RejectedInputError``."""

@@ -54,10 +54,7 @@ class Pipeline:
                 ray.get(self.ingest_ref, timeout=30)
             except Exception as exc:  # shutting down anyway
                 log.warning("ingest actor did not stop cleanly: %s", exc)
-        try:
-            serve.shutdown()
-        except RuntimeError as exc:  # a handle's router bound to an event loop that has closed; Ray stops it all
-            log.warning("serve shutdown: %s", exc)
+        serve.shutdown()
         ray.shutdown()
 
 

@@ -50,8 +50,7 @@ def record_prediction(session: Session, study: StudyRecord, verdict: Verdict, *,
     """Insert the study and its prediction unless they exist; safe to call again for the same event."""
     study_id, _ = _insert_or_get(session, Study(**study.columns()),
                                  select(Study.id).where(Study.study_uid == study.study_uid))
-    prediction = Prediction(study_id=study_id, model_version=verdict.model_version, score=verdict.score,
-                            band=verdict.band, fetch_ms=fetch_ms, infer_ms=verdict.infer_ms)
+    prediction = Prediction(**_prediction_columns(study_id, verdict, fetch_ms))
     prediction_id, created = _insert_or_get(session, prediction, select(Prediction.id).where(
         (Prediction.study_id == study_id) & (Prediction.model_version == verdict.model_version)))
     return WriteResult(study_id, prediction_id, created)
@@ -65,15 +64,13 @@ def record_predictions(session: Session,
     takes the row-by-row path, so the result is always the same as calling ``record_prediction`` each.
     The insert comes first, with no read before it, so that SQLite takes its write lock by waiting its
     busy timeout rather than failing to upgrade a read transaction ("database is locked")."""
-    results: dict[int, WriteResult] = {}
     if rows and len({study.study_uid for study, _, _ in rows}) == len(rows):
         try:
             with session.begin_nested():
-                results.update(zip(map(id, rows), _insert_new(session, rows), strict=True))
+                return _insert_new(session, rows)
         except IntegrityError:
-            results.clear()  # rolled back to the savepoint: row by row below
-    return [results[id(row)] if id(row) in results else record_prediction(session, row[0], row[1], fetch_ms=row[2])
-            for row in rows]
+            pass  # rolled back to the savepoint: row by row below
+    return [record_prediction(session, study, verdict, fetch_ms=fetch_ms) for study, verdict, fetch_ms in rows]
 
 
 def _insert_new(session: Session, rows: Sequence[tuple[StudyRecord, Verdict, float | None]]) -> list[WriteResult]:
@@ -81,14 +78,17 @@ def _insert_new(session: Session, rows: Sequence[tuple[StudyRecord, Verdict, flo
     study_ids: dict[str, int] = {uid: sid for uid, sid in session.execute(
         select(Study.study_uid, Study.id).where(Study.study_uid.in_([s.study_uid for s, _, _ in rows])))}
     keys = [(study_ids[study.study_uid], verdict.model_version) for study, verdict, _ in rows]
-    session.execute(insert(Prediction), [
-        {"study_id": study_id, "model_version": verdict.model_version, "score": verdict.score, "band": verdict.band,
-         "fetch_ms": fetch_ms, "infer_ms": verdict.infer_ms}
-        for (study_id, _), (_, verdict, fetch_ms) in zip(keys, rows, strict=True)])
+    session.execute(insert(Prediction), [_prediction_columns(study_id, verdict, fetch_ms)
+                                         for (study_id, _), (_, verdict, fetch_ms) in zip(keys, rows, strict=True)])
     prediction_ids = {(study_id, version): pid for pid, study_id, version in session.execute(
         select(Prediction.id, Prediction.study_id, Prediction.model_version)
         .where(tuple_(Prediction.study_id, Prediction.model_version).in_(keys)))}
     return [WriteResult(key[0], prediction_ids[key], True) for key in keys]
+
+
+def _prediction_columns(study_id: int, verdict: Verdict, fetch_ms: float | None) -> dict[str, Any]:
+    return {"study_id": study_id, "model_version": verdict.model_version, "score": verdict.score,
+            "band": verdict.band, "fetch_ms": fetch_ms, "infer_ms": verdict.infer_ms}
 
 
 def worklist(session: Session, limit: int = 200) -> list[dict[str, Any]]:
