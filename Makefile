@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-unit bench lint up down status clean
+.PHONY: install system-deps demo test test-unit bench chaos lint up down status clean
 
 install: system-deps $(STAMP)
 
@@ -28,6 +28,10 @@ test: install
 bench: install
 	bash scripts/bench.sh $(BENCH_ARGS)
 
+# The chaos suite at full size (make test runs it with 150 uploads per fault).
+chaos: install
+	bash scripts/chaos.sh $(CHAOS_ARGS)
+
 test-unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit -q
 
@@ -46,4 +50,5 @@ status:
 clean: down
 	XRAYLAB_STATE_DIR=$(CURDIR)/.xraylab-test bash cluster/local/down.sh
 	XRAYLAB_STATE_DIR=$(CURDIR)/.xraylab-bench bash cluster/local/down.sh
-	rm -rf .xraylab .xraylab-test .xraylab-bench
+	XRAYLAB_STATE_DIR=$(CURDIR)/.xraylab-chaos bash cluster/local/down.sh
+	rm -rf .xraylab .xraylab-test .xraylab-bench .xraylab-chaos

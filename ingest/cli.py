@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,11 +14,17 @@ from xraylab.settings import load_settings
 __all__ = ["register"]
 
 notifier_app = typer.Typer(help="The SeaweedFS -> Kafka S3 event notifier.", no_args_is_help=True)
+dlq_app = typer.Typer(help="The dead-letter topic: what was refused and why; replay after a fix.",
+                      no_args_is_help=True)
+
+ReasonOption = Annotated[list[str] | None, typer.Option("--reason", help="only dead letters with this reason")]
+OffsetOption = Annotated[list[str] | None, typer.Option("--offset", help="only this dead letter: PARTITION:OFFSET")]
 
 
 def register(root: typer.Typer) -> None:
     root.command("upload")(upload)
     root.add_typer(notifier_app, name="notifier")
+    root.add_typer(dlq_app, name="dlq")
 
 
 def upload(
@@ -53,3 +60,48 @@ def notifier_run() -> None:
         notifier.run()
     except KeyboardInterrupt:
         notifier.stop_event.set()
+
+
+@dlq_app.command("list")
+def dlq_list(reason: ReasonOption = None, offset: OffsetOption = None,
+             as_json: Annotated[bool, typer.Option("--json", help="one JSON document per line")] = False) -> None:
+    """The dead letters on the topic, oldest first, and how many there are of each reason."""
+    import json
+    from collections import Counter
+
+    from ingest.dlq import read_dead_letters
+
+    entries = read_dead_letters(load_settings(), reasons=reason or (), offsets=offset or ())
+    for entry in entries:
+        doc = entry.doc
+        if as_json:
+            print(json.dumps({"dlq": entry.where, **doc}, ensure_ascii=False))
+            continue
+        truncated = " (original truncated)" if (doc.get("original") or {}).get("truncated") else ""
+        print(f"{entry.where:>8}  {str(doc.get('failed_at', ''))[:19]}  {entry.reason:<18} "
+              f"tries={doc.get('attempts') or '-'}  {doc.get('object_key') or '(event)'}  "
+              f"{str(doc.get('detail', ''))[:100]}{truncated}")
+    counts = Counter(entry.reason for entry in entries)
+    summary = ", ".join(f"{name} {n}" for name, n in sorted(counts.items())) or "none"
+    print(f"{len(entries)} dead letters: {summary}", file=sys.stderr if as_json else sys.stdout)
+
+
+@dlq_app.command("replay")
+def dlq_replay(reason: ReasonOption = None, offset: OffsetOption = None,
+               replay_all: Annotated[bool, typer.Option("--all", help="every dead letter on the topic")] = False,
+               dry_run: Annotated[bool, typer.Option(help="say what would be sent, send nothing")] = False) -> None:
+    """Send dead letters' original events through the pipeline again (after a fix). Idempotent: an object
+    already stored is counted as a duplicate, never stored twice."""
+    from ingest.dlq import read_dead_letters, replay
+    from xraylab.cli import fail
+
+    if not (reason or offset or replay_all):
+        raise fail("say which dead letters to replay: --reason REASON, --offset PARTITION:OFFSET, or --all")
+    settings = load_settings()
+    entries = read_dead_letters(settings, reasons=reason or (), offsets=offset or ())
+    result = replay(settings, entries, dry_run=dry_run)
+    for refusal in result.refused or []:
+        print(f"not replayed: {refusal}", file=sys.stderr)
+    verb = "would send" if dry_run else "sent"
+    print(f"{verb} {result.events} events for {result.dead_letters} of {len(entries)} dead letters "
+          f"to {settings.KAFKA_TOPIC}")

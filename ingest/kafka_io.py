@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -44,8 +45,14 @@ def make_consumer(settings: Settings, *topics: str, **overrides: Any) -> Any:
 
 def dead_letter(*, reason: RejectReason, detail: str, topic: str, partition: int, offset: int, key: bytes | None,
                 value: bytes | None, object_key: str | None = None, bucket: str | None = None,
-                study_uid: str | None = None) -> bytes:
-    """The JSON a dead-letter record carries: why, where it came from, and the original message."""
+                study_uid: str | None = None, attempts: int | None = None, record_index: int | None = None,
+                max_bytes: int = 256 * 1024) -> bytes:
+    """The JSON a dead-letter record carries: why, where it came from, and the original message.
+
+    It stays under ``max_bytes`` (the broker refuses records over its limit, 1 MB by default, and a record
+    it refuses could never be dead-lettered): an original too large to fit is replaced by its size, its
+    SHA-256 and its first bytes (``truncated: true``); ``xraylab dlq replay`` then reads the whole original
+    from ``source`` (topic, partition, offset), where it still is within the topic's retention."""
     original: dict[str, Any] = {"encoding": "utf-8", "value": None}
     if value is not None:
         try:
@@ -54,13 +61,25 @@ def dead_letter(*, reason: RejectReason, detail: str, topic: str, partition: int
             original = {"encoding": "base64", "value": base64.b64encode(value).decode("ascii")}
     doc = {
         "reason": reason,
-        "detail": detail,
-        "source": {"topic": topic, "partition": partition, "offset": offset,
-                   "key": key.decode("utf-8", "replace") if key else None},
+        "detail": detail[:2000],
+        "attempts": attempts,
+        "source": {"topic": topic, "partition": partition, "offset": offset, "record_index": record_index,
+                   "key": key.decode("utf-8", "replace")[:1000] if key else None},
         "bucket": bucket,
         "object_key": object_key,
         "study_uid": study_uid,
         "failed_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "original": original,
     }
-    return json.dumps(doc).encode("utf-8")
+    encoded = json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return encoded
+    assert value is not None
+    head = max_bytes // 2
+    while True:
+        doc["original"] = {"truncated": True, "size": len(value), "sha256": hashlib.sha256(value).hexdigest(),
+                           "encoding": "utf-8", "head": value[:head].decode("utf-8", "replace")}
+        encoded = json.dumps(doc, ensure_ascii=False).encode("utf-8")
+        if len(encoded) <= max_bytes or head == 0:
+            return encoded
+        head //= 2

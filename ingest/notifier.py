@@ -47,6 +47,14 @@ def _b64(value: str | None) -> str | None:
         return None
 
 
+def _is_multipart_part(key: str) -> bool:
+    """A part of a multipart upload in progress: SeaweedFS stages them as ``<bucket>/.uploads/<upload id>/
+    NNNN_<uuid>.part`` and writes the object under its own key when the upload completes. Only that exact
+    shape is skipped: a key of a hospital's that merely has a ``.uploads`` segment is an object like any other."""
+    segments = key.split("/")
+    return len(segments) == 3 and segments[0] == ".uploads" and segments[2].endswith(".part")
+
+
 def filer_event_to_object(event: dict[str, Any], endpoint_id: str) -> ObjectToProcess | None:
     """One ``filer.meta.tail`` event -> an ``ObjectToProcess`` (create or delete), or None to skip it."""
     note = event.get("eventNotification") or {}
@@ -61,9 +69,9 @@ def filer_event_to_object(event: dict[str, Any], endpoint_id: str) -> ObjectToPr
     if len(parts) < 2 or "/" + parts[0] != BUCKETS_ROOT:
         return None
     bucket = parts[1]
-    if bucket.startswith(".") or ".uploads" in parts:
-        return None
     key = "/".join([*parts[2:], entry["name"]])
+    if bucket.startswith(".") or _is_multipart_part(key):
+        return None
     attrs = entry.get("attributes") or {}
     etag = _b64((entry.get("extended") or {}).get("Seaweed-X-Amz-ETag"))
     if etag is None and attrs.get("md5"):
@@ -118,7 +126,11 @@ class SeaweedNotifier:
         last = self._last_ts()
         # First start: replay the whole log (uploads made before the notifier ran are not lost).
         ago_s = 10 * 365 * 24 * 3600 if last is None else max(1.0, (time.time_ns() - last) / 1e9 + REPLAY_MARGIN_S)
-        return [self.weed, "filer.meta.tail", f"-filer=127.0.0.1:{self.settings.SEAWEED_FILER_PORT}",
+        # The filer's gRPC port takes mutual TLS only: the client certificate is named in this folder's
+        # security.toml (-config_dir goes before the subcommand).
+        config = [f"-config_dir={self.settings.SEAWEED_CLIENT_CONFIG_DIR}"] if self.settings.SEAWEED_CLIENT_CONFIG_DIR \
+            else []
+        return [self.weed, *config, "filer.meta.tail", f"-filer=127.0.0.1:{self.settings.SEAWEED_FILER_PORT}",
                 f"-pathPrefix={BUCKETS_ROOT}", f"-timeAgo={ago_s:.3f}s"]
 
     def run(self) -> None:
@@ -127,16 +139,24 @@ class SeaweedNotifier:
         producer = make_producer(self.settings)
         log.info("notifier following SeaweedFS filer on port %s -> topic %s",
                  self.settings.SEAWEED_FILER_PORT, self.settings.KAFKA_TOPIC)
+        backoff = 1.0
         try:
             while not self.stop_event.is_set():
-                self._follow_once(producer)
-                if not self.stop_event.is_set():
-                    time.sleep(1.0)
+                try:
+                    self._follow_once(producer)
+                    backoff = 1.0
+                except Exception as exc:  # Kafka down (a send not acknowledged): resume from the saved tsNs
+                    log.warning("notifier interrupted (%s: %s); resuming in %.0fs from the last acknowledged event",
+                                type(exc).__name__, str(exc)[:200], backoff)
+                    backoff = min(backoff * 2, 30.0)
+                self.stop_event.wait(backoff)
         finally:
             producer.close(timeout=10)
 
     def _follow_once(self, producer: Any) -> None:
-        proc = subprocess.Popen(self._tail_command(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        # stderr goes to the notifier's own (its log): `weed filer.meta.tail` says there why it stopped
+        # (it exits 0 even when the filer refused it).
+        proc = subprocess.Popen(self._tail_command(), stdout=subprocess.PIPE, stderr=None, text=True)
         watcher = threading.Thread(target=lambda: (self.stop_event.wait(), proc.terminate()), daemon=True)
         watcher.start()
         try:

@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 trap 'bash cluster/local/down.sh || true' EXIT
 bash cluster/local/up.sh
-set -a; source "${XRAYLAB_ENV_FILE:-${XRAYLAB_STATE_DIR:-.xraylab}/local.env}"; set +a
+# The generated settings stay in the env file that xraylab reads (never exported: no secret in Ray's workers).
 .venv/bin/xraylab demo "$@"

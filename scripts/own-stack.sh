@@ -1,6 +1,8 @@
 # Source it: `own_stack NAME` gives this run a stack of its own and starts it if it is not up (stopping it
 # again on exit): state in .xraylab-NAME (its own Kafka, SeaweedFS and MariaDB data, SQLite file and models),
-# topic, consumer group and bucket names ending in -NAME, and the generated settings loaded.
+# topic, consumer group and bucket names ending in -NAME. The generated settings stay in their env file
+# (XRAYLAB_ENV_FILE, which every xraylab process reads): never exported, so no secret sits in the
+# environment of the processes started from here (Ray's workers among them).
 own_stack() {
   local name="$1" upper; upper="$(echo "$name" | tr '[:lower:]' '[:upper:]')"
   local override="XRAYLAB_${upper}_STATE_DIR"
@@ -12,5 +14,4 @@ own_stack() {
     trap 'bash cluster/local/down.sh || true' EXIT
     bash cluster/local/up.sh
   fi
-  set -a; source "$XRAYLAB_ENV_FILE"; set +a
 }

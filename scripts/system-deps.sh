@@ -6,6 +6,7 @@ command -v mariadbd >/dev/null || [[ -x /usr/sbin/mariadbd ]] || missing+=(maria
 [[ -x /usr/bin/chromium ]] || missing+=(chromium)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
+command -v openssl >/dev/null || missing+=(openssl)  # the SeaweedFS gRPC certificates (cluster/local/seaweedfs.sh)
 command -v python3.11 >/dev/null || missing+=(python3.11 python3.11-venv)
 if (( ${#missing[@]} == 0 )); then exit 0; fi
 echo "[system-deps] installing: ${missing[*]}" >&2

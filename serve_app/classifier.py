@@ -23,8 +23,8 @@ from ray import serve
 
 from xraylab.bands import Bands
 from xraylab.calibration import apply_platt
-from xraylab.errors import RejectedInputError, RejectReason
-from xraylab.imaging import Compose, InvalidImageError, inference_transforms
+from xraylab.errors import RejectedInputError
+from xraylab.imaging import Compose, ImageLimits, InvalidImageError, inference_transforms
 from xraylab.messages import Verdict
 from xraylab.registry import ModelCard, load_model, promoted_version
 from xraylab.settings import get_settings
@@ -69,12 +69,12 @@ class ActiveModel:
 WARM_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
-def load_active(model_dir: Any, version: str) -> ActiveModel:
+def load_active(model_dir: Any, version: str, limits: ImageLimits | None = None) -> ActiveModel:
     import keras
 
     model, card = load_model(model_dir, version)
     spec = card.preprocess_spec()
-    active = ActiveModel(model, card, inference_transforms(spec), Bands.from_card(card.bands),
+    active = ActiveModel(model, card, inference_transforms(spec, limits), Bands.from_card(card.bands),
                          pad_to_buckets=keras.backend.backend() == "jax")
     for size in WARM_BUCKETS if active.pad_to_buckets else (1,):  # trace/compile before serving
         active.forward(np.zeros((size, spec.height, spec.width, 1), np.float32))
@@ -102,8 +102,10 @@ def score_batch(images: list[np.ndarray], models: list[ActiveModel]) -> list[flo
                   user_config=DEFAULT_CONFIG.model_dump())
 class Classifier:
     def __init__(self, model_version: str = "") -> None:
-        self.model_dir = get_settings().model_dir
-        self.active = load_active(self.model_dir, model_version)
+        settings = get_settings()
+        self.model_dir = settings.model_dir
+        self.limits = settings.image_limits()
+        self.active = load_active(self.model_dir, model_version, self.limits)
         self.poll_s = DEFAULT_CONFIG.model_poll_s
         self.counts = {"batches": 0, "images": 0}  # forward passes and images through them (batch_stats)
         self._stop = threading.Event()
@@ -123,7 +125,7 @@ class Classifier:
                 wanted = promoted_version(self.model_dir)
                 if wanted and wanted != self.active.card.version:
                     log.info("promoted model %s found; loading", wanted)
-                    self.active = load_active(self.model_dir, wanted)
+                    self.active = load_active(self.model_dir, wanted, self.limits)
                     log.info("now serving model %s", wanted)
             except Exception as exc:  # keep serving the current model
                 log.error("could not switch model: %s: %s", type(exc).__name__, exc)
@@ -138,13 +140,14 @@ class Classifier:
         return list(zip(scores, models, strict=True))
 
     async def classify(self, data: bytes) -> Verdict:
-        """Encoded JPEG/PNG bytes -> a verdict; bad bytes raise ``RejectedInputError``."""
+        """Encoded JPEG/PNG bytes -> a verdict; bytes that are no image, too many pixels or no radiograph
+        raise ``RejectedInputError`` with that reason."""
         t0 = time.perf_counter()
         active = self.active
         try:
             image = await asyncio.to_thread(active.transform, data)
         except InvalidImageError as exc:
-            raise RejectedInputError(RejectReason.NOT_IMAGE, str(exc)) from exc
+            raise RejectedInputError(exc.reason, str(exc)) from exc
         score, used = await self.predict_batch((image, active))
         return Verdict(score=score, band=used.bands.band(score), model_version=used.card.version,
                        synthetic_model=used.card.synthetic, infer_ms=(time.perf_counter() - t0) * 1000)

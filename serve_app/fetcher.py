@@ -12,7 +12,7 @@ from ray import serve
 from xraylab.errors import RejectedInputError, RejectReason
 from xraylab.messages import FetchedObject, ObjectToProcess
 from xraylab.settings import UnknownEndpointError, get_settings
-from xraylab.storage import get_object, make_s3_client
+from xraylab.storage import check_reachable, get_object, make_s3_client
 
 __all__ = ["Fetcher"]
 
@@ -38,7 +38,7 @@ class Fetcher:
     def fetch(self, item: ObjectToProcess) -> FetchedObject:
         """The object's bytes, eTag, content type and study metadata; bad input raises ``RejectedInputError``."""
         endpoint_id = item.endpoint_id or self._settings.S3_ENDPOINT_ID
-        return get_object(self._client(endpoint_id), item.bucket, item.key,
+        return get_object(self._client(endpoint_id), item.bucket, item.key, alt_key=item.alt_key,
                           max_bytes=self._settings.MAX_IMAGE_BYTES, endpoint_id=endpoint_id)
 
     def _fetch_or_reject(self, item: ObjectToProcess) -> FetchedObject | RejectedInputError:
@@ -53,3 +53,11 @@ class Fetcher:
         loop = asyncio.get_running_loop()
         return list(await asyncio.gather(*(loop.run_in_executor(self._pool, self._fetch_or_reject, item)
                                            for item in items)))
+
+    async def check_health(self, endpoint_ids: list[str] | None = None) -> None:
+        """Raise unless each named S3 endpoint (default: this deployment's own) answers; an unknown id is
+        skipped (its objects are rejected as ``unknown_endpoint``, which is no outage)."""
+        ids = set(endpoint_ids or [self._settings.S3_ENDPOINT_ID])
+        known = [i for i in ids if i in self._settings.s3_endpoints()]
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._pool, check_reachable, self._client(i)) for i in known))

@@ -47,6 +47,7 @@ class Ingress:
     def __init__(self, fetcher: DeploymentHandle, classifier: DeploymentHandle, writer: DeploymentHandle,
                  database: str = "default", mount_ui: bool = True) -> None:
         self.step = ProcessStep(fetcher, classifier, writer)
+        self.fetcher = fetcher
         self.classifier = classifier
         self.writer = writer
         self.settings = get_settings()
@@ -57,6 +58,13 @@ class Ingress:
         """What the ingest actor calls: a batch of objects, one outcome each, in order."""
         return await self.step.process_batch(items)
 
+    async def check_ready(self, endpoint_ids: list[str] | None = None) -> None:
+        """Raise unless every stage can work: the database answers, the named S3 endpoints answer, the
+        classifier has a model. The ingest actor asks this when an object fails alone: a healthy pipeline
+        means the object is to blame (its retry counts), an unhealthy one means an outage (it waits)."""
+        await asyncio.gather(self.writer.check_health.remote(), self.fetcher.check_health.remote(endpoint_ids),
+                             self.classifier.model_card.remote())
+
     def __serve_build_asgi_app__(self) -> Any:
         from xraylab.registry import SYNTHETIC_NOTICE
 
@@ -64,8 +72,20 @@ class Ingress:
         max_bytes = self.settings.MAX_IMAGE_BYTES
 
         async def too_large(request: Request) -> JSONResponse | None:
-            if len(await request.body()) > max_bytes:
-                return JSONResponse({"error": RejectReason.TOO_LARGE, "detail": f"more than {max_bytes} bytes"}, 413)
+            """413 for a body over the limit, decided from Content-Length or as the body streams in (a
+            chunked body is never buffered past the limit); otherwise the body is kept for the route."""
+            refusal = JSONResponse({"error": RejectReason.TOO_LARGE, "detail": f"more than {max_bytes} bytes"}, 413,
+                                   headers={"Connection": "close"})
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                return refusal
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    return refusal
+                chunks.append(chunk)
+            request._body = b"".join(chunks)  # what request.body() and request.form() read from now on
             return None
 
         @app.get("/healthz")
@@ -76,7 +96,7 @@ class Ingress:
             ingest = await self._ingest_health()
             if ingest is not None:
                 body["ingest"] = ingest
-                if not ingest["consuming"]:
+                if not ingest["ok"]:
                     body["status"] = "degraded"
                     return JSONResponse(body, 503)
             return body
@@ -139,22 +159,33 @@ class Ingress:
         return app
 
     async def _ingest_health(self) -> dict[str, Any] | None:
-        """The app's ingest actor: consuming or not (restarting, unreachable); None where this cluster runs
-        no ingest actor (an HTTP-only deployment)."""
+        """The app's ingest actors, each consuming or not (restarting, unreachable), with their lag; not ok
+        when one is not consuming, or its lag waits with no commit or keeps growing. None where this
+        cluster runs no ingest actor (an HTTP-only deployment)."""
         import ray
 
         if not ray.is_initialized():
             return None
-        try:
-            actor = ray.get_actor(ingest_actor_name(self.settings.SERVE_APP_NAME), namespace=INGEST_NAMESPACE)
-        except ValueError:
+        prefix = ingest_actor_name(self.settings.SERVE_APP_NAME, None)
+        names = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                       if a.get("namespace") == INGEST_NAMESPACE and str(a["name"]).startswith(prefix))
+        if not names:
             return None
-        try:
-            stats = await asyncio.wait_for(actor.stats.remote(), timeout=5)
-        except Exception as exc:  # a restart in progress, or gone
-            return {"consuming": False, "error": type(exc).__name__}
-        return {"consuming": bool(stats.get("consuming")), "uptime_s": stats.get("uptime_s"),
-                "transient_errors": stats.get("transient_errors", 0)}
+        actors: dict[str, Any] = {}
+        for name in names:
+            try:
+                actor = ray.get_actor(name, namespace=INGEST_NAMESPACE)
+                stats = await asyncio.wait_for(actor.stats.remote(), timeout=5)
+            except Exception as exc:  # a restart in progress, or gone
+                actors[name] = {"consuming": False, "error": type(exc).__name__}
+                continue
+            actors[name] = {key: stats.get(key) for key in (
+                "consuming", "uptime_s", "transient_errors", "lag", "lag_by_partition", "stalled", "lag_growing")}
+        problems = sorted({problem for a in actors.values() for problem, bad in (
+            ("not_consuming", not a.get("consuming")), ("stalled", a.get("stalled")),
+            ("lag_growing", a.get("lag_growing"))) if bad})
+        return {"ok": not problems, "problems": problems, "consuming": all(a.get("consuming") for a in actors.values()),
+                "lag": sum(a.get("lag") or 0 for a in actors.values()), "actors": actors}
 
     def _mount_ui(self, app: Any) -> Any:
         import gradio as gr

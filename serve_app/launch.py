@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from serve_app.app import AppArgs
@@ -23,37 +23,54 @@ log = logging.getLogger("xraylab.launch")
 @dataclass
 class Pipeline:
     settings: Settings
-    ingest: Any | None = None
-    ingest_ref: Any | None = None
+    ingest: list[Any] = field(default_factory=list)  # the ingest actors' handles
+    ingest_refs: list[Any] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return f"http://{self.settings.SERVE_HTTP_HOST}:{self.settings.SERVE_HTTP_PORT}"
 
-    def start_ingest(self) -> None:
-        """The Kafka ingest actor, calling this pipeline's Serve app."""
+    def start_ingest(self, count: int | None = None) -> None:
+        """``count`` Kafka ingest actors (default ``XRAYLAB_INGEST_ACTORS``) in one consumer group, calling
+        this pipeline's Serve app; spread over the cluster's nodes (``SPREAD``)."""
         from ingest.consumer import INGEST_NAMESPACE, KafkaIngestActor, ingest_actor_name
 
         app_name = self.settings.SERVE_APP_NAME
-        self.ingest = KafkaIngestActor.options(name=ingest_actor_name(app_name),
-                                               namespace=INGEST_NAMESPACE).remote(app_name)
-        self.ingest_ref = self.ingest.run.remote()
+        for index in range(len(self.ingest), len(self.ingest) + (count or self.settings.INGEST_ACTORS)):
+            name = ingest_actor_name(app_name, index)
+            actor = KafkaIngestActor.options(name=name, namespace=INGEST_NAMESPACE,
+                                             scheduling_strategy="SPREAD").remote(app_name, name)
+            self.ingest.append(actor)
+            self.ingest_refs.append(actor.run.remote())
 
     def ingest_stats(self) -> dict[str, Any]:
+        """The ingest actors' counters added up, and whether all of them consume."""
         import ray
 
-        return ray.get(self.ingest.stats.remote()) if self.ingest else {}
+        total: dict[str, Any] = {}
+        for stats in ray.get([actor.stats.remote() for actor in self.ingest]):
+            for key, value in stats.items():
+                if isinstance(value, bool):
+                    total[key] = total.get(key, True) and value
+                elif isinstance(value, int | float):
+                    total[key] = total.get(key, 0) + value
+        return total
+
+    def stop_ingest(self) -> None:
+        import ray
+
+        try:
+            ray.get([actor.stop.remote() for actor in self.ingest], timeout=10)
+            ray.get(self.ingest_refs, timeout=30)
+        except Exception as exc:  # shutting down anyway
+            log.warning("ingest actors did not stop cleanly: %s", exc)
 
     def stop(self) -> None:
         import ray
         from ray import serve
 
-        if self.ingest is not None:
-            try:
-                ray.get(self.ingest.stop.remote(), timeout=10)
-                ray.get(self.ingest_ref, timeout=30)
-            except Exception as exc:  # shutting down anyway
-                log.warning("ingest actor did not stop cleanly: %s", exc)
+        if self.ingest:
+            self.stop_ingest()
         serve.shutdown()
         ray.shutdown()
 

@@ -27,3 +27,14 @@ def bucket(s3) -> str:
     name = f"test-{uuid.uuid4().hex[:10]}"
     s3.create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def mariadb(settings: Settings):
+    """The project's MariaDB, migrated by the tests themselves (as the demo does)."""
+    from xraylab.db.session import Database, upgrade_schema
+
+    db = Database(settings.database_url("mariadb"))
+    upgrade_schema(db.engine)
+    yield db
+    db.dispose()

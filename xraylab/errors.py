@@ -20,6 +20,11 @@ class RejectReason(StrEnum):
     TOO_LARGE = "too_large"
     NOT_IMAGE = "not_image"
     INVALID_NAME = "invalid_name"
+    BAD_METADATA = "bad_metadata"
+    TOO_MANY_PIXELS = "too_many_pixels"
+    NOT_RADIOGRAPH = "not_radiograph"
+    TOO_MANY_RECORDS = "too_many_records"
+    RETRIES_EXHAUSTED = "retries_exhausted"
 
     @property
     def description(self) -> str:
@@ -33,6 +38,11 @@ _DESCRIPTIONS = {
     RejectReason.TOO_LARGE: "the object is larger than the configured limit",
     RejectReason.NOT_IMAGE: "the object is not a readable JPEG/PNG image",
     RejectReason.INVALID_NAME: "the event names a bucket or key that the S3 client refuses as invalid",
+    RejectReason.BAD_METADATA: "the object's study metadata cannot be decoded (e.g. a broken RFC 2047 word)",
+    RejectReason.TOO_MANY_PIXELS: "the image would decode to more pixels than XRAYLAB_MAX_IMAGE_PIXELS",
+    RejectReason.NOT_RADIOGRAPH: "the image is too small or too uniform to be a radiograph",
+    RejectReason.TOO_MANY_RECORDS: "the event carries more object records than XRAYLAB_INGEST_MAX_RECORDS_PER_EVENT",
+    RejectReason.RETRIES_EXHAUSTED: "the object failed on every attempt while the pipeline was healthy",
 }
 
 

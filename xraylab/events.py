@@ -85,6 +85,8 @@ def _record_to_object(record: Any, index: int) -> ObjectToProcess | None:
     source = str(record.get("eventSource", ""))
     # Ceph RGW sends keys as they are; AWS and MinIO URL-encode them (form encoding, '+' = space).
     key = raw_key if source.startswith("ceph") else unquote_plus(raw_key)
+    # ... but not every store says who it is: the other reading is tried when the first finds nothing.
+    other = unquote_plus(raw_key) if key == raw_key else raw_key
     size = obj.get("size") if obj else None
     if size is not None:
         try:
@@ -101,6 +103,7 @@ def _record_to_object(record: Any, index: int) -> ObjectToProcess | None:
         endpoint_id=str(endpoint_id) if endpoint_id else None,
         event_name=event_name.removeprefix("s3:"),
         event_time=record.get("eventTime"),
+        alt_key=other if other != key else None,
     )
 
 

@@ -18,8 +18,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from xraylab.errors import RejectReason
+
 __all__ = [
     "InvalidImageError",
+    "ImageLimits",
+    "CheckDynamicRange",
     "PreprocessSpec",
     "DecodeImage",
     "ToGrayscale",
@@ -35,7 +39,26 @@ Image.MAX_IMAGE_PIXELS = 80_000_000
 
 
 class InvalidImageError(ValueError):
-    """The bytes are not an image we can read (not an image, truncated, corrupt, too large)."""
+    """The bytes are not an image we can score; ``reason`` says why (``not_image`` by default: not an
+    image, truncated, corrupt; ``too_many_pixels``; ``not_radiograph``: too small or uniform)."""
+
+    def __init__(self, message: str, reason: RejectReason = RejectReason.NOT_IMAGE) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What an image must be to be scored at all (serving sets them from ``Settings.image_limits()``).
+
+    ``max_pixels`` bounds memory: it counts the pixels that will really be decoded (a JPEG at its reduced
+    draft scale), checked from the header before any pixel is decoded. ``min_side`` and
+    ``min_dynamic_range`` (grey levels between the 1st and 99th percentile, on 0-255, measured on the
+    resized image) refuse tiny, blank and uniform images, which a CNN would otherwise score with confidence."""
+
+    max_pixels: int
+    min_side: int
+    min_dynamic_range: float
 
 
 @dataclass(frozen=True)
@@ -70,8 +93,9 @@ class DecodeImage:
 
     formats: tuple[str, ...] = ("JPEG", "PNG")
 
-    def __init__(self, draft_size: tuple[int, int] | None = None) -> None:
+    def __init__(self, draft_size: tuple[int, int] | None = None, limits: ImageLimits | None = None) -> None:
         self.draft_size = draft_size
+        self.limits = limits
 
     def __call__(self, data: bytes) -> Image.Image:
         if not data:
@@ -80,10 +104,22 @@ class DecodeImage:
             image = Image.open(io.BytesIO(data), formats=self.formats)
             if self.draft_size and image.format == "JPEG":
                 image.draft("L", self.draft_size)
+            if self.limits:
+                self._check_size(image.size, self.limits)
             image.load()
         except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
             raise InvalidImageError(f"not a readable JPEG/PNG image: {exc}") from exc
         return image
+
+    @staticmethod
+    def _check_size(size: tuple[int, int], limits: ImageLimits) -> None:
+        width, height = size
+        if width * height > limits.max_pixels:
+            raise InvalidImageError(f"{width}x{height} pixels to decode ({width * height / 1e6:.1f} MP) "
+                                    f"> {limits.max_pixels / 1e6:.1f} MP", RejectReason.TOO_MANY_PIXELS)
+        if min(width, height) < limits.min_side:
+            raise InvalidImageError(f"{width}x{height} pixels: a side under {limits.min_side}",
+                                    RejectReason.NOT_RADIOGRAPH)
 
 
 class ToGrayscale:
@@ -128,6 +164,21 @@ class ScaleIntensity:
         return np.clip(arr / np.float32(self.scale), 0.0, 1.0).astype(np.float32)
 
 
+class CheckDynamicRange:
+    """Refuse a blank or uniform image: the grey levels between its 1st and 99th percentile must span at
+    least ``min_range`` on the 0-255 scale. Runs on the resized 2-D array, so it costs next to nothing."""
+
+    def __init__(self, min_range: float) -> None:
+        self.min_range = min_range
+
+    def __call__(self, arr: np.ndarray) -> np.ndarray:
+        low, high = np.percentile(arr, [1, 99])
+        if high - low < self.min_range:
+            raise InvalidImageError(f"grey levels span {high - low:.1f} of 255 (1st-99th percentile), "
+                                    f"under {self.min_range:g}: blank or uniform", RejectReason.NOT_RADIOGRAPH)
+        return arr
+
+
 class AddChannel:
     """``(H, W)`` -> ``(H, W, 1)``, the channel-last layout the Keras model takes."""
 
@@ -147,13 +198,18 @@ class Compose:
         return data
 
 
-def inference_transforms(spec: PreprocessSpec | None = None) -> Compose:
-    """The deterministic chain, bytes -> ``float32 (H, W, 1)``. Training adds its own ``Rand*`` steps."""
+def inference_transforms(spec: PreprocessSpec | None = None, limits: ImageLimits | None = None) -> Compose:
+    """The deterministic chain, bytes -> ``float32 (H, W, 1)``. Training adds its own ``Rand*`` steps.
+
+    With ``limits`` (serving), images too large to decode safely or not plausibly radiographs are refused
+    with ``InvalidImageError`` and its reason; the pixels of an accepted image are the same either way."""
     spec = spec or PreprocessSpec()
+    gate = [CheckDynamicRange(limits.min_dynamic_range)] if limits else []
     return Compose([
-        DecodeImage(draft_size=(spec.width, spec.height) if spec.version >= 2 else None),
+        DecodeImage(draft_size=(spec.width, spec.height) if spec.version >= 2 else None, limits=limits),
         ToGrayscale(),
         Resize(spec.height, spec.width, spec.resample),
+        *gate,
         ScaleIntensity(spec.scale),
         AddChannel(),
     ])

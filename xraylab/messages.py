@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from xraylab.errors import RejectReason
+from xraylab.errors import RejectedInputError, RejectReason
 
 __all__ = ["ObjectToProcess", "StudyMetadata", "FetchedObject", "StudyRecord", "Verdict", "WriteResult",
            "OutcomeStatus", "Outcome", "study_uid"]
@@ -36,6 +36,9 @@ class ObjectToProcess:
     endpoint_id: str | None = None
     event_name: str = "ObjectCreated:Put"
     event_time: str | None = None
+    # The key read the other way, where it differs: AWS and MinIO URL-encode keys in events and Ceph RGW
+    # does not, so a key that is not found as ``key`` is tried as ``alt_key`` before it counts as missing.
+    alt_key: str | None = None
 
 
 _RFC2047_PREFIX, _RFC2047_SUFFIX = "=?utf-8?b?", "?="
@@ -48,12 +51,19 @@ def _encode_header(value: str) -> str:
     return _RFC2047_PREFIX + base64.b64encode(value.encode("utf-8")).decode("ascii") + _RFC2047_SUFFIX
 
 
-def _decode_header(value: str) -> str:
-    if value.startswith(_RFC2047_PREFIX) and value.endswith(_RFC2047_SUFFIX):
+def _decode_header(name: str, value: str) -> str:
+    """A header as the uploader wrote it. A broken encoded word is refused (``bad_metadata``) rather than
+    stored as it is: a patient name that reads as garbage must not end up beside an X-ray."""
+    if value.lower().startswith(_RFC2047_PREFIX) and value.endswith(_RFC2047_SUFFIX):
         try:
-            return base64.b64decode(value[len(_RFC2047_PREFIX):-len(_RFC2047_SUFFIX)]).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            return value  # not decodable: keep the raw header rather than lose the study
+            decoded = base64.b64decode(value[len(_RFC2047_PREFIX):-len(_RFC2047_SUFFIX)], validate=True)
+            return decoded.decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise RejectedInputError(RejectReason.BAD_METADATA,
+                                     f"x-amz-meta-{name} is an RFC 2047 word that does not decode: {type(exc).__name__}"
+                                     ) from exc
+    if not value.isprintable():
+        raise RejectedInputError(RejectReason.BAD_METADATA, f"x-amz-meta-{name} holds control characters")
     return value
 
 
@@ -78,14 +88,15 @@ class StudyMetadata:
 
     @classmethod
     def from_s3_metadata(cls, metadata: dict[str, str]) -> StudyMetadata:
+        """Raises ``RejectedInputError`` (``bad_metadata``) for a value that cannot be decoded."""
         lowered = {k.lower(): v for k, v in metadata.items()}
-        return cls(**{attr: _decode_header(lowered[key]) if key in lowered else None
+        return cls(**{attr: _decode_header(key, lowered[key]) if key in lowered else None
                       for attr, key in cls.S3_KEYS.items()})
 
 
 @dataclass(frozen=True)
 class FetchedObject:
-    """An object's bytes and what the store says about it."""
+    """An object's bytes and what the store says about it; ``key`` is the key it was found under."""
 
     data: bytes
     etag: str | None
@@ -93,6 +104,7 @@ class FetchedObject:
     metadata: StudyMetadata = field(default_factory=StudyMetadata)
     endpoint_id: str = ""
     fetch_ms: float = 0.0
+    key: str | None = None
 
 
 def study_uid(endpoint_id: str, bucket: str, key: str, etag: str | None) -> str:
@@ -117,8 +129,9 @@ class StudyRecord:
     @classmethod
     def of(cls, item: ObjectToProcess, fetched: FetchedObject) -> StudyRecord:
         etag = fetched.etag or item.etag
-        return cls(study_uid=study_uid(fetched.endpoint_id, item.bucket, item.key, etag),
-                   endpoint_id=fetched.endpoint_id, bucket=item.bucket, object_key=item.key, etag=fetched.etag,
+        key = fetched.key or item.key
+        return cls(study_uid=study_uid(fetched.endpoint_id, item.bucket, key, etag),
+                   endpoint_id=fetched.endpoint_id, bucket=item.bucket, object_key=key, etag=fetched.etag,
                    size_bytes=len(fetched.data), content_type=fetched.content_type, metadata=fetched.metadata)
 
     def columns(self) -> dict[str, Any]:

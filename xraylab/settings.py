@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from xraylab.bands import DEFAULT_BANDS, Bands
+from xraylab.imaging import ImageLimits
 
 __all__ = ["S3Endpoint", "Settings", "get_settings", "project_root", "UnknownEndpointError"]
 
@@ -80,6 +81,15 @@ class Settings(BaseSettings):
     KAFKA_GROUP: str = "xraylab-ingest"
     KAFKA_PARTITIONS: int = 3
 
+    # Ingest (the Kafka ingest actors; see ingest/consumer.py).
+    INGEST_ACTORS: int = Field(2, ge=1, description="ingest actors in the one consumer group")
+    INGEST_MAX_IN_FLIGHT: int = Field(128, ge=1, description="objects one actor has in the pipeline at once")
+    INGEST_MAX_ATTEMPTS: int = Field(5, ge=1, description="tries of an object that fails alone on a healthy pipeline")
+    INGEST_MAX_RECORDS_PER_EVENT: int = Field(100, ge=1, description="an event with more records is dead-lettered")
+    INGEST_STALL_S: float = Field(120.0, gt=0, description="health is red when lag waits this long with no commit")
+    INGEST_LAG_WINDOW_S: float = Field(300.0, gt=0, description="health is red when lag grows over this window")
+    DLQ_MAX_BYTES: int = Field(256 * 1024, ge=4096, description="a dead letter's size cap (the broker's is 1 MB)")
+
     # Local service ports (cluster/local/defaults.env holds the same defaults).
     KAFKA_PORT: int = 19092
     KAFKA_CONTROLLER_PORT: int = 19093
@@ -88,6 +98,9 @@ class Settings(BaseSettings):
     SEAWEED_VOLUME_PORT: int = 18080
     SEAWEED_FILER_PORT: int = 18888
     MARIADB_PORT: int = 13306
+    # The SeaweedFS gRPC client's security.toml (mutual TLS), written by cluster/local/seaweedfs.sh;
+    # default <state dir>/seaweedfs/client.
+    SEAWEED_CLIENT_CONFIG_DIR: Path | None = None
 
     # Model registry (a folder of versions). Which version serves is an app argument (AppArgs).
     MODEL_DIR: Path | None = None
@@ -102,6 +115,13 @@ class Settings(BaseSettings):
     SERVE_HTTP_HOST: str = "127.0.0.1"
     SERVE_HTTP_PORT: int = 8000
     MAX_IMAGE_BYTES: int = 32 * 1024 * 1024
+    # Decoded pixels one image may have (JPEGs count at their reduced decode size): 40 MP of 8-bit grey is
+    # 40 MB, about 0.3 GB through the float conversions; four at once stay under 1.5 GB in a Classifier.
+    MAX_IMAGE_PIXELS: int = Field(40_000_000, ge=1)
+    # Below these an image is refused as `not_radiograph`: its shorter side in pixels, and the spread of its
+    # grey levels (1st to 99th percentile, on 0-255) that a blank or uniform image lacks.
+    MIN_IMAGE_SIDE: int = Field(64, ge=1)
+    MIN_DYNAMIC_RANGE: float = Field(12.0, ge=0)
 
     # Review UI: users as "name:password,name2:password2". Required outside development.
     UI_USERS: SecretStr = SecretStr("")
@@ -118,6 +138,8 @@ class Settings(BaseSettings):
             self.KAFKA_BOOTSTRAP = f"127.0.0.1:{self.KAFKA_PORT}"
         if self.MODEL_DIR is None:
             self.MODEL_DIR = self.STATE_DIR / "models"
+        if self.SEAWEED_CLIENT_CONFIG_DIR is None:
+            self.SEAWEED_CLIENT_CONFIG_DIR = self.STATE_DIR / "seaweedfs" / "client"
         try:
             self.bands()
         except ValueError as exc:
@@ -129,6 +151,11 @@ class Settings(BaseSettings):
                 if self.ENV == "production":
                     raise ValueError(message + ": set a real secret for production")
         return self
+
+    def image_limits(self) -> ImageLimits:
+        """What serving requires of an image before scoring it (``xraylab.imaging.ImageLimits``)."""
+        return ImageLimits(max_pixels=self.MAX_IMAGE_PIXELS, min_side=self.MIN_IMAGE_SIDE,
+                           min_dynamic_range=self.MIN_DYNAMIC_RANGE)
 
     def bands(self) -> Bands:
         """The bands a newly trained model gets in its card."""

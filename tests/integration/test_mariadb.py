@@ -7,18 +7,15 @@ import pytest
 from sqlalchemy import inspect, text
 
 from xraylab.db.crud import get_study, record_prediction, record_predictions
-from xraylab.db.session import Database, schema_is_current, upgrade_schema
+from xraylab.db.session import Database, schema_is_current
 from xraylab.messages import StudyMetadata, StudyRecord, Verdict, study_uid
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def db(settings):
-    db = Database(settings.database_url("mariadb"))
-    upgrade_schema(db.engine)
-    yield db
-    db.dispose()
+@pytest.fixture()
+def db(mariadb):
+    return mariadb
 
 
 def test_schema_on_mariadb(db) -> None:

@@ -3,10 +3,12 @@
 import json
 from dataclasses import dataclass
 
-from ingest.consumer import IngestLoop
+from ingest.consumer import IngestConfig, IngestLoop, _LagTracker
+from ingest.kafka_io import dead_letter
 from xraylab.errors import RejectReason
-from xraylab.events import make_s3_event
+from xraylab.events import make_s3_event, parse_s3_event
 from xraylab.messages import ObjectToProcess, Outcome, OutcomeStatus
+from xraylab.settings import Settings
 
 TOPIC, DLQ = "images", "images.dlq"
 
@@ -20,39 +22,38 @@ class Record:
     value: bytes | None
 
 
-def event(key: str) -> bytes:
-    return json.dumps(make_s3_event(ObjectToProcess(bucket="b", key=key, endpoint_id="local"))).encode()
+def event(*keys: str) -> bytes:
+    records = [make_s3_event(ObjectToProcess(bucket="b", key=key, endpoint_id="local"))["Records"][0] for key in keys]
+    return json.dumps({"Records": records}).encode()
 
 
 class FakeConsumer:
-    """Serves the given polls one after another (a rewind serves everything since the last commit again),
-    then, after a few empty polls in a row, stops the loop."""
+    """Serves the given polls one after another, then, after a few empty polls in a row, stops the loop."""
 
     def __init__(self, polls: list[list[Record]]) -> None:
-        self.polls, self.commits, self.seeks, self.closed, self.loop = list(polls), [], [], False, None
-        self.uncommitted: list[Record] = []
+        self.polls, self.commits, self.closed, self.loop = list(polls), [], False, None
         self.idle = 0
+        self.refuse_commits = 0
 
     def poll(self, timeout_ms: int, max_records: int) -> dict:
-        if self.seeks and self.seeks[-1][0] == "pending":
-            self.seeks[-1] = ("done", self.seeks[-1][1])
-            return {(TOPIC, 0): list(self.uncommitted)}
         if not self.polls:
             self.idle += 1
             if self.idle >= 3:
                 self.loop.stop_event.set()
             return {}
         self.idle = 0
-        records = self.polls.pop(0)
-        self.uncommitted.extend(records)
-        return {(TOPIC, 0): records}
+        return {(TOPIC, 0): self.polls.pop(0)}
 
-    def seek(self, tp, offset: int) -> None:
-        self.seeks.append(("pending", (tp.topic, tp.partition, offset)))
+    def commit(self, offsets: dict) -> None:
+        if self.refuse_commits:
+            from kafka.errors import CommitFailedError
 
-    def commit(self) -> None:
-        self.commits.append([r.offset for r in self.uncommitted])
-        self.uncommitted = []
+            self.refuse_commits -= 1
+            raise CommitFailedError("group rebalanced")
+        self.commits.append({(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()})
+
+    def assignment(self) -> set:
+        return set()
 
     def close(self) -> None:
         self.closed = True
@@ -65,14 +66,11 @@ class Sent:
 
 class FakeProducer:
     def __init__(self) -> None:
-        self.sent, self.flushed, self.closed = [], 0, False
+        self.sent, self.closed = [], False
 
     def send(self, topic: str, key: bytes | None, value: bytes) -> Sent:
         self.sent.append((topic, key, json.loads(value)))
         return Sent()
-
-    def flush(self, timeout: float) -> None:
-        self.flushed += 1
 
     def close(self, timeout: float) -> None:
         self.closed = True
@@ -81,28 +79,40 @@ class FakeProducer:
 class BatchResponse:
     """The step's answer for a batch: one outcome per object, or the first transient error of the batch."""
 
-    def __init__(self, answers: list) -> None:
-        self.answers = answers
+    def __init__(self, answers: list, pipeline: "FakeStep") -> None:
+        self.answers, self.pipeline = answers, pipeline
+        pipeline.in_flight += len(answers)
+        pipeline.most_in_flight = max(pipeline.most_in_flight, pipeline.in_flight)
 
     def result(self, timeout_s: float) -> list[Outcome]:
+        self.pipeline.in_flight -= len(self.answers)
         for answer in self.answers:
             if isinstance(answer, Exception):
                 raise answer
         return self.answers
 
 
-def make_loop(polls, step, batch_size: int = 32) -> tuple[IngestLoop, FakeConsumer, FakeProducer]:
-    consumer, producer = FakeConsumer(polls), FakeProducer()
-    calls: list[int] = []
+class FakeStep:
+    def __init__(self, step) -> None:
+        self.step, self.calls, self.in_flight, self.most_in_flight = step, [], 0, 0
 
-    def process(items: list[ObjectToProcess]) -> BatchResponse:
-        calls.append(len(items))
-        return BatchResponse([step(item) for item in items])
+    def __call__(self, items: list[ObjectToProcess]) -> BatchResponse:
+        self.calls.append([item.key for item in items])
+        return BatchResponse([self.step(item) for item in items], self)
 
-    loop = IngestLoop(process, consumer=consumer, producer=producer, dlq_topic=DLQ, max_backoff_s=0.01,
-                      batch_size=batch_size)
-    consumer.loop, loop.calls = loop, calls  # type: ignore[attr-defined]
-    return loop, consumer, producer
+
+def make_loop(polls, step, *, ready=None, **config):
+    consumer, producer, fake = FakeConsumer(polls), FakeProducer(), FakeStep(step)
+    settings = Settings(_env_file=None)  # the defaults
+    loop = IngestLoop(fake, consumer=consumer, producer=producer, dlq_topic=DLQ, check_ready=ready,
+                      config=IngestConfig.from_settings(settings, **{"max_backoff_s": 0.01, "backoff_s": 0.001,
+                                                                     **config}))
+    consumer.loop = loop
+    return loop, consumer, producer, fake
+
+
+def written(item: ObjectToProcess) -> Outcome:
+    return Outcome(OutcomeStatus.WRITTEN, study_uid=f"uid-{item.key}")
 
 
 def test_rows_written_rejections_dead_lettered_then_committed() -> None:
@@ -114,60 +124,172 @@ def test_rows_written_rejections_dead_lettered_then_committed() -> None:
             return Outcome.rejected(RejectReason.NOT_IMAGE, "truncated", "uid-c")
         return Outcome(OutcomeStatus.DUPLICATE if item.key == "d.jpeg" else OutcomeStatus.WRITTEN, study_uid="u")
 
-    loop, consumer, producer = make_loop([records], step, batch_size=2)
+    loop, consumer, producer, fake = make_loop([records], step, batch_size=2)
     stats = loop.run()
-    assert loop.calls == [2, 1], "the three objects go to the step in sub-batches of 2"
-    assert consumer.commits == [[0, 1, 2, 3]], "one commit, after the whole batch"
+    assert fake.calls == [["a.jpeg", "c.jpeg"], ["d.jpeg"]], "the three objects go to the step in sub-batches of 2"
+    assert consumer.commits == [{(TOPIC, 0): 4}], "one commit, after the whole batch, of the offset after it"
     assert stats["written"] == 1 and stats["duplicate"] == 1 and stats["dead_lettered"] == 2
     assert stats["dlq_malformed_event"] == 1 and stats["dlq_not_image"] == 1
-    reasons = {doc["source"]["offset"]: (topic, doc["reason"], doc["object_key"], doc["study_uid"])
+    reasons = {doc["source"]["offset"]: (topic, doc["reason"], doc["object_key"], doc["study_uid"], doc["attempts"])
                for topic, _, doc in producer.sent}
-    assert reasons == {1: (DLQ, "malformed_event", None, None), 2: (DLQ, "not_image", "c.jpeg", "uid-c")}
-    assert producer.flushed == 1 and consumer.closed and producer.closed
+    assert reasons == {1: (DLQ, "malformed_event", None, None, None), 2: (DLQ, "not_image", "c.jpeg", "uid-c", 1)}
+    assert consumer.closed and producer.closed
 
 
-def test_transient_failure_rewinds_retries_and_commits_only_after_success() -> None:
+def test_a_failed_shared_call_is_split_and_nothing_is_charged() -> None:
     records = [Record(TOPIC, 0, 5, b"a", event("a.jpeg")), Record(TOPIC, 0, 6, b"b", event("b.jpeg"))]
-    attempts: list[str] = []
+    failures = [TimeoutError("Serve overloaded")]
 
     def step(item: ObjectToProcess):
-        attempts.append(item.key)
-        if len(attempts) == 2:
-            return TimeoutError("Serve overloaded")
-        return Outcome(OutcomeStatus.WRITTEN)
+        return failures.pop() if failures else written(item)
 
-    loop, consumer, producer = make_loop([records], step)
+    loop, consumer, producer, fake = make_loop([records], step)
     stats = loop.run()
-    assert stats["transient_errors"] == 1
-    assert consumer.seeks == [("done", (TOPIC, 0, 5))], "rewound to the first offset of the batch"
-    assert consumer.commits == [[5, 6]], "committed once, after the retry succeeded"
-    assert attempts == ["a.jpeg", "b.jpeg", "a.jpeg", "b.jpeg"]
-    assert stats["written"] == 2, "the failed sub-batch counted nothing; its repeat is absorbed downstream"
-    assert producer.sent == []
+    assert fake.calls == [["a.jpeg", "b.jpeg"], ["a.jpeg"], ["b.jpeg"]], "then one call each"
+    assert stats["transient_errors"] == 1 and "retries" not in stats
+    assert consumer.commits == [{(TOPIC, 0): 7}] and stats["written"] == 2 and producer.sent == []
 
 
-def test_ignored_events_are_counted_and_committed() -> None:
-    removal = {"Records": [{"eventName": "ObjectRemoved:Delete", "s3": {}}]}
-    loop, consumer, _ = make_loop([[Record(TOPIC, 0, 9, None, json.dumps(removal).encode())]],
-                                  lambda item: Outcome(OutcomeStatus.WRITTEN))
+def test_a_poison_object_is_dead_lettered_after_its_attempts_and_holds_back_no_neighbour() -> None:
+    records = [Record(TOPIC, 0, 0, b"a", event("a.jpeg")), Record(TOPIC, 0, 1, b"p", event("poison.jpeg", "b.jpeg")),
+               Record(TOPIC, 0, 2, b"c", event("c.jpeg"))]
+
+    def step(item: ObjectToProcess):
+        if item.key == "poison.jpeg":
+            return ValueError("Data too long for column 'patient_name'")
+        return written(item)
+
+    checks: list[list[str]] = []
+    loop, consumer, producer, fake = make_loop([records], step, max_attempts=3,
+                                               ready=lambda endpoints: checks.append(endpoints))
     stats = loop.run()
-    assert stats["ignored_events"] == 1 and consumer.commits == [[9]]
+    assert fake.calls[0] == ["a.jpeg", "poison.jpeg", "b.jpeg", "c.jpeg"]
+    assert [c for c in fake.calls[1:] if c != ["poison.jpeg"]] == [["a.jpeg"], ["b.jpeg"], ["c.jpeg"]], \
+        "the neighbours are done in the round after the split"
+    assert fake.calls.count(["poison.jpeg"]) == 3, "tried alone max_attempts times"
+    assert checks == [["local"]] * 3, "each failure alone asked whether the pipeline was healthy"
+    assert stats["written"] == 3 and stats["retries"] == 3 and stats["dlq_retries_exhausted"] == 1
+    [(topic, key, doc)] = producer.sent
+    assert (doc["reason"], doc["attempts"], doc["object_key"], doc["source"]["record_index"]) == (
+        "retries_exhausted", 3, "poison.jpeg", 0)
+    assert "Data too long" in doc["detail"]
+    assert [item.key for item in parse_s3_event(doc["original"]["value"])] == ["poison.jpeg"], \
+        "the dead letter carries an event for that object alone, not its neighbour"
+    assert consumer.commits == [{(TOPIC, 0): 3}]
 
 
-def test_small_polls_are_gathered_into_one_batch() -> None:
-    polls = [[Record(TOPIC, 0, i, b"k", event(f"{i}.jpeg"))] for i in range(5)]
-    loop, consumer, _ = make_loop(polls, lambda item: Outcome(OutcomeStatus.WRITTEN), batch_size=32)
-    loop.linger_s = 5.0  # the stand-in answers at once; the linger only bounds the wait
+def test_an_outage_charges_nothing_and_dead_letters_nothing() -> None:
+    records = [Record(TOPIC, 0, i, b"k", event(f"{i}.jpeg")) for i in range(3)]
+    state = {"down": True, "checks": 0}
+
+    def step(item: ObjectToProcess):
+        return ConnectionError("MariaDB restarting") if state["down"] else written(item)
+
+    def ready(endpoints):
+        state["checks"] += 1
+        state["down"] = state["checks"] < 4  # back up after the fourth check (which still saw it down)
+        raise ConnectionError("database does not answer")
+
+    loop, consumer, producer, fake = make_loop([records], step, max_attempts=2, ready=ready)
     stats = loop.run()
-    assert loop.calls == [5], "five one-record polls became one call of the step"
-    assert consumer.commits == [[0, 1, 2, 3, 4]] and stats["written"] == 5
+    assert stats["outage_waits"] == 4, "the outage outlasted max_attempts rounds"
+    assert "retries" not in stats and producer.sent == [], "an outage dead-letters nothing"
+    assert stats["written"] == 3 and consumer.commits == [{(TOPIC, 0): 3}]
+
+
+def test_back_pressure_is_waited_out_without_charging_or_splitting() -> None:
+    class BackPressureError(Exception):
+        pass
+
+    records = [Record(TOPIC, 0, 0, b"a", event("a.jpeg", "b.jpeg"))]
+    refusals = [BackPressureError("queue full"), BackPressureError("queue full")]
+    loop, consumer, producer, fake = make_loop(
+        [records], lambda item: refusals.pop() if refusals else written(item), ready=lambda e: False)
+    stats = loop.run()
+    assert fake.calls == [["a.jpeg", "b.jpeg"], ["a.jpeg", "b.jpeg"]], "sent again whole, not split"
+    assert stats["overloaded"] == 1 and "retries" not in stats and stats["written"] == 2
+
+
+def test_an_event_with_too_many_records_is_dead_lettered_whole() -> None:
+    big = event(*[f"many/{i}.jpeg" for i in range(7)])
+    records = [Record(TOPIC, 0, 0, b"big", big), Record(TOPIC, 0, 1, b"a", event("a.jpeg"))]
+    loop, consumer, producer, fake = make_loop([records], written, max_records_per_event=5)
+    stats = loop.run()
+    assert fake.calls == [["a.jpeg"]], "none of the fan-out event's objects reached the pipeline"
+    [(_, _, doc)] = producer.sent
+    assert doc["reason"] == "too_many_records" and "7 object records > 5" in doc["detail"]
+    assert json.loads(doc["original"]["value"]) == json.loads(big), "the event is kept for a replay"
+    assert stats["written"] == 1 and consumer.commits == [{(TOPIC, 0): 2}]
+
+
+def test_objects_in_flight_stay_under_the_limit() -> None:
+    records = [Record(TOPIC, 0, i, b"k", event(*[f"{i}-{j}.jpeg" for j in range(5)])) for i in range(20)]
+    loop, consumer, producer, fake = make_loop([records], written, batch_size=4, max_in_flight=10)
+    stats = loop.run()
+    assert stats["written"] == 100 and fake.most_in_flight <= 10
+    assert len(fake.calls) == 25
 
 
 def test_a_tombstone_is_dead_lettered_and_the_stream_goes_on() -> None:
     records = [Record(TOPIC, 0, 0, b"gone", None), Record(TOPIC, 0, 1, b"a", event("a.jpeg"))]
-    loop, consumer, producer = make_loop([records], lambda item: Outcome(OutcomeStatus.WRITTEN, study_uid="u"))
+    loop, consumer, producer, _ = make_loop([records], written)
     stats = loop.run()
     assert stats["written"] == 1 and stats["dlq_malformed_event"] == 1 and "transient_errors" not in stats
-    assert consumer.commits == [[0, 1]]
+    assert consumer.commits == [{(TOPIC, 0): 2}]
     [(topic, key, doc)] = producer.sent
     assert (topic, key, doc["original"]["value"]) == (DLQ, b"gone", None) and "tombstone" in doc["detail"]
+
+
+def test_a_commit_refused_after_a_rebalance_is_counted_and_the_loop_goes_on() -> None:
+    polls = [[Record(TOPIC, 0, 0, b"a", event("a.jpeg"))], [Record(TOPIC, 0, 1, b"b", event("b.jpeg"))]]
+    loop, consumer, _, _ = make_loop(polls, written, linger_s=0)
+    consumer.refuse_commits = 1
+    stats = loop.run()
+    assert stats["commit_failed"] == 1 and consumer.commits == [{(TOPIC, 0): 2}] and stats["written"] == 2
+
+
+def test_ignored_events_are_counted_and_committed() -> None:
+    removal = {"Records": [{"eventName": "ObjectRemoved:Delete", "s3": {}}]}
+    loop, consumer, _, _ = make_loop([[Record(TOPIC, 0, 9, None, json.dumps(removal).encode())]], written)
+    stats = loop.run()
+    assert stats["ignored_events"] == 1 and consumer.commits == [{(TOPIC, 0): 10}]
+
+
+def test_small_polls_are_gathered_into_one_batch() -> None:
+    polls = [[Record(TOPIC, 0, i, b"k", event(f"{i}.jpeg"))] for i in range(5)]
+    loop, consumer, _, fake = make_loop(polls, written, linger_s=5.0)  # the stand-in answers at once
+    stats = loop.run()
+    assert len(fake.calls) == 1, "five one-record polls became one call of the step"
+    assert consumer.commits == [{(TOPIC, 0): 5}] and stats["written"] == 5
+
+
+def test_a_dead_letter_stays_under_its_size_cap_and_keeps_a_digest() -> None:
+    import hashlib
+
+    value = json.dumps({"Records": [], "note": "é" * 400_000}, ensure_ascii=False).encode()
+    doc_bytes = dead_letter(reason=RejectReason.MALFORMED_EVENT, detail="x", topic=TOPIC, partition=0, offset=7,
+                            key=b"k", value=value, max_bytes=64 * 1024)
+    assert len(doc_bytes) <= 64 * 1024
+    doc = json.loads(doc_bytes)
+    assert doc["original"]["truncated"] is True and doc["original"]["size"] == len(value)
+    assert doc["original"]["sha256"] == hashlib.sha256(value).hexdigest()
+    assert doc["source"] == {"topic": TOPIC, "partition": 0, "offset": 7, "record_index": None, "key": "k"}
+    small = json.loads(dead_letter(reason=RejectReason.MALFORMED_EVENT, detail="x", topic=TOPIC, partition=0,
+                                   offset=8, key=None, value=b"\xff\x00", max_bytes=64 * 1024))
+    assert small["original"] == {"encoding": "base64", "value": "/wA="}
+
+
+def test_lag_health_tells_a_burst_from_sustained_growth_and_a_stall() -> None:
+    burst = _LagTracker(stall_s=60, window_s=100)
+    for t, lag in enumerate([0, 500, 900, 700, 400, 100, 0, 0, 0, 0, 0]):
+        burst.record({"t/0": lag}, t * 10.0)
+    assert not burst.growing()
+    rising = _LagTracker(stall_s=60, window_s=100)
+    for t in range(11):
+        rising.record({"t/0": 100 * t + (50 if t % 2 else 0)}, t * 10.0)
+    assert rising.growing()
+    stalled = _LagTracker(stall_s=60, window_s=100, last_commit=0.0)
+    stalled.record({"t/0": 3}, 30.0)
+    assert not stalled.stalled(30.0) and stalled.stalled(61.0)
+    stalled.record({"t/0": 0}, 70.0)
+    assert not stalled.stalled(200.0), "no lag, nothing stalled"

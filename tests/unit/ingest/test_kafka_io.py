@@ -12,7 +12,7 @@ def test_dead_letter_carries_reason_source_and_original_text() -> None:
                                  offset=41, key=b"k/\xc3\xa9.jpeg", value=b'{"Records": []}', object_key="k/é.jpeg",
                                  bucket="b", study_uid="uid"))
     assert doc["reason"] == "missing_object" and doc["detail"] == "NoSuchKey"
-    assert doc["source"] == {"topic": "t", "partition": 2, "offset": 41, "key": "k/é.jpeg"}
+    assert doc["source"] == {"topic": "t", "partition": 2, "offset": 41, "record_index": None, "key": "k/é.jpeg"}
     assert (doc["bucket"], doc["object_key"], doc["study_uid"]) == ("b", "k/é.jpeg", "uid")
     assert doc["original"] == {"encoding": "utf-8", "value": '{"Records": []}'}
     assert doc["failed_at"].endswith("+00:00")

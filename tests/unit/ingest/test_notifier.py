@@ -71,3 +71,16 @@ def test_out_of_order_events_are_all_published_and_the_newest_time_saved(tmp_pat
     assert notifier.publish(events, producer) == 3
     assert producer.keys == ["d/a.jpeg", "d/b.jpeg", "d/c.jpeg"]
     assert (tmp_path / "ts").read_text() == "1000200"
+
+
+def test_only_multipart_staging_parts_are_skipped_not_keys_with_an_uploads_segment() -> None:
+    def created(directory: str, name: str) -> dict:
+        return {"directory": directory, "tsNs": 1, "eventNotification": {
+            "newParentPath": directory, "newEntry": {"name": name, "attributes": {"fileSize": 3}}}}
+
+    part = created("/buckets/b/.uploads/3f2a9c", "0001_8c1d.part")
+    assert filer_event_to_object(part, "local") is None
+    for directory, name, key in [("/buckets/b/st-mary/.uploads", "x.jpeg", "st-mary/.uploads/x.jpeg"),
+                                 ("/buckets/b/.uploads", "x.jpeg", ".uploads/x.jpeg")]:
+        item = filer_event_to_object(created(directory, name), "local")
+        assert item is not None and (item.bucket, item.key) == ("b", key)

@@ -105,3 +105,14 @@ def test_cli_parse_malformed_exits_2_with_one_line() -> None:
 def test_a_tombstone_is_a_malformed_event_not_a_crash() -> None:
     with pytest.raises(MalformedEventError, match="tombstone"):
         parse_s3_event(None)
+
+
+def test_each_key_carries_its_other_reading_only_where_it_differs() -> None:
+    def one(source: str, key: str):
+        [item] = parse_s3_event({"Records": [{"eventName": "ObjectCreated:Put", "eventSource": source,
+                                              "s3": {"bucket": {"name": "b"}, "object": {"key": key}}}]})
+        return item.key, item.alt_key
+
+    assert one("aws:s3", "a/chest+01%2B.jpeg") == ("a/chest 01+.jpeg", "a/chest+01%2B.jpeg")
+    assert one("ceph:s3", "a/chest+01.jpeg") == ("a/chest+01.jpeg", "a/chest 01.jpeg")
+    assert one("aws:s3", "a/plain.jpeg") == ("a/plain.jpeg", None)

@@ -7,6 +7,7 @@ from PIL import Image
 from xraylab.imaging import (
     AddChannel,
     DecodeImage,
+    ImageLimits,
     InvalidImageError,
     PreprocessSpec,
     Resize,
@@ -108,3 +109,31 @@ def test_version_2_chain_stays_close_to_full_decode_and_version_1_is_kept() -> N
     assert v1.shape == v2.shape == (150, 150, 1)
     assert float(np.abs(v1 - v2).mean()) < 0.01, "the same picture, within JPEG and resampling noise"
     assert PreprocessSpec.from_dict({"height": 150, "width": 150, "version": 1}).version == 1
+
+
+class TestImageLimits:
+    limits = ImageLimits(max_pixels=1_000_000, min_side=64, min_dynamic_range=12)
+
+    def reason(self, data: bytes) -> str:
+        with pytest.raises(InvalidImageError) as info:
+            inference_transforms(PreprocessSpec(), self.limits)(data)
+        return info.value.reason
+
+    def test_too_many_pixels_is_refused_before_decoding_but_a_jpeg_counts_at_its_draft_size(self) -> None:
+        noise = np.random.default_rng(0).integers(0, 255, (1600, 1600), dtype=np.uint8)
+        assert self.reason(encode(Image.fromarray(noise), "PNG")) == "too_many_pixels"
+        # The same picture as JPEG decodes at 1/8 scale (200x200), well under the limit.
+        out = inference_transforms(PreprocessSpec(), self.limits)(encode(Image.fromarray(noise), "JPEG"))
+        assert out.shape == (150, 150, 1)
+
+    def test_tiny_blank_and_uniform_images_are_not_radiographs(self) -> None:
+        assert self.reason(encode(Image.new("L", (1, 1), 128), "PNG")) == "not_radiograph"
+        assert self.reason(encode(Image.new("L", (512, 512), 128), "JPEG")) == "not_radiograph"
+        assert self.reason(encode(Image.new("RGB", (300, 300), (0, 0, 0)), "PNG")) == "not_radiograph"
+
+    def test_a_generated_radiograph_passes_and_scores_the_same_pixels_as_without_limits(self) -> None:
+        from xraylab.synthetic import encode_jpeg, generate_xray
+
+        data = encode_jpeg(generate_xray(np.random.default_rng(1), True))
+        gated = inference_transforms(PreprocessSpec(), self.limits)(data)
+        assert np.array_equal(gated, inference_transforms(PreprocessSpec())(data))

@@ -2,7 +2,10 @@
 
 import base64
 
+import pytest
+
 from xraylab.db.crud import STUDY_COLUMNS
+from xraylab.errors import RejectedInputError, RejectReason
 from xraylab.messages import FetchedObject, ObjectToProcess, StudyMetadata, StudyRecord, study_uid
 
 
@@ -17,8 +20,12 @@ def test_metadata_round_trips_through_ascii_headers() -> None:
     assert StudyMetadata.from_s3_metadata({"Hospital": "northgate"}) == StudyMetadata(hospital="northgate")
 
 
-def test_undecodable_encoded_word_is_kept_raw_not_fatal() -> None:
-    assert StudyMetadata.from_s3_metadata({"patient-name": "=?utf-8?b?/w==?="}).patient_name == "=?utf-8?b?/w==?="
+@pytest.mark.parametrize("value", ["=?utf-8?b?/w==?=", "=?utf-8?b?not base64!?=", "=?UTF-8?B?/w==?=", "a\x00b"])
+def test_undecodable_metadata_is_refused_with_its_reason_and_without_its_value(value: str) -> None:
+    with pytest.raises(RejectedInputError) as info:
+        StudyMetadata.from_s3_metadata({"hospital": "st-mary", "patient-name": value})
+    assert info.value.reason is RejectReason.BAD_METADATA and "patient-name" in info.value.detail
+    assert value not in info.value.detail, "the detail names the header, never its (patient) value"
 
 
 def test_study_record_columns_are_the_studies_table() -> None:
