@@ -70,8 +70,12 @@ def dlq_list(reason: ReasonOption = None, offset: OffsetOption = None,
     from collections import Counter
 
     from ingest.dlq import read_dead_letters
+    from xraylab.cli import fail
 
-    entries = read_dead_letters(load_settings(), reasons=reason or (), offsets=offset or ())
+    try:
+        entries = read_dead_letters(load_settings(), reasons=reason or (), offsets=offset or ())
+    except (TimeoutError, ValueError) as exc:
+        raise fail(str(exc)) from None
     for entry in entries:
         doc = entry.doc
         if as_json:
@@ -98,8 +102,11 @@ def dlq_replay(reason: ReasonOption = None, offset: OffsetOption = None,
     if not (reason or offset or replay_all):
         raise fail("say which dead letters to replay: --reason REASON, --offset PARTITION:OFFSET, or --all")
     settings = load_settings()
-    entries = read_dead_letters(settings, reasons=reason or (), offsets=offset or ())
-    result = replay(settings, entries, dry_run=dry_run)
+    try:
+        entries = read_dead_letters(settings, reasons=reason or (), offsets=offset or ())
+        result = replay(settings, entries, dry_run=dry_run)
+    except (TimeoutError, ValueError) as exc:
+        raise fail(str(exc)) from None
     for refusal in result.refused or []:
         print(f"not replayed: {refusal}", file=sys.stderr)
     verb = "would send" if dry_run else "sent"

@@ -34,11 +34,12 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import ray
 
+from ingest.lag import LagTracker
 from xraylab.errors import RejectReason
 from xraylab.events import MalformedEventError, make_s3_event, parse_s3_event
 from xraylab.messages import ObjectToProcess, Outcome, OutcomeStatus
@@ -80,6 +81,7 @@ class IngestConfig:
     request_timeout_s: float = 120.0
     backoff_s: float = 0.5
     max_backoff_s: float = 30.0
+    slow_backoff_s: float = 10.0
     lag_every_s: float = 5.0
 
     @classmethod
@@ -101,6 +103,7 @@ class _Work:
     attempts: int = 0  # failures charged to it: it failed alone while the pipeline was healthy
     alone: bool = False  # its last call failed: next time it goes in a call of its own
     not_before: float = 0.0
+    first_failed: float = 0.0
     last_error: str = ""
 
 
@@ -121,40 +124,18 @@ def _overloaded(exc: BaseException) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc)[:300]}"
-
-
-@dataclass
-class _LagTracker:
-    """Lag per partition and what it says about health: ``stalled`` (lag waiting with no commit for
-    ``stall_s``) and ``lag_growing`` (over ``window_s`` the lag's low in the last third stayed above its
-    high in the first third: sustained growth, not a burst being worked off)."""
-
-    stall_s: float
-    window_s: float
-    by_partition: dict[str, int] = field(default_factory=dict)
-    history: deque[tuple[float, int]] = field(default_factory=deque)
-    last_commit: float = field(default_factory=time.monotonic)
-
-    @property
-    def total(self) -> int:
-        return sum(self.by_partition.values())
-
-    def record(self, by_partition: dict[str, int], now: float) -> None:
-        self.by_partition = by_partition
-        self.history.append((now, self.total))
-        while self.history and self.history[0][0] < now - self.window_s:
-            self.history.popleft()
-
-    def stalled(self, now: float) -> bool:
-        return self.total > 0 and now - self.last_commit > self.stall_s
-
-    def growing(self) -> bool:
-        if len(self.history) < 6 or self.history[-1][0] - self.history[0][0] < 0.9 * self.window_s:
-            return False
-        third = len(self.history) // 3
-        first, last = [v for _, v in list(self.history)[:third]], [v for _, v in list(self.history)[-third:]]
-        return min(last) > max(first)
+    """The innermost error behind ``exc`` (a Ray task error's ``cause``, ``__cause__``, a database error's
+    DBAPI ``orig``): its type and the first line of its message. That is what a dead letter's reader needs,
+    and it leaves out Ray's traceback and SQLAlchemy's statement parameters (patient data)."""
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "orig", None) or getattr(exc, "cause", None) or exc.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
 
 
 class IngestLoop:
@@ -173,8 +154,9 @@ class IngestLoop:
         self.on_tick = on_tick
         self.stats: Counter[str] = Counter()
         self.stop_event = threading.Event()
-        self.lag = _LagTracker(self.config.stall_s, self.config.lag_window_s)
+        self.lag = LagTracker(self.config.stall_s, self.config.lag_window_s)
         self._next_lag = 0.0
+        self._last_answer = 0.0  # when the pipeline last answered for an object (written, duplicate, rejected)
 
     # -- the loop ---------------------------------------------------------------------------------------
 
@@ -221,9 +203,10 @@ class IngestLoop:
             where = f"{record.topic}[{record.partition}]@{record.offset}"
             try:
                 items = parse_s3_event(record.value)
-            except MalformedEventError as exc:
-                log.warning("malformed event at %s: %s", where, exc)
-                letters.append(_DeadLetter(record, RejectReason.MALFORMED_EVENT, str(exc)))
+            except Exception as exc:  # MalformedEventError, or whatever else a hostile message provokes
+                detail = str(exc) if isinstance(exc, MalformedEventError) else _describe(exc)
+                log.warning("malformed event at %s: %s", where, detail)
+                letters.append(_DeadLetter(record, RejectReason.MALFORMED_EVENT, detail))
                 continue
             if len(items) > limit:
                 log.warning("event at %s names %d objects (limit %d): dead-lettered whole", where, len(items), limit)
@@ -239,6 +222,7 @@ class IngestLoop:
     def _process(self, work: list[_Work], letters: list[_DeadLetter]) -> bool:
         pending, outage_backoff = work, self.config.backoff_s
         while pending:
+            self._tick()  # lag and health stay current while a batch takes long (an outage, retries)
             if self.stop_event.is_set():
                 return False
             now = time.monotonic()
@@ -252,12 +236,16 @@ class IngestLoop:
                 outage_backoff = self.config.backoff_s
                 continue
             self.stats["transient_errors"] += 1
-            if all(_overloaded(exc) for _, exc in failed):
+            refused = [w for w, exc in failed if _overloaded(exc)]  # Serve's back-pressure: send again as it was
+            failed = [(w, exc) for w, exc in failed if not _overloaded(exc)]
+            if refused:
                 self.stats["overloaded"] += 1
+            if not failed:
                 self.stop_event.wait(min(outage_backoff, 2.0))
                 continue
             for w, exc in failed:
                 w.last_error = _describe(exc)
+                w.first_failed = w.first_failed or time.monotonic()
             alone = [w for w, _ in failed if w.alone]
             for w, _ in failed:
                 w.alone = True  # retried in a call of its own, so a poison object fails no neighbour again
@@ -278,7 +266,13 @@ class IngestLoop:
 
     def _charge(self, failed: list[_Work], pending: list[_Work], letters: list[_DeadLetter]) -> list[_Work]:
         """One attempt more for each object that failed alone on a healthy pipeline; dead letters for those
-        out of attempts; the pending list without them."""
+        out of attempts; the pending list without them.
+
+        The next try comes after ``backoff_s`` doubling when the pipeline has answered for another object
+        since this one first failed (the object is surely to blame). When nothing has succeeded since, the
+        pipeline may be failing in a way ``check_ready`` cannot see (a volume server down behind a live S3
+        gateway, a read-only database): then the tries are spread over minutes (``slow_backoff_s``
+        doubling), so that such an outage has time to pass before anything is dead-lettered."""
         exhausted = set()
         for w in failed:
             w.attempts += 1
@@ -289,9 +283,9 @@ class IngestLoop:
                 letters.append(_DeadLetter(w.record, RejectReason.RETRIES_EXHAUSTED, w.last_error, w.item,
                                            attempts=w.attempts, index=w.index))
                 exhausted.add(id(w))
-            else:
-                delay = min(self.config.backoff_s * 2 ** (w.attempts - 1), self.config.max_backoff_s)
-                w.not_before = time.monotonic() + delay
+                continue
+            base = self.config.backoff_s if self._last_answer > w.first_failed else self.config.slow_backoff_s
+            w.not_before = time.monotonic() + min(base * 2 ** (w.attempts - 1), 10 * self.config.max_backoff_s)
         return [w for w in pending if id(w) not in exhausted]
 
     def _pipeline_ready(self, failed: list[_Work]) -> bool:
@@ -307,7 +301,7 @@ class IngestLoop:
     def _run_round(self, ready: list[_Work], letters: list[_DeadLetter]) -> list[tuple[_Work, BaseException]]:
         """Send ``ready`` through the pipeline with at most ``max_in_flight`` objects in it at once; record
         what came out; return the objects whose call failed, with the error."""
-        size = self.config.batch_size
+        size = min(self.config.batch_size, self.config.max_in_flight)
         shared = [w for w in ready if not w.alone]
         calls = [shared[i:i + size] for i in range(0, len(shared), size)] + [[w] for w in ready if w.alone]
         in_flight: deque[tuple[list[_Work], Any]] = deque()
@@ -329,6 +323,7 @@ class IngestLoop:
             outcomes: list[Outcome] = response.result(timeout_s=self.config.request_timeout_s)
         except Exception as exc:
             return [(w, exc) for w in call]
+        self._last_answer = time.monotonic()
         for w, outcome in zip(call, outcomes, strict=True):
             if outcome.status is OutcomeStatus.REJECTED:
                 assert outcome.reason is not None
@@ -343,24 +338,35 @@ class IngestLoop:
 
     def _send_dead_letters(self, letters: list[_DeadLetter]) -> bool:
         """Every dead letter acknowledged by the broker before the offsets that they cover are committed;
-        a broker that is down is waited for."""
+        a broker that is down is waited for, and only what it has not acknowledged is sent again."""
+        unsent = [(letter, self._dead_letter(letter)) for letter in letters]
         backoff = self.config.backoff_s
-        while letters:
+        while unsent:
+            futures = []
             try:
-                futures = [self.producer.send(self.dlq_topic, key=letter.record.key, value=self._dead_letter(letter))
-                           for letter in letters]
-                for future in futures:
-                    future.get(30)
-                break
+                for letter, payload in unsent:
+                    futures.append(self.producer.send(self.dlq_topic, key=letter.record.key, value=payload))
             except Exception as exc:
+                log.warning("dead letters not all sent (%s)", _describe(exc))
+            acknowledged = set()
+            for i, future in enumerate(futures):
+                try:
+                    future.get(30)
+                    acknowledged.add(i)
+                except Exception as exc:
+                    log.warning("dead letter not acknowledged (%s)", _describe(exc))
+            for i, (letter, _) in enumerate(unsent):
+                if i in acknowledged:
+                    self.stats["dead_lettered"] += 1
+                    self.stats[f"dlq_{letter.reason}"] += 1
+            unsent = [pair for i, pair in enumerate(unsent) if i not in acknowledged]
+            if unsent:
                 self.stats["dlq_send_errors"] += 1
-                log.warning("dead letters not sent (%s); again in %.1fs", _describe(exc), backoff)
+                log.warning("%d dead letters wait for the broker; again in %.1fs", len(unsent), backoff)
+                self._tick()
                 if self.stop_event.wait(backoff):
                     return False
                 backoff = min(backoff * 2, self.config.max_backoff_s)
-        for letter in letters:
-            self.stats["dead_lettered"] += 1
-            self.stats[f"dlq_{letter.reason}"] += 1
         return True
 
     def _dead_letter(self, letter: _DeadLetter) -> bytes:
@@ -381,7 +387,7 @@ class IngestLoop:
         """Commit exactly the offsets after these records. When a rebalance gave a partition to another
         actor meanwhile, the commit is refused and that actor reads the records again (a repeat, no loss)."""
         from kafka import TopicPartition
-        from kafka.errors import CommitFailedError
+        from kafka.errors import CommitFailedError, RebalanceInProgressError
         from kafka.structs import OffsetAndMetadata
 
         offsets: dict[Any, int] = {}
@@ -395,7 +401,7 @@ class IngestLoop:
                 self.stats["batches_committed"] += 1
                 self.lag.last_commit = time.monotonic()
                 return
-            except CommitFailedError as exc:
+            except (CommitFailedError, RebalanceInProgressError) as exc:  # the group is (being) rebalanced
                 self.stats["commit_failed"] += 1
                 log.warning("commit refused after a rebalance (%s); the partitions' new owner reads them again",
                             _describe(exc))
@@ -403,6 +409,7 @@ class IngestLoop:
             except Exception as exc:  # the broker is down: the rows are in, the commit waits for it
                 self.stats["commit_errors"] += 1
                 log.warning("commit failed (%s); again in %.1fs", _describe(exc), backoff)
+                self._tick()
                 if self.stop_event.wait(backoff):
                     return
                 backoff = min(backoff * 2, self.config.max_backoff_s)
@@ -410,23 +417,24 @@ class IngestLoop:
     # -- lag and health -------------------------------------------------------------------------------
 
     def _tick(self) -> None:
+        """Every ``lag_every_s``: measure the lag of this consumer's partitions and export the metrics.
+        Never raises: a broker that does not answer leaves the last figures in place."""
         now = time.monotonic()
         if now < self._next_lag:
             return
         self._next_lag = now + self.config.lag_every_s
         try:
             parts = list(self.consumer.assignment())
-            ends = self.consumer.end_offsets(parts) if parts else {}
-            lag = {f"{tp.topic}/{tp.partition}": max(0, ends[tp] - (self.consumer.committed(tp) or 0))
+            ends = self.consumer.end_offsets(parts, timeout_ms=5000) if parts else {}
+            lag = {f"{tp.topic}/{tp.partition}": max(0, ends[tp] - (self.consumer.committed(tp, timeout_ms=5000) or 0))
                    for tp in parts if tp in ends}
+            if not lag or sum(lag.values()) == 0:
+                self.lag.last_commit = now  # nothing waiting counts as progress
+            self.lag.record(lag, now)
+            if self.on_tick is not None:
+                self.on_tick(self)
         except Exception as exc:
             log.warning("lag not measured: %s", _describe(exc))
-            return
-        if not lag or sum(lag.values()) == 0:
-            self.lag.last_commit = now  # nothing waiting counts as progress
-        self.lag.record(lag, now)
-        if self.on_tick is not None:
-            self.on_tick(self)
 
     def health(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -463,7 +471,12 @@ class KafkaIngestActor:
         self.metrics = IngestMetrics(name or app_name)
         self.loop = IngestLoop(
             lambda items: handle.process_batch.remote(items),
-            consumer=make_consumer(settings, settings.KAFKA_TOPIC, max_poll_records=config.max_in_flight),
+            # Static membership (the actor's name as group.instance.id): an actor that Ray restarts takes its
+            # partitions back at once, with no rebalance of the group; a dead one's go to the others after
+            # the session timeout.
+            consumer=make_consumer(settings, settings.KAFKA_TOPIC, max_poll_records=config.max_in_flight,
+                                   group_instance_id=name or None, session_timeout_ms=10000,
+                                   heartbeat_interval_ms=2000),
             producer=make_producer(settings), dlq_topic=settings.KAFKA_DLQ_TOPIC, config=config,
             check_ready=lambda endpoints: handle.check_ready.remote(endpoints).result(timeout_s=15),
             on_tick=self.metrics.update)
@@ -487,6 +500,7 @@ class KafkaIngestActor:
 
     def stop(self) -> None:
         self.loop.stop_event.set()
+        self.metrics.set_consuming(False)
 
     def pid(self) -> int:
         return os.getpid()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,8 @@ from typing import Any
 from xraylab.settings import Settings
 
 __all__ = ["DeadLetterEntry", "read_dead_letters", "original_value", "replay_events", "replay"]
+
+NO_PROGRESS_S = 30.0  # a topic that sends nothing for this long while records are due: the broker is gone
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,14 @@ def _records(settings: Settings, topic: str, start: dict[int, int] | None = None
                 consumer.seek(tp, start[tp.partition])
             else:
                 consumer.seek_to_beginning(tp)
+        quiet_since = time.monotonic()
         while any(consumer.position(tp) < ends.get(tp, 0) for tp in partitions):
-            for tp, batch in consumer.poll(timeout_ms=2000).items():
+            polled = consumer.poll(timeout_ms=2000)
+            if polled:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > NO_PROGRESS_S:
+                raise TimeoutError(f"{topic}: the broker sent nothing for {NO_PROGRESS_S:.0f} s")
+            for tp, batch in polled.items():
                 for record in batch:
                     if record.offset < ends.get(tp, 0):
                         yield record

@@ -64,17 +64,16 @@ def dead_letter(*, reason: RejectReason, detail: str, topic: str, partition: int
         "detail": detail[:2000],
         "attempts": attempts,
         "source": {"topic": topic, "partition": partition, "offset": offset, "record_index": record_index,
-                   "key": key.decode("utf-8", "replace")[:1000] if key else None},
-        "bucket": bucket,
-        "object_key": object_key,
+                   "key": key.decode("utf-8", "replace")[:1024] if key else None},
+        "bucket": bucket[:255] if bucket else bucket,
+        "object_key": object_key[:1024] if object_key else object_key,
         "study_uid": study_uid,
         "failed_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "original": original,
     }
     encoded = json.dumps(doc, ensure_ascii=False).encode("utf-8")
-    if len(encoded) <= max_bytes:
+    if len(encoded) <= max_bytes or value is None:  # the fields above are capped: ~5 KB at most without value
         return encoded
-    assert value is not None
     head = max_bytes // 2
     while True:
         doc["original"] = {"truncated": True, "size": len(value), "sha256": hashlib.sha256(value).hexdigest(),

@@ -43,6 +43,7 @@ class IngestMetrics:
                          tag_keys=("actor", "partition"))
         self.consuming = Gauge("xraylab_ingest_consuming", "1 while the actor's loop runs", tag_keys=("actor",))
         self.seen: Counter[str] = Counter()
+        self.partitions: set[str] = set()
 
     def update(self, loop: Any) -> None:
         tags = {"actor": self.actor}
@@ -61,6 +62,12 @@ class IngestMetrics:
                 self.transient.inc(delta, tags)
             elif key.startswith("dlq_") and key not in ("dlq_send_errors",):
                 self.dead.inc(delta, {**tags, "reason": key.removeprefix("dlq_")})
+        for partition in self.partitions - set(loop.lag.by_partition):  # gone to another actor: not ours to sum
+            self.lag.set(0, {**tags, "partition": partition})
         for partition, lag in loop.lag.by_partition.items():
             self.lag.set(lag, {**tags, "partition": partition})
-        self.consuming.set(0 if loop.stop_event.is_set() else 1, tags)
+        self.partitions = set(loop.lag.by_partition)
+        self.set_consuming(not loop.stop_event.is_set())
+
+    def set_consuming(self, consuming: bool) -> None:
+        self.consuming.set(1 if consuming else 0, {"actor": self.actor})

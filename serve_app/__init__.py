@@ -15,6 +15,9 @@ SERVE_ENV = {
     # at 128 concurrent 162 -> 216 img/s; at 512 concurrent HTTP keeps 96 img/s with p99 2.7 s instead of
     # collapsing to 9 img/s with p99 51 s.
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    # A request-body cap in Serve's HTTP proxy itself, which would otherwise queue any body whole
+    # (serve_app/body_limit.py).
+    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "serve_app.body_limit.proxy_middlewares",
 }
 
 for _name, _value in SERVE_ENV.items():

@@ -167,20 +167,22 @@ class Ingress:
         if not ray.is_initialized():
             return None
         prefix = ingest_actor_name(self.settings.SERVE_APP_NAME, None)
-        names = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+        named = await asyncio.to_thread(ray.util.list_named_actors, all_namespaces=True)
+        names = sorted(a["name"] for a in named
                        if a.get("namespace") == INGEST_NAMESPACE and str(a["name"]).startswith(prefix))
         if not names:
             return None
-        actors: dict[str, Any] = {}
-        for name in names:
+
+        async def one(name: str) -> dict[str, Any]:
             try:
                 actor = ray.get_actor(name, namespace=INGEST_NAMESPACE)
                 stats = await asyncio.wait_for(actor.stats.remote(), timeout=5)
             except Exception as exc:  # a restart in progress, or gone
-                actors[name] = {"consuming": False, "error": type(exc).__name__}
-                continue
-            actors[name] = {key: stats.get(key) for key in (
+                return {"consuming": False, "error": type(exc).__name__}
+            return {key: stats.get(key) for key in (
                 "consuming", "uptime_s", "transient_errors", "lag", "lag_by_partition", "stalled", "lag_growing")}
+
+        actors = dict(zip(names, await asyncio.gather(*(one(name) for name in names)), strict=True))
         problems = sorted({problem for a in actors.values() for problem, bad in (
             ("not_consuming", not a.get("consuming")), ("stalled", a.get("stalled")),
             ("lag_growing", a.get("lag_growing"))) if bad})

@@ -43,13 +43,15 @@ def _load(payload: bytes | str | dict[str, Any] | None) -> Any:
         return json.loads(payload)
     except json.JSONDecodeError as exc:
         raise MalformedEventError(f"event is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    except RecursionError as exc:
+        raise MalformedEventError("event JSON is nested too deeply") from exc
 
 
 def _unwrap_cloudevent(doc: dict[str, Any]) -> Any:
     if "data_base64" in doc:
         try:
             return _load(base64.b64decode(doc["data_base64"], validate=True))
-        except (binascii.Error, ValueError) as exc:
+        except (binascii.Error, ValueError, TypeError) as exc:
             if isinstance(exc, MalformedEventError):
                 raise
             raise MalformedEventError("CloudEvents data_base64 is not base64") from exc
@@ -85,13 +87,17 @@ def _record_to_object(record: Any, index: int) -> ObjectToProcess | None:
     source = str(record.get("eventSource", ""))
     # Ceph RGW sends keys as they are; AWS and MinIO URL-encode them (form encoding, '+' = space).
     key = raw_key if source.startswith("ceph") else unquote_plus(raw_key)
-    # ... but not every store says who it is: the other reading is tried when the first finds nothing.
+    # ... but not every store says who it is: the other reading is tried when the first finds nothing
+    # (a dead letter's one-record event keeps it as "xraylabAltKey", since it re-encodes the key).
     other = unquote_plus(raw_key) if key == raw_key else raw_key
+    kept = obj.get("xraylabAltKey") if obj else None
+    if isinstance(kept, str) and kept and kept != key:
+        other = kept
     size = obj.get("size") if obj else None
     if size is not None:
         try:
             size = int(size)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise MalformedEventError(f"Records[{index}] has a non-numeric size") from exc
     etag = obj.get("eTag") or obj.get("etag") if obj else None
     endpoint_id = record.get("endpointId") or record.get("opaqueData") or None
@@ -144,6 +150,8 @@ def make_s3_event(item: ObjectToProcess, *, source: str = "xraylab:notifier") ->
             "object": {"key": quote_plus(item.key, safe="/"), "size": item.size, "eTag": item.etag},
         },
     }
+    if item.alt_key:
+        record["s3"]["object"]["xraylabAltKey"] = item.alt_key
     if item.endpoint_id:
         record["endpointId"] = item.endpoint_id
     return {"Records": [record]}

@@ -107,7 +107,9 @@ class DecodeImage:
             if self.limits:
                 self._check_size(image.size, self.limits)
             image.load()
-        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        except Image.DecompressionBombError as exc:  # Pillow's own ceiling, above any ImageLimits
+            raise InvalidImageError(f"more pixels than Pillow decodes: {exc}", RejectReason.TOO_MANY_PIXELS) from exc
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
             raise InvalidImageError(f"not a readable JPEG/PNG image: {exc}") from exc
         return image
 

@@ -13,13 +13,15 @@ import os
 import warnings
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from xraylab.bands import DEFAULT_BANDS, Bands
-from xraylab.imaging import ImageLimits
+
+if TYPE_CHECKING:
+    from xraylab.imaging import ImageLimits
 
 __all__ = ["S3Endpoint", "Settings", "get_settings", "project_root", "UnknownEndpointError"]
 
@@ -88,7 +90,7 @@ class Settings(BaseSettings):
     INGEST_MAX_RECORDS_PER_EVENT: int = Field(100, ge=1, description="an event with more records is dead-lettered")
     INGEST_STALL_S: float = Field(120.0, gt=0, description="health is red when lag waits this long with no commit")
     INGEST_LAG_WINDOW_S: float = Field(300.0, gt=0, description="health is red when lag grows over this window")
-    DLQ_MAX_BYTES: int = Field(256 * 1024, ge=4096, description="a dead letter's size cap (the broker's is 1 MB)")
+    DLQ_MAX_BYTES: int = Field(256 * 1024, ge=16 * 1024, description="a dead letter's size cap (the broker's is 1 MB)")
 
     # Local service ports (cluster/local/defaults.env holds the same defaults).
     KAFKA_PORT: int = 19092
@@ -154,6 +156,8 @@ class Settings(BaseSettings):
 
     def image_limits(self) -> ImageLimits:
         """What serving requires of an image before scoring it (``xraylab.imaging.ImageLimits``)."""
+        from xraylab.imaging import ImageLimits  # numpy and Pillow only where images are read
+
         return ImageLimits(max_pixels=self.MAX_IMAGE_PIXELS, min_side=self.MIN_IMAGE_SIDE,
                            min_dynamic_range=self.MIN_DYNAMIC_RANGE)
 

@@ -39,28 +39,34 @@ ensure_certs() {
   command -v openssl >/dev/null || die "openssl is needed to make the SeaweedFS gRPC certificates"
   mkdir -p "$dir"; chmod 700 "$dir"
   (
+    set -e
     cd "$dir"
     umask 077
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -subj /CN=xraylab-seaweed-ca \
-      -keyout ca.key -out ca.crt 2>/dev/null
+      -keyout ca.key -out ca.crt
     openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=xraylab-seaweed \
-      -keyout node.key -out node.csr 2>/dev/null
+      -keyout node.key -out node.csr
     printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n' > ext.cnf
     openssl x509 -req -in node.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile ext.cnf \
-      -out node.crt 2>/dev/null
+      -out node.crt
     rm -f ca.key node.csr ext.cnf ca.srl  # nothing more to sign: the CA's key is not kept
-  ) || die "could not make the SeaweedFS certificates"
+  ) >"$RUN/seaweedfs-certs.log" 2>&1 || { cat "$RUN/seaweedfs-certs.log" >&2; die "could not make the SeaweedFS certificates"; }
+  [[ -s "$dir/node.crt" && -s "$dir/node.key" ]] || die "the SeaweedFS certificates are missing after openssl"
 }
 
 # write_security: security.toml for weed mini (read from its working directory, $DATA) with fresh JWT keys,
 # and client/security.toml (only the client certificate) for the notifier's weed filer.meta.tail.
 write_security() {
-  local certs="$DATA/certs"
-  jwt() { "$PY" -c 'import secrets; print(secrets.token_hex(32))'; }
+  local certs="$DATA/certs" keys=() key
+  for _ in 1 2 3 4; do
+    key="$("$PY" -c 'import secrets; print(secrets.token_hex(32))')"
+    [[ ${#key} == 64 ]] || die "could not make a JWT key"
+    keys+=("$key")
+  done
   umask 077
   {
-    printf '[jwt.signing]\nkey = "%s"\n[jwt.signing.read]\nkey = "%s"\n' "$(jwt)" "$(jwt)"
-    printf '[jwt.filer_signing]\nkey = "%s"\n[jwt.filer_signing.read]\nkey = "%s"\n' "$(jwt)" "$(jwt)"
+    printf '[jwt.signing]\nkey = "%s"\n[jwt.signing.read]\nkey = "%s"\n' "${keys[0]}" "${keys[1]}"
+    printf '[jwt.filer_signing]\nkey = "%s"\n[jwt.filer_signing.read]\nkey = "%s"\n' "${keys[2]}" "${keys[3]}"
     printf '[grpc]\nca = "%s"\n' "$certs/ca.crt"
     for part in master volume filer s3 admin worker client; do
       printf '[grpc.%s]\ncert = "%s"\nkey = "%s"\n' "$part" "$certs/node.crt" "$certs/node.key"

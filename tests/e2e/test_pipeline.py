@@ -133,7 +133,9 @@ def test_no_secret_in_the_environment_of_ray_processes(pipeline, settings) -> No
 
     env = ray.get(environment.remote(), timeout=60)
     assert env.get("XRAYLAB_ENV_FILE"), "the workers know where the settings are"
-    secrets = [settings.S3_SECRET_KEY.get_secret_value(), settings.MARIADB_URL.get_secret_value()]
+    from sqlalchemy.engine import make_url
+
+    secrets = [settings.S3_SECRET_KEY.get_secret_value(), make_url(settings.MARIADB_URL.get_secret_value()).password]
     secrets += [password for _, password in settings.ui_users()]
     assert all(secrets), "the stack generated every secret"
     leaked = [name for name, value in env.items() if any(secret in value for secret in secrets)]
@@ -198,13 +200,17 @@ def test_an_oversized_chunked_body_is_refused_while_it_streams_in(pipeline, sett
                 break  # the answer came while the body was still streaming
     except (BrokenPipeError, ConnectionResetError):
         pass
-    response = conn.getresponse()
-    body = json.loads(response.read())
-    conn.close()
-    assert response.status == 413 and body["error"] == "too_large"
-    assert sent < 4 * limit, f"refused only after {sent / 2**20:.0f} MiB of a {limit / 2**20:.0f} MiB limit"
+    # Refused at the limit plus what the sockets' buffers held (36 of 32 MiB here), not at the body's end:
+    # Serve's proxy holds no more than the limit (serve_app/body_limit.py).
+    assert sent < limit + 16 * 2**20, f"refused only after {sent / 2**20:.0f} MiB of a {limit / 2**20:.0f} MiB limit"
     declared = requests.post(f"{pipeline.url}/v1/predict", data=b"x" * (limit + 1), timeout=60)
-    assert declared.status_code == 413
+    assert declared.status_code == 413 and declared.json()["error"] == "too_large"
+    try:
+        response = conn.getresponse()
+    except (ConnectionResetError, BrokenPipeError):
+        return  # the server closed before its answer could be read: cut off mid-stream all the same
+    assert response.status == 413 and json.loads(response.read())["error"] == "too_large"
+    conn.close()
 
 
 @pytest.mark.browser

@@ -3,8 +3,9 @@
 import json
 from dataclasses import dataclass
 
-from ingest.consumer import IngestConfig, IngestLoop, _LagTracker
+from ingest.consumer import IngestConfig, IngestLoop
 from ingest.kafka_io import dead_letter
+from ingest.lag import LagTracker
 from xraylab.errors import RejectReason
 from xraylab.events import make_s3_event, parse_s3_event
 from xraylab.messages import ObjectToProcess, Outcome, OutcomeStatus
@@ -64,11 +65,19 @@ class Sent:
         return None
 
 
+class Refused:
+    def get(self, timeout: float) -> None:
+        raise TimeoutError("broker did not acknowledge")
+
+
 class FakeProducer:
     def __init__(self) -> None:
-        self.sent, self.closed = [], False
+        self.sent, self.closed, self.refuse = [], False, 0
 
-    def send(self, topic: str, key: bytes | None, value: bytes) -> Sent:
+    def send(self, topic: str, key: bytes | None, value: bytes) -> Sent | Refused:
+        if self.refuse:
+            self.refuse -= 1
+            return Refused()
         self.sent.append((topic, key, json.loads(value)))
         return Sent()
 
@@ -101,12 +110,12 @@ class FakeStep:
         return BatchResponse([self.step(item) for item in items], self)
 
 
-def make_loop(polls, step, *, ready=None, **config):
+def make_loop(polls, step, *, ready=None, **config):  # backoffs of milliseconds
     consumer, producer, fake = FakeConsumer(polls), FakeProducer(), FakeStep(step)
     settings = Settings(_env_file=None)  # the defaults
     loop = IngestLoop(fake, consumer=consumer, producer=producer, dlq_topic=DLQ, check_ready=ready,
                       config=IngestConfig.from_settings(settings, **{"max_backoff_s": 0.01, "backoff_s": 0.001,
-                                                                     **config}))
+                                                                     "slow_backoff_s": 0.002, **config}))
     consumer.loop = loop
     return loop, consumer, producer, fake
 
@@ -280,16 +289,70 @@ def test_a_dead_letter_stays_under_its_size_cap_and_keeps_a_digest() -> None:
 
 
 def test_lag_health_tells_a_burst_from_sustained_growth_and_a_stall() -> None:
-    burst = _LagTracker(stall_s=60, window_s=100)
+    burst = LagTracker(stall_s=60, window_s=100)
     for t, lag in enumerate([0, 500, 900, 700, 400, 100, 0, 0, 0, 0, 0]):
         burst.record({"t/0": lag}, t * 10.0)
     assert not burst.growing()
-    rising = _LagTracker(stall_s=60, window_s=100)
+    rising = LagTracker(stall_s=60, window_s=100)
     for t in range(11):
         rising.record({"t/0": 100 * t + (50 if t % 2 else 0)}, t * 10.0)
     assert rising.growing()
-    stalled = _LagTracker(stall_s=60, window_s=100, last_commit=0.0)
+    stalled = LagTracker(stall_s=60, window_s=100, last_commit=0.0)
     stalled.record({"t/0": 3}, 30.0)
     assert not stalled.stalled(30.0) and stalled.stalled(61.0)
     stalled.record({"t/0": 0}, 70.0)
     assert not stalled.stalled(200.0), "no lag, nothing stalled"
+
+
+def test_a_record_that_makes_the_parser_fail_in_any_way_is_dead_lettered_not_fatal() -> None:
+    records = [Record(TOPIC, 0, 0, b"x", b'{"specversion": "1.0", "data_base64": 123}'),
+               Record(TOPIC, 0, 1, b"y", b"[" * 100_000 + b"]" * 100_000),
+               Record(TOPIC, 0, 2, b"a", event("a.jpeg"))]
+    loop, consumer, producer, _ = make_loop([records], written)
+    stats = loop.run()
+    assert stats["dlq_malformed_event"] == 2 and stats["written"] == 1 and consumer.commits == [{(TOPIC, 0): 3}]
+
+
+def test_back_pressure_beside_a_real_failure_is_never_charged() -> None:
+    class BackPressureError(Exception):
+        pass
+
+    refusals = {"a.jpeg": 3}
+
+    def step(item: ObjectToProcess):
+        if item.key == "p.jpeg":
+            return ValueError("poison")
+        if refusals.get(item.key):
+            refusals[item.key] -= 1
+            return BackPressureError("queue full")
+        return written(item)
+
+    loop, consumer, producer, fake = make_loop([[Record(TOPIC, 0, 0, b"k", event("a.jpeg", "p.jpeg"))]], step,
+                                               max_attempts=2, ready=lambda e: None)
+    stats = loop.run()
+    assert stats["written"] == 1 and stats["dlq_retries_exhausted"] == 1
+    [(_, _, doc)] = producer.sent
+    assert doc["object_key"] == "p.jpeg", "the object refused by back-pressure was written, not dead-lettered"
+
+
+def test_with_no_answer_from_the_pipeline_the_tries_are_spread_over_minutes() -> None:
+    """Every object fails alone and check_ready sees nothing wrong: maybe an outage it cannot see, so the
+    tries wait slow_backoff_s (doubling) instead of backoff_s."""
+    records = [Record(TOPIC, 0, 0, b"k", event("a.jpeg", "b.jpeg"))]
+    loop, consumer, producer, fake = make_loop([records], lambda item: OSError("volume server down"),
+                                               max_attempts=3, ready=lambda e: None, slow_backoff_s=0.2,
+                                               max_backoff_s=1.0)
+    t0 = __import__("time").monotonic()
+    stats = loop.run()
+    elapsed = __import__("time").monotonic() - t0
+    assert stats["dlq_retries_exhausted"] == 2 and elapsed >= 0.2 + 0.4, "slow backoff: 0.2 s, then 0.4 s"
+    assert all(doc["detail"] == "OSError: volume server down" for _, _, doc in producer.sent)
+
+
+def test_dead_letters_the_broker_did_not_acknowledge_are_sent_again_and_only_they() -> None:
+    records = [Record(TOPIC, 0, i, b"k", b"not json") for i in range(3)]
+    loop, consumer, producer, _ = make_loop([records], written)
+    producer.refuse = 1  # the first send is not acknowledged
+    stats = loop.run()
+    assert sorted(doc["source"]["offset"] for _, _, doc in producer.sent) == [0, 1, 2], "each once"
+    assert stats["dlq_send_errors"] == 1 and stats["dead_lettered"] == 3 and consumer.commits == [{(TOPIC, 0): 3}]
