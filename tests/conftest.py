@@ -23,10 +23,20 @@ def s3(settings: Settings):
 
 
 @pytest.fixture()
-def bucket(s3) -> str:
+def bucket(s3):
+    """A bucket of the test's own, emptied and deleted afterwards (in SeaweedFS each bucket is a collection
+    with volumes of its own: left behind, they pile up run after run)."""
     name = f"test-{uuid.uuid4().hex[:10]}"
     s3.create_bucket(Bucket=name)
-    return name
+    yield name
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=name, Delete={"Objects": keys})
+        s3.delete_bucket(Bucket=name)
+    except Exception:  # a test that stopped the store leaves its bucket behind: not a failure
+        pass
 
 
 @pytest.fixture(scope="session")

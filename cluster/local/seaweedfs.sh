@@ -7,6 +7,9 @@
 # - volume and filer HTTP: JWT-signed (keys new at each start), and -disableHttp turns off the master's
 #   /dir/* (which would hand out volume tokens) and the filer's HTTP API; the unused Iceberg and Lance
 #   ports are off. Still open without credentials: status pages (topology, disk use), no object data.
+# Volumes: every bucket is a collection with volumes of its own, and weed mini's automatic limit (free disk
+# / a volume size it picks from the disk, 1 GB here) ran out after ~70 test buckets; volumes are sparse
+# files, so a fixed, generous count and a smaller size limit cost no disk.
 # Usage: seaweedfs.sh start|stop|status
 source "$(dirname "$0")/lib.sh"
 NAME=seaweedfs
@@ -93,6 +96,7 @@ start() {
     -filer.port="$XRAYLAB_SEAWEED_FILER_PORT" -s3.port="$XRAYLAB_S3_PORT" \
     -s3.config="$DATA/s3.json" -webdav=false -admin.ui=false -master.telemetry=false \
     -disableHttp -s3.port.iceberg=0 -s3.port.lance=0 \
+    -master.volumeSizeLimitMB=256 -volume.max=1000 \
     >"$RUN/$NAME.log" 2>&1 &
   echo $! > "$RUN/$NAME.pid"
   cd - >/dev/null
