@@ -62,6 +62,17 @@ def notifier_run() -> None:
         notifier.stop_event.set()
 
 
+def _known(reasons: list[str] | None) -> list[str]:
+    """The --reason values, each a dead-letter reason (exit 2 naming the known ones otherwise)."""
+    from xraylab.cli import fail
+    from xraylab.errors import RejectReason
+
+    unknown = [r for r in reasons or [] if r not in RejectReason.__members__.values()]
+    if unknown:
+        raise fail(f"unknown reason {', '.join(unknown)}; one of: {', '.join(sorted(RejectReason))}")
+    return reasons or []
+
+
 @dlq_app.command("list")
 def dlq_list(reason: ReasonOption = None, offset: OffsetOption = None,
              as_json: Annotated[bool, typer.Option("--json", help="one JSON document per line")] = False) -> None:
@@ -69,12 +80,14 @@ def dlq_list(reason: ReasonOption = None, offset: OffsetOption = None,
     import json
     from collections import Counter
 
+    from kafka.errors import KafkaError
+
     from ingest.dlq import read_dead_letters
     from xraylab.cli import fail
 
     try:
-        entries = read_dead_letters(load_settings(), reasons=reason or (), offsets=offset or ())
-    except (TimeoutError, ValueError) as exc:
+        entries = read_dead_letters(load_settings(), reasons=_known(reason), offsets=offset or ())
+    except (TimeoutError, ValueError, KafkaError) as exc:
         raise fail(str(exc)) from None
     for entry in entries:
         doc = entry.doc
@@ -96,6 +109,8 @@ def dlq_replay(reason: ReasonOption = None, offset: OffsetOption = None,
                dry_run: Annotated[bool, typer.Option(help="say what would be sent, send nothing")] = False) -> None:
     """Send dead letters' original events through the pipeline again (after a fix). Idempotent: an object
     already stored is counted as a duplicate, never stored twice."""
+    from kafka.errors import KafkaError
+
     from ingest.dlq import read_dead_letters, replay
     from xraylab.cli import fail
 
@@ -103,9 +118,9 @@ def dlq_replay(reason: ReasonOption = None, offset: OffsetOption = None,
         raise fail("say which dead letters to replay: --reason REASON, --offset PARTITION:OFFSET, or --all")
     settings = load_settings()
     try:
-        entries = read_dead_letters(settings, reasons=reason or (), offsets=offset or ())
+        entries = read_dead_letters(settings, reasons=_known(reason), offsets=offset or ())
         result = replay(settings, entries, dry_run=dry_run)
-    except (TimeoutError, ValueError) as exc:
+    except (TimeoutError, ValueError, KafkaError) as exc:
         raise fail(str(exc)) from None
     for refusal in result.refused or []:
         print(f"not replayed: {refusal}", file=sys.stderr)

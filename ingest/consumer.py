@@ -118,24 +118,30 @@ class _DeadLetter:
     index: int | None = None
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the errors behind it, outermost first: a database error's DBAPI ``orig``, a Ray task
+    error's ``cause``, ``__cause__``."""
+    chain = [exc]
+    while True:
+        inner = getattr(exc, "orig", None) or getattr(exc, "cause", None) or exc.__cause__
+        if not isinstance(inner, BaseException) or any(inner is seen for seen in chain):
+            return chain
+        chain.append(inner)
+        exc = inner
+
+
 def _overloaded(exc: BaseException) -> bool:
     """Serve refused the call for now (its queue is full): wait and send again, charge nothing."""
-    return any(type(e).__name__ == "BackPressureError" for e in (exc, getattr(exc, "cause", None)))
+    return any(type(e).__name__ == "BackPressureError" for e in _causes(exc))
 
 
 def _describe(exc: BaseException) -> str:
-    """The innermost error behind ``exc`` (a Ray task error's ``cause``, ``__cause__``, a database error's
-    DBAPI ``orig``): its type and the first line of its message. That is what a dead letter's reader needs,
-    and it leaves out Ray's traceback and SQLAlchemy's statement parameters (patient data)."""
-    seen: set[int] = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        inner = getattr(exc, "orig", None) or getattr(exc, "cause", None) or exc.__cause__
-        if not isinstance(inner, BaseException):
-            break
-        exc = inner
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
+    """The innermost error behind ``exc``: its type and the first line of its message. That is what a dead
+    letter's reader needs, and it leaves out Ray's traceback and SQLAlchemy's statement parameters (patient
+    data)."""
+    root = _causes(exc)[-1]
+    lines = str(root).strip().splitlines()
+    return f"{type(root).__name__}: {lines[0][:300] if lines else ''}"
 
 
 class IngestLoop:
@@ -363,11 +369,17 @@ class IngestLoop:
             if unsent:
                 self.stats["dlq_send_errors"] += 1
                 log.warning("%d dead letters wait for the broker; again in %.1fs", len(unsent), backoff)
-                self._tick()
-                if self.stop_event.wait(backoff):
+                if (backoff := self._wait_for_broker(backoff)) is None:
                     return False
-                backoff = min(backoff * 2, self.config.max_backoff_s)
         return True
+
+    def _wait_for_broker(self, backoff: float) -> float | None:
+        """Wait ``backoff`` seconds (lag and metrics kept current); the next, doubled wait, or None when
+        stopped meanwhile."""
+        self._tick()
+        if self.stop_event.wait(backoff):
+            return None
+        return min(backoff * 2, self.config.max_backoff_s)
 
     def _dead_letter(self, letter: _DeadLetter) -> bytes:
         import json
@@ -409,10 +421,8 @@ class IngestLoop:
             except Exception as exc:  # the broker is down: the rows are in, the commit waits for it
                 self.stats["commit_errors"] += 1
                 log.warning("commit failed (%s); again in %.1fs", _describe(exc), backoff)
-                self._tick()
-                if self.stop_event.wait(backoff):
+                if (backoff := self._wait_for_broker(backoff)) is None:
                     return
-                backoff = min(backoff * 2, self.config.max_backoff_s)
 
     # -- lag and health -------------------------------------------------------------------------------
 

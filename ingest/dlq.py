@@ -43,10 +43,11 @@ class DeadLetterEntry:
 def _records(settings: Settings, topic: str, start: dict[int, int] | None = None,
              stop_at: dict[int, int] | None = None) -> Iterator[Any]:
     """Records of ``topic`` from the beginning (or ``start`` per partition) up to the end as it is now."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.KAFKA_BOOTSTRAP, enable_auto_commit=False, group_id=None,
-                             bootstrap_timeout_ms=15000)
+    from ingest.kafka_io import make_consumer
+
+    consumer = make_consumer(settings, group_id=None)  # no group: reads, commits nothing
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         if not partitions:

@@ -6,8 +6,8 @@ the proxy hold a 500 MB chunked body. ``BodyLimitMiddleware`` runs in the proxy 
 ``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH`` names ``proxy_middlewares``, set in ``serve_app.SERVE_ENV``):
 a declared ``Content-Length`` over the limit is answered 413 at once; a body without one (chunked) is
 read here up to the limit and answered 413 the moment it passes it, so the proxy never holds more than
-``XRAYLAB_MAX_IMAGE_BYTES`` of one request. The Ingress checks again (``serve_app/ingress.py: too_large``),
-for a deployment whose proxy runs without the hook.
+``XRAYLAB_MAX_IMAGE_BYTES`` of one request. The Ingress's FastAPI app runs the same middleware, for a
+deployment whose proxy was started without the hook.
 """
 
 from __future__ import annotations

@@ -58,6 +58,7 @@ class Fetcher:
         """Raise unless each named S3 endpoint (default: this deployment's own) answers; an unknown id is
         skipped (its objects are rejected as ``unknown_endpoint``, which is no outage)."""
         ids = set(endpoint_ids or [self._settings.S3_ENDPOINT_ID])
-        known = [i for i in ids if i in self._settings.s3_endpoints()]
+        configured = self._settings.s3_endpoints()
+        known = [i for i in ids if i in configured]
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(self._pool, check_reachable, self._client(i)) for i in known))

@@ -22,6 +22,7 @@ from ray.serve.config import BackpressureConfig
 from ray.serve.handle import DeploymentHandle
 
 from ingest.consumer import INGEST_NAMESPACE, ingest_actor_name
+from serve_app.body_limit import BodyLimitMiddleware
 from serve_app.step import ProcessStep
 from xraylab.errors import RejectedInputError, RejectReason
 from xraylab.messages import ObjectToProcess, Outcome, Verdict
@@ -69,24 +70,9 @@ class Ingress:
         from xraylab.registry import SYNTHETIC_NOTICE
 
         app = FastAPI(title="xraylab", version="0.1.0")
-        max_bytes = self.settings.MAX_IMAGE_BYTES
-
-        async def too_large(request: Request) -> JSONResponse | None:
-            """413 for a body over the limit, decided from Content-Length or as the body streams in (a
-            chunked body is never buffered past the limit); otherwise the body is kept for the route."""
-            refusal = JSONResponse({"error": RejectReason.TOO_LARGE, "detail": f"more than {max_bytes} bytes"}, 413,
-                                   headers={"Connection": "close"})
-            declared = request.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                return refusal
-            chunks, size = [], 0
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > max_bytes:
-                    return refusal
-                chunks.append(chunk)
-            request._body = b"".join(chunks)  # what request.body() and request.form() read from now on
-            return None
+        # Serve's proxy caps request bodies already (serve_app/body_limit.py, through SERVE_ENV); the same cap
+        # here holds for a proxy started without that hook.
+        app.add_middleware(BodyLimitMiddleware, max_bytes=self.settings.MAX_IMAGE_BYTES)
 
         @app.get("/healthz")
         async def healthz() -> Any:
@@ -107,8 +93,6 @@ class Ingress:
 
         @app.post("/v1/predict")
         async def predict(request: Request) -> Any:
-            if refusal := await too_large(request):
-                return refusal
             data = await request.body()
             if "multipart/form-data" in request.headers.get("content-type", ""):
                 form = await request.form()
@@ -132,8 +116,6 @@ class Ingress:
         async def predict_batch(request: Request) -> Any:
             if "multipart/form-data" not in request.headers.get("content-type", ""):
                 return JSONResponse({"error": "not_multipart", "detail": "send the images as multipart files"}, 400)
-            if refusal := await too_large(request):
-                return refusal
             form = await request.form(max_files=MAX_IMAGES_PER_BATCH + 1)
             uploads = [v for _, v in form.multi_items() if hasattr(v, "read")]
             if not uploads:

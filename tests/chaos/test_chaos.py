@@ -24,13 +24,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import func, select
 
 from ingest.dlq import read_dead_letters
 from ingest.kafka_io import make_producer
 from ingest.uploader import upload_study
 from serve_app.app import AppArgs
-from xraylab.db.models import Prediction, Study
+from tests.e2e import observe
 from xraylab.db.session import Database
 from xraylab.events import make_s3_event
 from xraylab.messages import ObjectToProcess, StudyMetadata
@@ -132,10 +131,7 @@ class Uploader(threading.Thread):
 
 def rows_for(db: Database, bucket: str) -> dict[str, int]:
     """object key -> number of prediction rows, for each study of the bucket."""
-    with db.session() as session:
-        query = (select(Study.object_key, func.count(Prediction.id)).join(Prediction, isouter=True)
-                 .where(Study.bucket == bucket).group_by(Study.id, Study.object_key))
-        return {k: n for k, n in session.execute(query).all()}
+    return dict(observe.rows_for(db, bucket))
 
 
 def dead_letters_for(settings, bucket: str, markers: set[str] = frozenset()) -> list[dict]:
@@ -306,7 +302,7 @@ def test_bad_inputs_are_dead_lettered_with_their_reason_and_hold_back_no_good_im
     assert not any(k.startswith(("fanout/", "raw/")) for k in by_object), "no fan-out; the raw key was found"
     assert len(letters) == expected_letters
 
-    from tests.e2e.metrics import scrape_until
+    from tests.e2e.observe import scrape_until
 
     counters = ["ray_xraylab_ingest_dead_letters_total{", 'reason="too_many_records"', 'reason="retries_exhausted"',
                 "ray_xraylab_ingest_retries_total{", "ray_xraylab_ingest_transient_errors_total{"]

@@ -12,15 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from kafka import KafkaConsumer
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from ingest.kafka_io import make_producer
 from ingest.uploader import upload_generated
 from serve_app.app import AppArgs
-from xraylab.db.models import Prediction, Study
-from xraylab.db.session import Database
+from tests.e2e.observe import rows_for
+from xraylab.db.models import Study
 from xraylab.events import make_s3_event
 from xraylab.messages import ObjectToProcess
 from xraylab.registry import list_cards
@@ -43,20 +42,10 @@ def pipeline(settings, mariadb):
     pipe.stop()
 
 
-def rows_for(db: Database, bucket: str) -> list[tuple[str, int]]:
-    """(object key, number of predictions) for each study of the bucket."""
-    with db.session() as session:
-        query = (select(Study.object_key, func.count(Prediction.id)).join(Prediction, isouter=True)
-                 .where(Study.bucket == bucket).group_by(Study.id, Study.object_key))
-        return [(k, n) for k, n in session.execute(query).all()]
-
-
 def dead_letters(settings, match) -> list[dict]:
-    consumer = KafkaConsumer(settings.KAFKA_DLQ_TOPIC, bootstrap_servers=settings.KAFKA_BOOTSTRAP,
-                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
-    docs = [json.loads(m.value) for m in consumer]
-    consumer.close()
-    return [d for d in docs if match(d)]
+    from ingest.dlq import read_dead_letters
+
+    return [e.doc for e in read_dead_letters(settings) if match(e.doc)]
 
 
 def truncated_jpeg() -> bytes:
@@ -146,7 +135,7 @@ def test_ingest_metrics_are_exported_for_prometheus(pipeline, s3, bucket, mariad
     """Ray's metrics agent serves the ingest actors' metrics in Prometheus' text format, beside Serve's.
     (Counters of retries and dead letters appear with their first increment: the chaos suite checks them.)"""
     from ingest.metrics import EXPORTED_NAMES
-    from tests.e2e.metrics import scrape_until
+    from tests.e2e.observe import scrape_until
 
     upload_generated(s3, bucket, 3, seed=31)
     deadline = time.time() + WAIT_S

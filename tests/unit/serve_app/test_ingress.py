@@ -69,3 +69,12 @@ def test_process_runs_the_step(ingress: Ingress) -> None:
     ingress.step.fetcher = Handle(fetch_many=lambda items: [missing for _ in items])
     [outcome] = asyncio.run(ingress.process_batch([ObjectToProcess(bucket="b", key="k")]))
     assert outcome.status is OutcomeStatus.REJECTED and outcome.reason is RejectReason.MISSING_OBJECT
+
+
+def test_a_body_over_the_limit_is_refused_by_the_ingress_too(ingress: Ingress) -> None:
+    """For a proxy started without serve_app.body_limit's hook: the Ingress's app caps bodies itself."""
+    client = TestClient(ingress.__serve_build_asgi_app__())
+    limit = ingress.settings.MAX_IMAGE_BYTES
+    refused = client.post("/v1/predict", content=b"\xff\xd8" + b"x" * limit)
+    assert refused.status_code == 413 and refused.json()["error"] == "too_large"
+    assert client.post("/v1/predict", content=b"\xff\xd8" + b"x" * 1000).status_code == 200

@@ -1,10 +1,23 @@
-"""Reading what Ray's metrics agent exports (Prometheus text format), for the e2e and chaos tests."""
+"""What the e2e and chaos tests read from the running system: rows in the database, and what Ray's metrics
+agent exports (Prometheus text format)."""
 
 from __future__ import annotations
 
 import time
 
 import requests
+from sqlalchemy import func, select
+
+from xraylab.db.models import Prediction, Study
+from xraylab.db.session import Database
+
+
+def rows_for(db: Database, bucket: str) -> list[tuple[str, int]]:
+    """(object key, number of predictions) for each study of the bucket."""
+    with db.session() as session:
+        query = (select(Study.object_key, func.count(Prediction.id)).join(Prediction, isouter=True)
+                 .where(Study.bucket == bucket).group_by(Study.id, Study.object_key))
+        return [(k, n) for k, n in session.execute(query).all()]
 
 
 def scrape_until(patterns: list[str], timeout_s: float = 90.0) -> str:
