@@ -68,8 +68,9 @@ def demo(count: int = 24, database: DatabaseOption = "default", timeout_s: float
         print(f"error: only {summary.stored}/{count} predictions within {timeout_s:.0f}s", file=sys.stderr)
         pipeline.stop()
         raise typer.Exit(1)
-    env_file = settings.STATE_DIR / "local.env"
-    print(f"\nReview app: {pipeline.url}/ui  (user 'doctor'; password in {env_file}, XRAYLAB_UI_USERS)")
+    login_file = settings.STATE_DIR / "demo-login.txt"
+    where = f"user and password in {login_file}" if login_file.exists() else "your accounts (xraylab users list)"
+    print(f"\nReview app: {pipeline.url}/ui  ({where})")
     if serve_forever:
         print("Ctrl-C to stop.")
         _wait_forever(pipeline)

@@ -9,6 +9,8 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from serve_app.app import AppArgs
 from serve_app.launch import Pipeline, start_pipeline
@@ -16,7 +18,9 @@ from xraylab.labels import PNEUMONIA_CLASS
 from xraylab.registry import SYNTHETIC_NOTICE, list_cards
 from xraylab.settings import Settings
 
-__all__ = ["DemoSummary", "run_demo"]
+__all__ = ["DemoSummary", "run_demo", "ensure_demo_account", "DEMO_USER"]
+
+DEMO_USER = "doctor"
 
 log = logging.getLogger("xraylab.demo")
 
@@ -64,6 +68,7 @@ def run_demo(settings: Settings, *, count: int, database: str, timeout_s: float,
         train_bootstrap_model(settings.model_dir, bands=settings.bands())
     db = Database(settings.database_url(database))
     upgrade_schema(db.engine)
+    ensure_demo_account(db, settings)
     pipeline = start_pipeline(settings, AppArgs(database=database))
     prefix = f"demo-{int(time.time())}/"
     client = make_s3_client(settings.s3_endpoint(None))
@@ -85,3 +90,23 @@ def run_demo(settings: Settings, *, count: int, database: str, timeout_s: float,
                           ingest=pipeline.ingest_stats())
     db.dispose()
     return pipeline, summary
+
+
+def ensure_demo_account(db: Any, settings: Settings) -> Path | None:
+    """On a database with no account yet, a ``doctor`` account with a generated password, written to
+    ``<state dir>/demo-login.txt`` (mode 0600), never to a log. Returns that file (None: accounts exist)."""
+    import secrets
+
+    from xraylab.accounts import create_user, list_users
+
+    login_file = settings.STATE_DIR / "demo-login.txt"
+    with db.session() as session:
+        if list_users(session):
+            return login_file if login_file.exists() else None
+        password = secrets.token_urlsafe(15)
+        create_user(session, DEMO_USER, password, "doctor")
+    login_file.parent.mkdir(parents=True, exist_ok=True)
+    login_file.touch(mode=0o600)
+    login_file.write_text(f"user: {DEMO_USER}\npassword: {password}\n")
+    log.info("created the demo account %r; its password is in %s", DEMO_USER, login_file)
+    return login_file

@@ -2,8 +2,10 @@
 
 Routes: ``POST /v1/predict`` (image bytes -> verdict), ``POST /v1/predict/batch`` (several images in one
 multipart body -> a verdict or an error each, for PACS-side bulk clients), ``GET /v1/model``,
-``GET /healthz``, and the review UI at ``/ui``. The ingest actor calls ``process_batch`` through a
-DeploymentHandle; the step itself (fetch -> classify -> write) is ``serve_app.step.ProcessStep``.
+``GET /healthz``, the review UI at ``/ui`` with its login at ``/login``. Every route but ``/healthz`` and the
+login pages needs a session or (``/v1``) an API key: ``ui/access.py``; production serves no API docs.
+The ingest actor calls ``process_batch`` through a DeploymentHandle; the step itself (fetch -> classify ->
+write) is ``serve_app.step.ProcessStep``.
 
 No ``from __future__ import annotations`` here: Serve ships this class to its replicas by value
 (cloudpickle), with only the globals its code uses, so a postponed ``Request`` annotation of a route
@@ -67,12 +69,18 @@ class Ingress:
                              self.classifier.model_card.remote())
 
     def __serve_build_asgi_app__(self) -> Any:
+        from ui.access import install_access
+        from xraylab.db.session import Database
         from xraylab.registry import SYNTHETIC_NOTICE
 
-        app = FastAPI(title="xraylab", version="0.1.0")
+        docs = self.settings.ENV != "production"  # in development, behind login like the rest
+        app = FastAPI(title="xraylab", version="0.1.0", docs_url="/docs" if docs else None, redoc_url=None,
+                      openapi_url="/openapi.json" if docs else None)
         # Serve's proxy caps request bodies already (serve_app/body_limit.py, through SERVE_ENV); the same cap
         # here holds for a proxy started without that hook.
         app.add_middleware(BodyLimitMiddleware, max_bytes=self.settings.MAX_IMAGE_BYTES)
+        self.db = Database(self.settings.database_url(self.database))
+        install_access(app, self.db, self.settings)  # outermost: nothing is read before the caller is known
 
         @app.get("/healthz")
         async def healthz() -> Any:
@@ -172,15 +180,6 @@ class Ingress:
                 "lag": sum(a.get("lag") or 0 for a in actors.values()), "actors": actors}
 
     def _mount_ui(self, app: Any) -> Any:
-        import gradio as gr
+        from ui.review_app import mount_review_app
 
-        from ui.review_app import S3ImageLoader, build_review_app
-        from xraylab.db.session import Database
-
-        users = self.settings.ui_users()
-        if not users:
-            log.warning("XRAYLAB_UI_USERS is empty: the review UI is not mounted (it shows patient data)")
-            return app
-        db = Database(self.settings.database_url(self.database))
-        demo = build_review_app(db, S3ImageLoader(self.settings), model_dir=self.settings.model_dir)
-        return gr.mount_gradio_app(app, demo, path="/ui", auth=users)
+        return mount_review_app(app, self.db, self.settings)

@@ -1,71 +1,96 @@
-"""Gradio Blocks for review. Runs mounted on the Serve ingress (``/ui``) or alone (``xraylab ui``).
+"""The doctors' review app (Gradio 6 Blocks), mounted at ``/ui`` on the Serve ingress or on ``xraylab ui``'s
+own server, behind ``ui/access.py`` (login, sessions, security headers) in both.
 
-Both ways use the same data access: SQLAlchemy reads (``xraylab.db.crud``) and S3 reads
-(``xraylab.storage``). Patient names appear only here, behind login.
+- **Worklist**: unreviewed studies first, then by band and score; filters by hospital, band, study date and
+  review status; pages of ``XRAYLAB_WORKLIST_PAGE_SIZE``; refreshed when a prediction or verdict arrives
+  (a timer polls ``worklist_version``, three index look-ups). Clicking a row opens the study.
+- **Study**: the X-ray at full resolution with zoom, the Grad-CAM map of the model that scored it toggled
+  over it (``ui/study_media.py``), the prediction, metadata, and every verdict so far.
+- **Verdict**: Pneumonia / Normal / Not diagnostic with notes; always a new row (``xraylab.db.review``).
+- Data loads after login, in event handlers: no component's default value holds any, so the page and its
+  config carry none. Every study opened and every verdict is in the audit trail; logs carry study ids.
+
+No ``from __future__ import annotations`` here: Gradio finds the ``gr.Request`` parameter of an event handler
+by its evaluated annotation.
 """
 
-from __future__ import annotations
-
-import io
+import html
 import logging
 import os
-from collections.abc import Callable
+from datetime import date, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
-from xraylab.db.crud import get_study, worklist
+from xraylab.accounts import Principal
+from xraylab.bands import BAND_ORDER
+from xraylab.db.review import (
+    MAX_NOTES,
+    InvalidVerdictError,
+    StudyNotFoundError,
+    WorklistFilter,
+    hospitals,
+    record_audit,
+    record_verdict,
+    study_detail,
+    worklist_page,
+    worklist_version,
+)
 from xraylab.db.session import Database
+from xraylab.labels import VERDICT_LABELS
 from xraylab.registry import SYNTHETIC_NOTICE, ModelNotFoundError, read_card, resolve_version
 from xraylab.settings import Settings
-from xraylab.storage import get_object, make_s3_client
 
-__all__ = ["build_review_app", "S3ImageLoader", "WORKLIST_COLUMNS"]
+__all__ = ["build_review_app", "mount_review_app", "WORKLIST_COLUMNS", "trained_on_synthetic"]
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 log = logging.getLogger("xraylab.ui")
 
-WORKLIST_COLUMNS = ["Study", "Risk band", "Score", "Hospital", "Patient ID", "Patient", "Study date", "Model"]
+WORKLIST_COLUMNS = ["Study", "Status", "Risk band", "Score", "Hospital", "Patient ID", "Patient", "Study date",
+                    "Model"]
+ALL = "All"
+STATUS_CHOICES = {"All": "all", "Unreviewed": "unreviewed", "Reviewed": "reviewed"}
+
+# Shown by the page's own script when the app's API answers 401 (the session ended while the page was open):
+# the form keeps what the doctor typed; logging in again in another tab and pressing the button again saves it.
+SESSION_SCRIPT = """
+<script>
+(function () {
+  const original = window.fetch;
+  function show() {
+    if (document.getElementById("session-expired")) return;
+    const box = document.createElement("div");
+    box.id = "session-expired";
+    box.setAttribute("role", "alert");
+    box.style.cssText = "position:fixed;top:0;left:0;right:0;z-index:10000;padding:12px 16px;" +
+      "background:#a40000;color:#fff;font:16px system-ui,sans-serif;text-align:center";
+    box.innerHTML = "Your session has expired: nothing was saved, and what you typed is still in the form. " +
+      "<a href='/login?next=/ui/' target='_blank' rel='noopener' style='color:#fff;text-decoration:underline'>" +
+      "Log in again</a> (a new tab), then press the button again. " +
+      "<button type='button' style='margin-left:12px'>Dismiss</button>";
+    box.querySelector("button").onclick = function () { box.remove(); };
+    document.body.appendChild(box);
+  }
+  window.fetch = async function (...args) {
+    const response = await original.apply(this, args);
+    if (response.status === 401) { show(); }
+    return response;
+  };
+})();
+</script>
+"""
+
+CSS = """
+#study-viewer .viewer { overflow: auto; max-height: 78vh; border: 1px solid #ccc; background: #111; }
+#study-viewer img { display: block; max-width: none; }
+#worklist table tbody tr { cursor: pointer; }
+.synthetic-warning { color: #8a4b00; }
+"""
 
 
-class S3ImageLoader:
-    """Loads a study's image from its endpoint, with a client per endpoint id."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._clients: dict[str, Any] = {}
-
-    def __call__(self, study: dict[str, Any]) -> Image.Image:
-        endpoint_id = study["endpoint_id"]
-        if endpoint_id not in self._clients:
-            self._clients[endpoint_id] = make_s3_client(self.settings.s3_endpoint(endpoint_id))
-        obj = get_object(self._clients[endpoint_id], study["bucket"], study["object_key"],
-                         max_bytes=self.settings.MAX_IMAGE_BYTES, endpoint_id=endpoint_id)
-        image = Image.open(io.BytesIO(obj.data))
-        image.load()
-        return image
-
-
-def _table(rows: list[dict[str, Any]]) -> list[list[Any]]:
-    return [
-        [r["id"], r.get("band"), round(float(r.get("score") or 0.0), 3), r.get("hospital"), r.get("patient_id"),
-         r.get("patient_name"), r.get("study_date"), r.get("model_version")]
-        for r in rows
-    ]
-
-
-def _study_markdown(row: dict[str, Any], synthetic: bool) -> str:
-    lines = [
-        f"### Study {row['id']}: **{row.get('band', 'no prediction')}**",
-        f"- Pneumonia score: **{float(row.get('score') or 0.0):.3f}** (model `{row.get('model_version')}`)",
-        f"- Hospital: {row.get('hospital') or '-'}; patient {row.get('patient_name') or '-'}"
-        f" ({row.get('patient_id') or '-'}); study date {row.get('study_date') or '-'}",
-        f"- Object: `s3://{row['bucket']}/{row['object_key']}`",
-    ]
-    if synthetic:
-        lines.append(f"\n> ⚠️ {SYNTHETIC_NOTICE}")
-    return "\n".join(lines)
+@lru_cache(maxsize=256)
+def _card_synthetic(model_dir: Path, version: str, mtime: float) -> bool:
+    return read_card(model_dir, version).synthetic
 
 
 def trained_on_synthetic(model_dir: Path | None, version: str | None) -> bool:
@@ -74,59 +99,311 @@ def trained_on_synthetic(model_dir: Path | None, version: str | None) -> bool:
         return True
     try:
         version = version or resolve_version(model_dir)  # the promoted one, else the newest
-        return read_card(model_dir, version).synthetic
+        card = Path(model_dir) / version / "card.json"
+        return _card_synthetic(Path(model_dir), version, card.stat().st_mtime if card.exists() else 0.0)
     except (ModelNotFoundError, ValueError, OSError):
         return True
 
 
-def build_review_app(db: Database, load_image: Callable[[dict[str, Any]], Image.Image], *,
-                     model_dir: Path | None = None, title: str = "xraylab review") -> Any:
-    """``model_dir``: the registry, to say which predictions come from a model trained on generated images
-    (without it every prediction carries the warning)."""
+def _parse_date(text: str | None, name: str) -> date | None:
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a date as YYYY-MM-DD, not {text[:20]!r}") from None
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+def _status(row: dict[str, Any]) -> str:
+    reviewers = row.get("reviewers") or {}
+    if not reviewers:
+        return "Unreviewed"
+    return "Reviewed: " + ", ".join(f"{name} ({label})" for name, label in reviewers.items())
+
+
+class ReviewActions:
+    """What the app's events do, apart from Gradio: each opens its own database session."""
+
+    def __init__(self, db: Database, settings: Settings, images: Any) -> None:
+        self.db = db
+        self.settings = settings
+        self.model_dir = settings.model_dir
+        self.images = images
+
+    def model_label(self, version: str | None) -> str:
+        if not version:
+            return "-"
+        return f"{version} (synthetic)" if trained_on_synthetic(self.model_dir, version) else version
+
+    def filters(self, hospital: str, band: str, status: str, date_from: str, date_to: str) -> WorklistFilter:
+        return WorklistFilter(hospital=None if hospital in (None, "", ALL) else hospital,
+                              band=None if band in (None, "", ALL) else band,
+                              date_from=_parse_date(date_from, "From"), date_to=_parse_date(date_to, "To"),
+                              status=STATUS_CHOICES.get(status, "all"))  # type: ignore[arg-type]
+
+    def page(self, filters: WorklistFilter, page: int) -> tuple[list[list[Any]], str, int, tuple[int, int, int]]:
+        with self.db.session() as session:
+            result = worklist_page(session, filters, page, self.settings.WORKLIST_PAGE_SIZE)
+            version = worklist_version(session)
+        table = [[r["id"], _status(r), r.get("band"), round(float(r.get("score") or 0.0), 3), r.get("hospital"),
+                  r.get("patient_id"), r.get("patient_name"), r.get("study_date"),
+                  self.model_label(r.get("model_version"))]
+                 for r in result.rows]
+        info = (f"Page {result.page} of {result.pages} · {result.total} studies · "
+                f"updated {datetime.now().strftime('%H:%M:%S')}")
+        return table, info, result.page, version
+
+    def open(self, study_id: int, user: Principal) -> dict[str, Any]:
+        with self.db.session() as session:
+            detail = study_detail(session, study_id)  # raises StudyNotFoundError
+            record_audit(session, user.name, "open_study", study_id)
+        log.info("user %s opened study %s", user.name, detail["study_uid"])
+        return detail
+
+    def save_verdict(self, study_id: int, user: Principal, label: str, notes: str) -> int:
+        def work(session: Any) -> int:
+            verdict_id = record_verdict(session, study_id, user.user_id, label, notes)
+            record_audit(session, user.name, "verdict", study_id, f"{label} (verdict {verdict_id})")
+            return verdict_id
+
+        verdict_id = self.db.in_transaction(work)
+        log.info("user %s recorded verdict %s on study %s", user.name, verdict_id, study_id)
+        return verdict_id
+
+
+def _details_markdown(detail: dict[str, Any], synthetic: bool) -> str:
+    score = detail.get("score")
+    lines = [f"### Study {detail['id']}: **{detail.get('band') or 'no prediction'}**"]
+    if score is not None:
+        lines.append(f"- Pneumonia score **{float(score):.3f}** from model `{detail.get('model_version')}`, "
+                     f"scored {_when(detail.get('predicted_at'))} UTC")
+    lines += [f"- Patient: {detail.get('patient_name') or '-'} (ID {detail.get('patient_id') or '-'})",
+              f"- Hospital: {detail.get('hospital') or '-'}; study date {detail.get('study_date') or '-'}; "
+              f"received {_when(detail.get('received_at'))} UTC",
+              f"- Image: {detail.get('content_type') or '-'}, {detail.get('size_bytes') or '-'} bytes"]
+    if len(detail.get("predictions") or []) > 1:
+        lines.append("- Earlier scores: " + "; ".join(
+            f"{p['model_version']}: {p['score']:.3f} ({p['band']})" for p in detail["predictions"][:-1]))
+    if synthetic:
+        lines.append(f"\n> ⚠️ **{SYNTHETIC_NOTICE}**")
+    return "\n".join(lines)
+
+
+def _history_markdown(verdicts: list[dict[str, Any]]) -> str:
+    if not verdicts:
+        return "**Verdicts:** none yet."
+    lines = ["**Verdicts** (oldest first; a change of mind is a new line):", ""]
+    for v in verdicts:
+        note = f": {html.escape(v['notes'])}" if v.get("notes") else ""
+        lines.append(f"- {_when(v['created_at'])} UTC, **{v['doctor']}**: **{v['label']}**{note}")
+    return "\n".join(lines)
+
+
+def _viewer_html(study_id: int | None, heatmap: bool, zoom: float, available: bool | None = True) -> str:
+    """The picture; ``available`` False: the object is gone from its store; None: the store did not answer."""
+    from ui.study_media import heatmap_url, image_url
+
+    if study_id is None:
+        return "<p>Click a study in the worklist to open it.</p>"
+    if available is False:
+        return (f"<p id='image-missing'><strong>The image of study {study_id} is no longer in its store.</strong> "
+                "The prediction and verdicts are kept.</p>")
+    if available is None:
+        return (f"<p id='image-missing'><strong>The image store of study {study_id} does not answer just now."
+                "</strong> Open the study again in a moment; the prediction and verdicts are shown.</p>")
+    src = heatmap_url(study_id) if heatmap else image_url(study_id)
+    label = "with its Grad-CAM heatmap" if heatmap else "at full resolution"
+    return (f"<div class='viewer'><img id='study-img' src='{src}' alt='X-ray of study {study_id} {label}' "
+            f"data-heatmap='{int(heatmap)}' style='width:{float(zoom):.0f}%'></div>")
+
+
+def build_review_app(db: Database, settings: Settings, images: Any, *, title: str = "xraylab review") -> Any:
+    """The Blocks. ``images`` is a ``ui.study_media.StudyImages`` (to tell a gone image before showing it)."""
     import gradio as gr
 
+    from ui.access import principal_of
+
+    actions = ReviewActions(db, settings, images)
+
+    def user_of(request: gr.Request) -> Principal:
+        principal = principal_of(request)
+        if principal is None:  # the middleware lets nobody through without one; this is a second lock
+            raise gr.Error("Your session has expired: log in again.")
+        return principal
+
     def banner() -> str:
-        return f"> ⚠️ **{SYNTHETIC_NOTICE}**" if trained_on_synthetic(model_dir, None) else ""
+        return f"> ⚠️ **{SYNTHETIC_NOTICE}**" if trained_on_synthetic(actions.model_dir, None) else ""
 
-    def refresh() -> list[list[Any]]:
-        with db.session() as session:
-            return _table(worklist(session))
-
-    def open_study(study_id: float | None) -> tuple[Any, str]:
-        if study_id is None:
-            return None, "Pick a study from the worklist."
-        with db.session() as session:
-            row = get_study(session, int(study_id))
-        if row is None:
-            return None, f"No study {int(study_id)}."
-        synthetic = trained_on_synthetic(model_dir, row.get("model_version"))
+    def worklist(hospital: str, band: str, status: str, date_from: str, date_to: str, page: int,
+                 request: gr.Request) -> tuple[Any, ...]:
+        user_of(request)
         try:
-            image = load_image(row)
-        except Exception as exc:  # the row stays readable even when the image is gone
-            log.warning("study %s: image not loaded: %s", row["study_uid"], type(exc).__name__)
-            return None, _study_markdown(row, synthetic) + "\n\n**Image unavailable.**"
-        return image, _study_markdown(row, synthetic)
+            filters = actions.filters(hospital, band, status, date_from, date_to)
+        except ValueError as exc:
+            return gr.skip(), f"⚠️ {exc}", gr.skip(), gr.skip()
+        table, info, page, version = actions.page(filters, int(page or 1))
+        return table, info, page, version
 
-    def on_select(evt: gr.SelectData, table: Any) -> tuple[Any, str, float | None]:
-        row_index = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
-        study_id = table.iloc[row_index, 0] if hasattr(table, "iloc") else table[row_index][0]
-        image, text = open_study(float(study_id))
-        return image, text, float(study_id)
+    def on_load(request: gr.Request) -> tuple[Any, ...]:
+        user = user_of(request)
+        with db.session() as session:
+            choices = [ALL, *hospitals(session)]
+        table, info, page, version = actions.page(WorklistFilter(), 1)
+        who = (f"<div id='signed-in'>Signed in as <strong>{html.escape(user.name)}</strong> ({user.role}) · "
+               "<a href='/logout'>Log out</a></div>")
+        return who, banner(), gr.update(choices=choices, value=ALL), table, info, page, version
 
-    with gr.Blocks(title=title) as demo:
-        gr.Markdown(f"# {title}\nWorklist of chest X-rays, highest pneumonia risk first.")
-        gr.Markdown(banner, elem_id="synthetic-notice")  # re-evaluated on every page load
+    def tick(hospital: str, band: str, status: str, date_from: str, date_to: str, page: int,
+             seen: Any, request: gr.Request) -> tuple[Any, ...]:
+        user_of(request)
+        with db.session() as session:
+            version = worklist_version(session)
+        if seen is not None and tuple(seen) == tuple(version):
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return worklist(hospital, band, status, date_from, date_to, page, request)
+
+    def open_study(study_id: int, heatmap: bool, zoom: float, request: gr.Request) -> tuple[Any, ...]:
+        user = user_of(request)
+        try:
+            detail = actions.open(study_id, user)
+        except StudyNotFoundError:
+            message = f"⚠️ Study {study_id} does not exist (or was deleted). Refresh the worklist."
+            return None, _viewer_html(None, False, zoom), message, "", 0, ""
+        try:
+            available: bool | None = images.exists(detail)
+        except Exception as exc:  # the store cannot be reached: say so, show the rest
+            log.warning("study %s: store not reachable: %s", detail["study_uid"], type(exc).__name__)
+            available = None
+        synthetic = trained_on_synthetic(actions.model_dir, detail.get("model_version"))
+        return (study_id, _viewer_html(study_id, heatmap, zoom, available), _details_markdown(detail, synthetic),
+                _history_markdown(detail["verdicts"]), len(detail["verdicts"]), "")
+
+    def on_select(evt: gr.SelectData, heatmap: bool, zoom: float, request: gr.Request) -> tuple[Any, ...]:
+        row = evt.row_value or []
+        if not row or row[0] in (None, ""):
+            return (gr.skip(),) * 6
+        return open_study(int(row[0]), heatmap, zoom, request)
+
+    def redraw(study_id: int | None, heatmap: bool, zoom: float) -> str:
+        return _viewer_html(study_id, heatmap, zoom)
+
+    def save(study_id: int | None, label: str | None, notes: str, seen: int, hospital: str, band: str,
+             status: str, date_from: str, date_to: str, page: int, request: gr.Request) -> tuple[Any, ...]:
+        user = user_of(request)
+        keep = (gr.skip(),) * 7
+        if study_id is None:
+            return ("⚠️ Open a study first.",) + keep
+        if label not in VERDICT_LABELS:
+            return ("⚠️ Choose Pneumonia, Normal or Not diagnostic first.",) + keep
+        if len(notes or "") > MAX_NOTES:
+            return (f"⚠️ Notes are {len(notes)} characters; at most {MAX_NOTES}. Nothing was saved.",) + keep
+        try:
+            verdict_id = actions.save_verdict(int(study_id), user, label, notes)
+        except StudyNotFoundError:
+            return (f"⚠️ Study {study_id} no longer exists (it was deleted): the verdict could not be saved.",) + keep
+        except InvalidVerdictError as exc:
+            return (f"⚠️ {exc}. Nothing was saved.",) + keep
+        except Exception as exc:  # the database is away: the form keeps the verdict, the doctor can retry
+            log.warning("verdict on study %s not saved: %s", study_id, type(exc).__name__)
+            return ("⚠️ The verdict could not be saved just now (the database did not answer). "
+                    "It is still in the form: press Record verdict again.",) + keep
+        with db.session() as session:
+            verdicts = study_detail(session, int(study_id))["verdicts"]
+        others = [v for v in verdicts[seen:] if v["id"] != verdict_id and v["doctor"] != user.name]
+        message = f"Saved: **{label}** on study {study_id} (verdict {verdict_id})."
+        if others:
+            message += " Meanwhile " + ", ".join(f"{v['doctor']} recorded {v['label']}" for v in others) + \
+                       "; both verdicts are kept."
+        table, info, page, version = worklist(hospital, band, status, date_from, date_to, page, request)
+        return message, _history_markdown(verdicts), len(verdicts), None, "", table, info, version
+
+    with gr.Blocks(title=title, fill_width=True) as demo:
+        with gr.Row():
+            gr.Markdown(f"# {title}\nChest X-ray worklist: unreviewed first, highest pneumonia risk first.")
+            signed_in = gr.HTML(elem_id="signed-in-box")
+        notice = gr.Markdown(elem_id="synthetic-notice")
+        page_state = gr.State(1)
+        version_state = gr.State(None)
+        study_state = gr.State(None)
+        seen_state = gr.State(0)
         with gr.Row():
             with gr.Column(scale=3):
-                refresh_button = gr.Button("Refresh worklist")
-                table = gr.Dataframe(headers=WORKLIST_COLUMNS, value=refresh, interactive=False,
-                                     elem_id="worklist", label="Worklist")
+                with gr.Row():
+                    hospital = gr.Dropdown([ALL], value=ALL, label="Hospital", elem_id="filter-hospital")
+                    band = gr.Dropdown([ALL, *BAND_ORDER], value=ALL, label="Risk band", elem_id="filter-band")
+                    status = gr.Radio(list(STATUS_CHOICES), value="All", label="Review", elem_id="filter-status")
+                with gr.Row():
+                    date_from = gr.Textbox(label="Study date from", placeholder="YYYY-MM-DD", elem_id="filter-from")
+                    date_to = gr.Textbox(label="Study date to", placeholder="YYYY-MM-DD", elem_id="filter-to")
+                table = gr.Dataframe(headers=WORKLIST_COLUMNS, interactive=False, elem_id="worklist",
+                                     label="Worklist (click a row to open the study)", wrap=True, max_height=1200)
+                with gr.Row():
+                    previous = gr.Button("◀ Previous page", elem_id="page-previous", size="sm")
+                    page_info = gr.Markdown(elem_id="page-info")
+                    following = gr.Button("Next page ▶", elem_id="page-next", size="sm")
             with gr.Column(scale=2):
-                study_id = gr.Number(label="Study", precision=0, elem_id="study-id")
-                open_button = gr.Button("Open study")
-                image = gr.Image(label="X-ray", type="pil", elem_id="study-image")
-                details = gr.Markdown(elem_id="study-details")
-        refresh_button.click(refresh, outputs=table)
-        open_button.click(open_study, inputs=study_id, outputs=[image, details])
-        table.select(on_select, inputs=table, outputs=[image, details, study_id])
+                details = gr.Markdown("Click a study in the worklist to open it.", elem_id="study-details")
+                with gr.Row():
+                    heatmap = gr.Checkbox(False, label="Show Grad-CAM heatmap", elem_id="heatmap-toggle")
+                    zoom = gr.Slider(50, 400, value=100, step=10, label="Zoom (%)", elem_id="zoom")
+                viewer = gr.HTML(_viewer_html(None, False, 100), elem_id="study-viewer")
+                history = gr.Markdown(elem_id="verdict-history")
+                verdict = gr.Radio(list(VERDICT_LABELS), label="Your verdict", elem_id="verdict-choice")
+                notes = gr.Textbox(label="Notes (optional)", lines=2, max_length=MAX_NOTES, elem_id="verdict-notes")
+                record = gr.Button("Record verdict", variant="primary", elem_id="record-verdict")
+                message = gr.Markdown(elem_id="verdict-message")
+
+        def first_page(h: str, b: str, s: str, f: str, t: str, request: gr.Request) -> tuple[Any, ...]:
+            return worklist(h, b, s, f, t, 1, request)
+
+        def page_before(h: str, b: str, s: str, f: str, t: str, p: int, request: gr.Request) -> tuple[Any, ...]:
+            return worklist(h, b, s, f, t, max(1, int(p) - 1), request)
+
+        def page_after(h: str, b: str, s: str, f: str, t: str, p: int, request: gr.Request) -> tuple[Any, ...]:
+            return worklist(h, b, s, f, t, int(p) + 1, request)
+
+        filters = [hospital, band, status, date_from, date_to]
+        listing = [table, page_info, page_state, version_state]
+        demo.load(on_load, None, [signed_in, notice, hospital, table, page_info, page_state, version_state])
+        for control in (hospital, band, status):
+            control.input(first_page, filters, listing)
+        for box in (date_from, date_to):
+            box.submit(first_page, filters, listing)
+            box.blur(first_page, filters, listing)
+        previous.click(page_before, [*filters, page_state], listing)
+        following.click(page_after, [*filters, page_state], listing)
+        gr.Timer(settings.WORKLIST_REFRESH_S).tick(tick, [*filters, page_state, version_state], listing,
+                                                   show_progress="hidden")
+        opened = [study_state, viewer, details, history, seen_state, message]
+        table.select(on_select, [heatmap, zoom], opened)
+        heatmap.change(redraw, [study_state, heatmap, zoom], viewer)
+        zoom.release(redraw, [study_state, heatmap, zoom], viewer)
+        record.click(save, [study_state, verdict, notes, seen_state, *filters, page_state],
+                     [message, history, seen_state, verdict, notes, table, page_info, version_state])
     return demo
+
+
+def mount_review_app(app: Any, db: Database, settings: Settings) -> Any:
+    """The review app at ``/ui`` on ``app`` (which ``ui.access.install_access`` guards), with the study
+    pictures' routes. Returns the app."""
+    import gradio as gr
+
+    from ui.access import UI_PATH, principal_of
+    from ui.study_media import HeatmapMaker, StudyImages, media_router
+
+    images = StudyImages(settings)
+    app.include_router(media_router(db, images, HeatmapMaker(db, settings.model_dir, images, settings.image_limits())))
+    demo = build_review_app(db, settings, images)
+
+    def user_name(request: Any) -> str | None:  # Gradio's own check of its routes, behind the middleware's
+        principal = principal_of(request)
+        return principal.name if principal else None
+
+    return gr.mount_gradio_app(app, demo, path=UI_PATH, auth_dependency=user_name, footer_links=[],
+                               ssr_mode=False, css=CSS, head=SESSION_SCRIPT, theme=gr.themes.Default(
+                                   font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]))

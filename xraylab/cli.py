@@ -23,11 +23,14 @@ events_app = typer.Typer(help="S3 event notifications.", no_args_is_help=True)
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
 cluster_app = typer.Typer(help="The local stack (cluster/local).", no_args_is_help=True)
+users_app = typer.Typer(help="Accounts of the review app and the HTTP API.", no_args_is_help=True)
 
 
 def register(root: typer.Typer) -> None:
-    for sub, name in ((events_app, "events"), (db_app, "db"), (models_app, "models"), (cluster_app, "cluster")):
+    for sub, name in ((events_app, "events"), (db_app, "db"), (models_app, "models"), (cluster_app, "cluster"),
+                      (users_app, "users")):
         root.add_typer(sub, name=name)
+    root.command("audit")(audit)
 
 
 def fail(message: str) -> typer.Exit:
@@ -113,3 +116,110 @@ def cluster_down() -> None:
 def cluster_status() -> None:
     """Exit 0 only if every service answers a real request."""
     _cluster_script("status")
+
+
+def _read_password(confirm: bool = True) -> str:
+    """From the terminal (asked twice, not echoed), or the first line of stdin when it is not a terminal;
+    never from the command line, where other users and the shell history would see it."""
+    import getpass
+
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("Password: ")
+    if confirm and getpass.getpass("Password again: ") != password:
+        raise fail("the two passwords differ")
+    return password
+
+
+def _accounts_db(database: str):  # type: ignore[no-untyped-def]
+    from xraylab.db.session import Database
+
+    return Database(load_settings().database_url(database))
+
+
+@users_app.command("add")
+def users_add(name: str, role: Annotated[str, typer.Option(help="doctor or admin")] = "doctor",
+              database: DatabaseOption = "default") -> None:
+    """Create user NAME; the password is asked for (or read from stdin's first line)."""
+    from xraylab.accounts import AccountError, create_user
+    from xraylab.db.review import record_audit
+
+    password = _read_password()
+    try:
+        with _accounts_db(database).session() as session:
+            create_user(session, name, password, role)
+            record_audit(session, None, "user_added", detail=f"{name} ({role})")
+    except AccountError as exc:
+        raise fail(str(exc)) from None
+    print(f"user {name} ({role}) added")
+
+
+@users_app.command("disable")
+def users_disable(name: str, database: DatabaseOption = "default") -> None:
+    """Disable user NAME: their sessions end at once and their API keys stop working."""
+    _set_disabled(name, True, database)
+
+
+@users_app.command("enable")
+def users_enable(name: str, database: DatabaseOption = "default") -> None:
+    """Enable user NAME again (and lift a login lock)."""
+    _set_disabled(name, False, database)
+
+
+def _set_disabled(name: str, disabled: bool, database: str) -> None:
+    from xraylab.accounts import AccountError, set_disabled
+    from xraylab.db.review import record_audit
+
+    try:
+        with _accounts_db(database).session() as session:
+            set_disabled(session, name, disabled)
+            record_audit(session, None, "user_disabled" if disabled else "user_enabled", detail=name)
+    except AccountError as exc:
+        raise fail(str(exc)) from None
+    print(f"user {name} {'disabled' if disabled else 'enabled'}")
+
+
+@users_app.command("add-key")
+def users_add_key(name: str, label: Annotated[str, typer.Option(help="what the key is for")] = "",
+                  database: DatabaseOption = "default") -> None:
+    """Make an API key for user NAME and print it once (only its hash is kept): send it as
+    'Authorization: Bearer KEY' to /v1/..."""
+    from xraylab.accounts import AccountError, create_api_key
+    from xraylab.db.review import record_audit
+
+    try:
+        with _accounts_db(database).session() as session:
+            key = create_api_key(session, name, label or None)
+            record_audit(session, None, "api_key_added", detail=f"{name} {key.split('_')[1]}")
+    except AccountError as exc:
+        raise fail(str(exc)) from None
+    print(key)
+
+
+@users_app.command("list")
+def users_list(database: DatabaseOption = "default") -> None:
+    """One line per user: name, role, disabled or not, API keys, last login."""
+    from xraylab.accounts import list_users
+
+    with _accounts_db(database).session() as session:
+        for user in list_users(session):
+            state = "disabled" if user["disabled"] else "active"
+            print(f"{user['name']}\t{user['role']}\t{state}\tkeys={user['api_keys']}\tlast_login={user['last_login_at']}")
+
+
+def audit(study: Annotated[int | None, typer.Option(help="one study's trail")] = None,
+          user: Annotated[str | None, typer.Option(help="one user's actions")] = None,
+          limit: int = 1000, database: DatabaseOption = "default") -> None:
+    """Print the audit trail (who opened which study, who recorded which verdict, logins), oldest first."""
+    from xraylab.db.review import audit_trail
+
+    if study is None and user is None:
+        raise fail("name a --study ID or a --user NAME")
+    with _accounts_db(database).session() as session:
+        events = audit_trail(session, study_id=study, user_name=user, limit=limit)
+    if not events:
+        print("no audit events" + (f" for study {study}" if study is not None else ""), file=sys.stderr)
+    for event in events:
+        where = f"study={event['study_id']}" if event["study_id"] is not None else "-"
+        print(f"{event['at']:%Y-%m-%d %H:%M:%S}\t{event['user'] or '-'}\t{event['action']}\t{where}\t"
+              f"{event['detail'] or ''}")

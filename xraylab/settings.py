@@ -125,9 +125,16 @@ class Settings(BaseSettings):
     MIN_IMAGE_SIDE: int = Field(64, ge=1)
     MIN_DYNAMIC_RANGE: float = Field(12.0, ge=0)
 
-    # Review UI: users as "name:password,name2:password2". Required outside development.
-    UI_USERS: SecretStr = SecretStr("")
-    UI_PORT: int = 7860
+    # The review app and the HTTP API (ui/access.py). Accounts live in the database (`xraylab users add`).
+    UI_PORT: int = 7860  # `xraylab ui`, the app on its own
+    SESSION_IDLE_MINUTES: float = Field(30, gt=0, description="a browser session ends after this long unused")
+    SESSION_MAX_HOURS: float = Field(12, gt=0, description="and after this long in any case")
+    LOGIN_MAX_FAILURES: int = Field(5, ge=1, description="consecutive wrong passwords before an account locks")
+    LOGIN_LOCKOUT_S: float = Field(300, gt=0, description="the first lock; it doubles with each further failure")
+    LOGIN_IP_MAX_FAILURES: int = Field(30, ge=1, description="failed logins from one address per 10 minutes")
+    COOKIE_SECURE: bool | None = None  # the session cookie only over HTTPS; default: on in production
+    WORKLIST_PAGE_SIZE: int = Field(50, ge=5, le=500)
+    WORKLIST_REFRESH_S: float = Field(5.0, gt=0, description="how often an open worklist looks for new rows")
 
     @model_validator(mode="after")
     def _fill_derived(self) -> Settings:
@@ -146,7 +153,9 @@ class Settings(BaseSettings):
             self.bands()
         except ValueError as exc:
             raise ValueError(f"XRAYLAB_BAND_UNSURE / XRAYLAB_BAND_PNEUMONIA: {exc}") from None
-        for name in ("S3_SECRET_KEY", "UI_USERS"):
+        if self.COOKIE_SECURE is None:
+            self.COOKIE_SECURE = self.ENV == "production"
+        for name in ("S3_SECRET_KEY",):
             value = getattr(self, name).get_secret_value()
             if value in PLACEHOLDER_SECRETS or "changethis" in value:
                 message = f"XRAYLAB_{name} is empty or a placeholder"
@@ -205,14 +214,6 @@ class Settings(BaseSettings):
                 raise ValueError("XRAYLAB_MARIADB_URL is not set: start it with cluster/local/up.sh")
             return url
         raise ValueError(f"unknown database {which!r}: use 'default' or 'mariadb'")
-
-    def ui_users(self) -> list[tuple[str, str]]:
-        pairs = []
-        for item in self.UI_USERS.get_secret_value().split(","):
-            if ":" in item:
-                name, password = item.split(":", 1)
-                pairs.append((name.strip(), password))
-        return pairs
 
     def env_for_workers(self) -> dict[str, str]:
         """What Ray workers need to build the same settings: the env file path, never the secrets."""

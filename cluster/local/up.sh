@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Start the whole local stack (idempotent): SeaweedFS, Kafka, MariaDB, the notifier; then migrate.
 source "$(dirname "$0")/lib.sh"
-if [[ -z "$(env_get XRAYLAB_UI_USERS)" ]]; then env_set XRAYLAB_UI_USERS "doctor:$(random_secret)"; fi
 "$LOCAL_DIR/seaweedfs.sh" start
 "$LOCAL_DIR/kafka.sh" start
 "$LOCAL_DIR/mariadb.sh" start

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import case, func, insert, select, tuple_
+from sqlalchemy import func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
@@ -18,8 +18,8 @@ from xraylab.bands import BAND_ORDER
 from xraylab.db.models import Base, Prediction, Study
 from xraylab.messages import StudyRecord, Verdict, WriteResult
 
-__all__ = ["record_prediction", "record_predictions", "worklist", "get_study", "count_rows", "STUDY_COLUMNS",
-           "PREDICTION_COLUMNS"]
+__all__ = ["record_prediction", "record_predictions", "get_study", "count_rows", "STUDY_COLUMNS",
+           "PREDICTION_COLUMNS", "band_rank"]
 
 STUDY_COLUMNS = ("study_uid", "endpoint_id", "bucket", "object_key", "etag", "size_bytes", "content_type",
                  "hospital", "patient_id", "patient_name", "study_date")
@@ -48,11 +48,14 @@ def _insert_or_get(session: Session, row: Row, existing: Select[tuple[int]]) -> 
 def record_prediction(session: Session, study: StudyRecord, verdict: Verdict, *,
                       fetch_ms: float | None = None) -> WriteResult:
     """Insert the study and its prediction unless they exist; safe to call again for the same event."""
-    study_id, _ = _insert_or_get(session, Study(**study.columns()),
-                                 select(Study.id).where(Study.study_uid == study.study_uid))
+    study_id, study_created = _insert_or_get(session, Study(**_study_columns(study, verdict)),
+                                             select(Study.id).where(Study.study_uid == study.study_uid))
     prediction = Prediction(**_prediction_columns(study_id, verdict, fetch_ms))
     prediction_id, created = _insert_or_get(session, prediction, select(Prediction.id).where(
         (Prediction.study_id == study_id) & (Prediction.model_version == verdict.model_version)))
+    if created and not study_created:  # another model's score of a known study: the worklist follows it
+        session.execute(update(Study).where(Study.id == study_id).values(
+            band_rank=band_rank(verdict.band), score=verdict.score))
     return WriteResult(study_id, prediction_id, created)
 
 
@@ -74,7 +77,7 @@ def record_predictions(session: Session,
 
 
 def _insert_new(session: Session, rows: Sequence[tuple[StudyRecord, Verdict, float | None]]) -> list[WriteResult]:
-    session.execute(insert(Study), [study.columns() for study, _, _ in rows])
+    session.execute(insert(Study), [_study_columns(study, verdict) for study, verdict, _ in rows])
     study_ids: dict[str, int] = {uid: sid for uid, sid in session.execute(
         select(Study.study_uid, Study.id).where(Study.study_uid.in_([s.study_uid for s, _, _ in rows])))}
     keys = [(study_ids[study.study_uid], verdict.model_version) for study, verdict, _ in rows]
@@ -86,28 +89,18 @@ def _insert_new(session: Session, rows: Sequence[tuple[StudyRecord, Verdict, flo
     return [WriteResult(key[0], prediction_ids[key], True) for key in keys]
 
 
+def band_rank(band: str) -> int:
+    """The band's place in the worklist's order (``BAND_ORDER``: highest risk first; unknown bands last)."""
+    return BAND_ORDER.index(band) if band in BAND_ORDER else len(BAND_ORDER)
+
+
+def _study_columns(study: StudyRecord, verdict: Verdict) -> dict[str, Any]:
+    return {**study.columns(), "band_rank": band_rank(verdict.band), "score": verdict.score}
+
+
 def _prediction_columns(study_id: int, verdict: Verdict, fetch_ms: float | None) -> dict[str, Any]:
     return {"study_id": study_id, "model_version": verdict.model_version, "score": verdict.score,
             "band": verdict.band, "fetch_ms": fetch_ms, "infer_ms": verdict.infer_ms}
-
-
-def worklist(session: Session, limit: int = 200) -> list[dict[str, Any]]:
-    """Studies with their latest prediction, highest risk first."""
-    latest = (
-        select(Prediction.study_id, func.max(Prediction.id).label("pid"))
-        .group_by(Prediction.study_id)
-        .subquery()
-    )
-    band_rank = case(*((Prediction.band == band, rank) for rank, band in enumerate(BAND_ORDER[:-1])),
-                     else_=len(BAND_ORDER) - 1)
-    query = (
-        select(Study, Prediction)
-        .join(latest, latest.c.study_id == Study.id)
-        .join(Prediction, Prediction.id == latest.c.pid)
-        .order_by(band_rank, Prediction.score.desc(), Study.id)
-        .limit(limit)
-    )
-    return [_row(study, pred) for study, pred in session.execute(query).all()]
 
 
 def get_study(session: Session, study_id: int) -> dict[str, Any] | None:

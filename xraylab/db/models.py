@@ -1,18 +1,39 @@
-"""The schema: studies (one uploaded image) and predictions (one model's verdict on a study).
+"""The schema: studies (one uploaded image), predictions (one model's score of a study), and the review
+side: users with their sessions and API keys, doctors' verdicts (the labels), the audit trail and
+cached Grad-CAM heatmaps.
 
 Uniqueness makes writes idempotent: a study is identified by ``study_uid`` (a hash of endpoint,
 bucket, key and eTag: ``xraylab.messages.study_uid``), and a study gets at most one prediction per
 model version.
+
+The worklist's sort keys live on ``studies`` (``reviewed``, ``band_rank``, ``score`` of the latest
+prediction), kept by the writes that change them, so that one index serves its order and paging stays
+fast at 100,000 studies (``benchmarks/worklist.py``). Verdicts are never updated: a change of mind or
+a second doctor's opinion is a new row.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["Base", "Study", "Prediction", "utcnow"]
+__all__ = ["Base", "Study", "Prediction", "User", "ApiKey", "UserSession", "VerdictRow", "AuditEvent", "Heatmap",
+           "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -25,6 +46,12 @@ class Base(DeclarativeBase):
 
 class Study(Base):
     __tablename__ = "studies"
+    __table_args__ = (
+        # The worklist's order (unreviewed first, then band, then score) and its per-hospital view.
+        Index("ix_studies_worklist", "reviewed", "band_rank", text("score DESC"), "id"),
+        Index("ix_studies_hospital_worklist", "hospital", "reviewed", "band_rank", text("score DESC"), "id"),
+        Index("ix_studies_study_date", "study_date"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     study_uid: Mapped[str] = mapped_column(String(32), unique=True, index=True)
@@ -39,6 +66,13 @@ class Study(Base):
     patient_name: Mapped[str | None] = mapped_column(String(256))
     study_date: Mapped[str | None] = mapped_column(String(32))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The worklist's sort keys: the latest prediction's band (index in xraylab.bands.BAND_ORDER) and score,
+    # and whether any doctor recorded a verdict (with how many verdicts and when the last one came).
+    band_rank: Mapped[int | None] = mapped_column(SmallInteger)
+    score: Mapped[float | None] = mapped_column(Float)
+    reviewed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("0"))
+    verdict_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    last_verdict_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     predictions: Mapped[list[Prediction]] = relationship(back_populates="study")
 
@@ -57,3 +91,94 @@ class Prediction(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     study: Mapped[Study] = relationship(back_populates="predictions")
+
+
+class User(Base):
+    """A person (role ``doctor`` or ``admin``) or a machine client's owner. Passwords are argon2 hashes."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("0"))
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ApiKey(Base):
+    """A bearer key for the HTTP API: ``xrk_<key_id>_<secret>``; only the secret's SHA-256 is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_id: Mapped[str] = mapped_column(String(16), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str | None] = mapped_column(String(128))
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("0"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class UserSession(Base):
+    """A browser session: the cookie's token is random; only its SHA-256 is stored."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("0"))
+
+
+class VerdictRow(Base):
+    """A doctor's verdict on a study: the label the monitor reads. Never updated, never deleted by the app;
+    the prediction it was given against is kept beside it."""
+
+    __tablename__ = "verdicts"
+    __table_args__ = (Index("ix_verdicts_study", "study_id", "id"), Index("ix_verdicts_created_at", "created_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    label: Mapped[str] = mapped_column(String(16))
+    notes: Mapped[str | None] = mapped_column(Text)
+    prediction_id: Mapped[int | None] = mapped_column(ForeignKey("predictions.id", ondelete="SET NULL"))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    score: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuditEvent(Base):
+    """Who did what, when: logins, studies opened, verdicts recorded. ``study_id`` is no foreign key, so the
+    trail outlives a deleted study; ``detail`` never holds patient names."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_study", "study_id", "id"), Index("ix_audit_at", "at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    user_name: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    study_id: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[str | None] = mapped_column(String(512))
+
+
+class Heatmap(Base):
+    """A Grad-CAM map of one study under one model, cached as an 8-bit PNG at the model's input size."""
+
+    __tablename__ = "heatmaps"
+    __table_args__ = (UniqueConstraint("study_id", "model_version", name="uq_heatmap_study_model"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    model_version: Mapped[str] = mapped_column(String(64))
+    png: Mapped[bytes] = mapped_column(LargeBinary(2**24 - 1))  # MEDIUMBLOB on MySQL
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -9,8 +9,11 @@ from ray.exceptions import RayTaskError
 
 from serve_app.ingress import Ingress
 from tests.unit.serve_app.handles import Handle
+from xraylab.accounts import create_api_key, create_user
+from xraylab.db.session import Database, upgrade_schema
 from xraylab.errors import RejectedInputError, RejectReason
 from xraylab.messages import ObjectToProcess, OutcomeStatus, Verdict
+from xraylab.settings import load_settings
 
 VERDICT = Verdict(score=0.91, band="Pneumonia", model_version="v1", synthetic_model=True, infer_ms=2.0)
 
@@ -28,17 +31,29 @@ def classify_many(images: list[bytes]) -> list:
 
 
 @pytest.fixture()
-def ingress() -> Ingress:
+def ingress(tmp_path) -> Ingress:
     classifier = Handle(classify=classify, classify_many=classify_many, model_card=lambda: {"version": "v1"})
     # As in a replica: Serve ships the class to it by value (cloudpickle), with only the globals its code uses.
     shipped = cloudpickle.loads(cloudpickle.dumps(Ingress.func_or_class))
     user_class = shipped.__mro__[1]  # the class under Serve's ASGI wrapper
     assert user_class.__module__ == "serve_app.ingress" and "process_batch" in vars(user_class)
-    return user_class(Handle(), classifier, Handle(check_health=lambda: None), "default", False)
+    ingress = user_class(Handle(), classifier, Handle(check_health=lambda: None), "default", False)
+    ingress.settings = load_settings(STATE_DIR=tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}")
+    db = Database(ingress.settings.DATABASE_URL)
+    upgrade_schema(db.engine)
+    with db.session() as session:
+        create_user(session, "pacs-gateway", "a long enough password", "doctor")
+        ingress.api_key = create_api_key(session, "pacs-gateway", "tests")
+    return ingress
+
+
+def client_of(ingress: Ingress) -> TestClient:
+    """A client that sends the ingress's API key, as a PACS gateway or script does."""
+    return TestClient(ingress.__serve_build_asgi_app__(), headers={"Authorization": f"Bearer {ingress.api_key}"})
 
 
 def test_predict_raw_and_multipart_and_bad_bytes(ingress: Ingress) -> None:
-    client = TestClient(ingress.__serve_build_asgi_app__())
+    client = client_of(ingress)
     raw = client.post("/v1/predict", content=b"\xff\xd8 jpeg")
     assert raw.status_code == 200, raw.text
     assert raw.json()["score"] == 0.91 and raw.json()["model_version"] == "v1" and "synthetic" in raw.json()["notice"]
@@ -50,7 +65,7 @@ def test_predict_raw_and_multipart_and_bad_bytes(ingress: Ingress) -> None:
 
 
 def test_batch_route_answers_each_image(ingress: Ingress) -> None:
-    client = TestClient(ingress.__serve_build_asgi_app__())
+    client = client_of(ingress)
     files = [("files", ("a.jpeg", b"\xff\xd8 a")), ("files", ("b.txt", b"report")), ("files", ("c.jpeg", b"\xff\xd8"))]
     answer = client.post("/v1/predict/batch", files=files)
     assert answer.status_code == 200, answer.text
@@ -73,8 +88,36 @@ def test_process_runs_the_step(ingress: Ingress) -> None:
 
 def test_a_body_over_the_limit_is_refused_by_the_ingress_too(ingress: Ingress) -> None:
     """For a proxy started without serve_app.body_limit's hook: the Ingress's app caps bodies itself."""
-    client = TestClient(ingress.__serve_build_asgi_app__())
+    client = client_of(ingress)
     limit = ingress.settings.MAX_IMAGE_BYTES
     refused = client.post("/v1/predict", content=b"\xff\xd8" + b"x" * limit)
     assert refused.status_code == 413 and refused.json()["error"] == "too_large"
     assert client.post("/v1/predict", content=b"\xff\xd8" + b"x" * 1000).status_code == 200
+
+
+def test_the_api_needs_a_key_and_every_answer_carries_the_security_headers(ingress: Ingress) -> None:
+    anonymous = TestClient(ingress.__serve_build_asgi_app__())
+    for method, path in [("post", "/v1/predict"), ("post", "/v1/predict/batch"), ("get", "/v1/model"),
+                         ("get", "/docs"), ("get", "/openapi.json"), ("get", "/ui/"), ("get", "/no/such/route")]:
+        answer = getattr(anonymous, method)(path, content=b"\xff\xd8 jpeg") if method == "post" else \
+            anonymous.get(path)
+        assert answer.status_code == 401, (path, answer.status_code)
+        assert answer.json()["error"] == "login_required"
+    wrong = anonymous.post("/v1/predict", content=b"\xff\xd8", headers={"Authorization": "Bearer xrk_abc_def"})
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"].startswith("Bearer")
+    keyed = client_of(ingress)
+    for answer in (keyed.get("/v1/model"), keyed.get("/openapi.json"), anonymous.get("/healthz"),
+                   anonymous.get("/login"), wrong):
+        assert answer.status_code in (200, 401)
+        assert answer.headers["x-frame-options"] == "DENY" and answer.headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+        assert answer.headers["cache-control"] == "no-store"
+    assert keyed.get("/v1/model").json() == {"version": "v1"}
+    assert keyed.get("/openapi.json").status_code == 200  # development: the docs, behind a key or login
+
+
+def test_production_serves_no_api_docs(ingress: Ingress) -> None:
+    ingress.settings = ingress.settings.model_copy(update={"ENV": "production"})
+    keyed = client_of(ingress)
+    assert keyed.get("/docs").status_code == 404 and keyed.get("/openapi.json").status_code == 404
+    assert keyed.get("/v1/model").status_code == 200

@@ -39,7 +39,7 @@ def test_sqlite_is_the_embedded_default(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_production_rejects_placeholder_secrets(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="placeholder"):
-        Settings(STATE_DIR=tmp_path, ENV="production", S3_SECRET_KEY="changethis", UI_USERS="doc:pw")
+        Settings(STATE_DIR=tmp_path, ENV="production", S3_SECRET_KEY="changethis")
 
 
 def test_worker_env_carries_no_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -51,9 +51,12 @@ def test_worker_env_carries_no_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert "topsecret" not in str(env) and "pw@" not in str(env)
 
 
-def test_ui_users_parse(tmp_path: Path) -> None:
-    s = Settings(STATE_DIR=tmp_path, UI_USERS="doctor:pa:ss, nurse:x")
-    assert s.ui_users() == [("doctor", "pa:ss"), ("nurse", "x")]
+def test_session_cookie_is_secure_in_production_unless_told(tmp_path: Path) -> None:
+    assert Settings(STATE_DIR=tmp_path).COOKIE_SECURE is False
+    production = Settings(STATE_DIR=tmp_path, ENV="production", S3_SECRET_KEY="a-real-secret-value")
+    assert production.COOKIE_SECURE is True
+    told = Settings(STATE_DIR=tmp_path, ENV="production", S3_SECRET_KEY="real-one", COOKIE_SECURE=False)
+    assert told.COOKIE_SECURE is False
 
 
 def test_bands_default_once_and_are_validated(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
-from xraylab.db.crud import count_rows, get_study, record_prediction, record_predictions, worklist
+from xraylab.db.crud import count_rows, get_study, record_prediction, record_predictions
 from xraylab.db.session import Database, schema_is_current, upgrade_schema
 from xraylab.messages import StudyMetadata, StudyRecord, Verdict, study_uid
 
@@ -78,17 +78,6 @@ def test_concurrent_duplicates_collapse(db) -> None:
     assert sum(r.created for r in results) == 1
     assert len({r.prediction_id for r in results}) == 1
     assert counts(db) == {"studies": 1, "predictions": 1}
-
-
-def test_worklist_orders_by_risk(db) -> None:
-    for i, score in enumerate([0.1, 0.95, 0.7, 0.85, 0.65]):
-        write(db, study(i), verdict(score))
-    with db.session() as session:
-        rows = worklist(session)
-        assert get_study(session, 999) is None
-    assert [r["score"] for r in rows] == [0.95, 0.85, 0.7, 0.65, 0.1]
-    assert [r["band"] for r in rows][:2] == ["Pneumonia", "Pneumonia"]
-    assert rows[0]["patient_name"] == "Name 1"
 
 
 def write_many(db: Database, rows: list[tuple[StudyRecord, Verdict]]):

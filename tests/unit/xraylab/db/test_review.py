@@ -1,0 +1,177 @@
+"""The worklist's order, filters and paging, verdicts that never overwrite, the audit trail (SQLite)."""
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from xraylab.accounts import create_user
+from xraylab.db.crud import record_prediction, record_predictions
+from xraylab.db.review import (
+    InvalidVerdictError,
+    StudyNotFoundError,
+    WorklistFilter,
+    audit_trail,
+    hospitals,
+    record_audit,
+    record_verdict,
+    study_detail,
+    worklist_page,
+    worklist_version,
+)
+from xraylab.db.session import Database, upgrade_schema
+from xraylab.messages import StudyMetadata, StudyRecord, Verdict, study_uid
+
+
+def study(i: int, hospital: str = "north", day: int = 1) -> StudyRecord:
+    meta = StudyMetadata(hospital=hospital, patient_id=f"P{i}", patient_name=f"Name {i}",
+                         study_date=f"2026-11-{day:02d}")
+    return StudyRecord(study_uid=study_uid("local", "b", f"k{i}", "e"), endpoint_id="local", bucket="b",
+                       object_key=f"k{i}", etag="e", metadata=meta)
+
+
+def verdict(score: float, version: str = "v1") -> Verdict:
+    band = "Pneumonia" if score > 0.8 else "Unsure" if score >= 0.6 else "Normal"
+    return Verdict(score=score, band=band, model_version=version, synthetic_model=True, infer_ms=1.0)
+
+
+@pytest.fixture()
+def db(tmp_path: Path):
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    upgrade_schema(db.engine)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture()
+def doctors(db) -> tuple[int, int]:
+    with db.session() as session:
+        return (create_user(session, "doc-a", "a long enough password"),
+                create_user(session, "doc-b", "another long password"))
+
+
+def ids(page) -> list[int]:
+    return [r["id"] for r in page.rows]
+
+
+def test_unreviewed_first_then_band_then_score(db, doctors) -> None:
+    with db.session() as session:
+        written = record_predictions(session, [(study(i), verdict(s), None)
+                                               for i, s in enumerate([0.1, 0.95, 0.7, 0.85, 0.65])])
+    sid = [w.study_id for w in written]
+    with db.session() as session:
+        page = worklist_page(session)
+    assert [r["score"] for r in page.rows] == [0.95, 0.85, 0.7, 0.65, 0.1]
+    assert [r["band"] for r in page.rows][:2] == ["Pneumonia", "Pneumonia"]
+    with db.session() as session:  # the riskiest study reviewed: it goes to the end, showing who reviewed it
+        record_verdict(session, sid[1], doctors[0], "Pneumonia", "left lower lobe")
+    with db.session() as session:
+        page = worklist_page(session)
+    assert ids(page) == [sid[3], sid[2], sid[4], sid[0], sid[1]]
+    assert page.rows[-1]["reviewers"] == {"doc-a": "Pneumonia"} and page.rows[0]["reviewers"] == {}
+    assert page.rows[-1]["reviewed"] is True
+
+
+def test_a_newer_models_score_moves_the_study(db) -> None:
+    with db.session() as session:
+        a = record_prediction(session, study(1), verdict(0.9, "v1"))
+        record_prediction(session, study(2), verdict(0.7, "v1"))
+    with db.session() as session:
+        assert ids(worklist_page(session))[0] == a.study_id
+        record_prediction(session, study(1), verdict(0.2, "v2"))  # the same study, a new model
+    with db.session() as session:
+        page = worklist_page(session)
+    assert ids(page)[-1] == a.study_id and page.rows[-1]["model_version"] == "v2"
+    assert page.rows[-1]["band"] == "Normal"
+
+
+def test_filters_and_paging(db, doctors) -> None:
+    rows = [(study(i, "north" if i % 2 else "south", day=1 + i % 10), verdict(i / 100), None) for i in range(95)]
+    with db.session() as session:
+        record_predictions(session, rows)
+        assert hospitals(session) == ["north", "south"]
+        first = worklist_page(session, page=1, page_size=10)
+        last = worklist_page(session, page=10, page_size=10)
+        beyond = worklist_page(session, page=99, page_size=10)
+        assert (first.total, first.pages, len(first.rows), len(last.rows)) == (95, 10, 10, 5)
+        assert beyond.page == 10 and ids(beyond) == ids(last)  # a page past the end shows the last one
+        every = [r["id"] for p in range(1, 11) for r in worklist_page(session, page=p, page_size=10).rows]
+        assert len(every) == len(set(every)) == 95
+        north = worklist_page(session, WorklistFilter(hospital="north"), page_size=100)
+        assert north.total == 47 and {r["hospital"] for r in north.rows} == {"north"}
+        normal = worklist_page(session, WorklistFilter(band="Normal"), page_size=100)
+        assert normal.total == 60 and {r["band"] for r in normal.rows} == {"Normal"}
+        dated = worklist_page(session, WorklistFilter(date_from=date(2026, 11, 3), date_to=date(2026, 11, 4)),
+                              page_size=100)
+        assert dated.total == 20 and {r["study_date"] for r in dated.rows} == {"2026-11-03", "2026-11-04"}
+        record_verdict(session, first.rows[0]["id"], doctors[1], "Normal")
+        assert worklist_page(session, WorklistFilter(status="reviewed")).total == 1
+        assert worklist_page(session, WorklistFilter(status="unreviewed")).total == 94
+    with pytest.raises(ValueError, match="before it starts"):
+        WorklistFilter(date_from=date(2026, 11, 5), date_to=date(2026, 11, 1))
+    with pytest.raises(ValueError, match="unknown band"):
+        WorklistFilter(band="Maybe")
+
+
+def test_verdicts_are_kept_side_by_side_and_never_edited(db, doctors) -> None:
+    with db.session() as session:
+        sid = record_prediction(session, study(1), verdict(0.9)).study_id
+        before = worklist_version(session)
+        first = record_verdict(session, sid, doctors[0], "Pneumonia", "consolidation")
+        record_verdict(session, sid, doctors[1], "Normal")
+        record_verdict(session, sid, doctors[0], "Not diagnostic", "rotated film")  # a change of mind
+        assert worklist_version(session) != before
+    with db.session() as session:
+        detail = study_detail(session, sid)
+        page = worklist_page(session)
+    history = detail["verdicts"]
+    assert [(v["doctor"], v["label"]) for v in history] == [
+        ("doc-a", "Pneumonia"), ("doc-b", "Normal"), ("doc-a", "Not diagnostic")]
+    assert history[0]["id"] == first and history[0]["notes"] == "consolidation"
+    assert history[0]["model_version"] == "v1" and history[0]["score"] == pytest.approx(0.9)
+    assert detail["verdict_count"] == 3
+    assert page.rows[0]["reviewers"] == {"doc-a": "Not diagnostic", "doc-b": "Normal"}
+
+
+def test_two_doctors_at_the_same_moment_both_kept(db, doctors) -> None:
+    with db.session() as session:
+        sid = record_prediction(session, study(1), verdict(0.9)).study_id
+
+    def save(i: int) -> int:
+        return db.in_transaction(lambda s: record_verdict(s, sid, doctors[i % 2], "Pneumonia", f"n{i}"))
+
+    with ThreadPoolExecutor(4) as pool:
+        saved = list(pool.map(save, range(8)))
+    with db.session() as session:
+        detail = study_detail(session, sid)
+    assert len(set(saved)) == 8 and len(detail["verdicts"]) == 8 and detail["verdict_count"] == 8
+
+
+def test_bad_verdicts_and_missing_studies_are_refused(db, doctors) -> None:
+    with db.session() as session:
+        sid = record_prediction(session, study(1), verdict(0.9)).study_id
+    with db.session() as session, pytest.raises(InvalidVerdictError, match="unknown verdict"):
+        record_verdict(session, sid, doctors[0], "Probably fine")
+    with db.session() as session, pytest.raises(InvalidVerdictError, match="at most"):
+        record_verdict(session, sid, doctors[0], "Normal", "x" * 5000)
+    with db.session() as session, pytest.raises(StudyNotFoundError, match="does not exist"):
+        record_verdict(session, 12345, doctors[0], "Normal")
+    with db.session() as session, pytest.raises(StudyNotFoundError):
+        study_detail(session, 12345)
+    with db.session() as session:
+        assert study_detail(session, sid)["verdicts"] == []
+
+
+def test_audit_trail_per_study_and_user(db) -> None:
+    with db.session() as session:
+        record_audit(session, "doc-a", "open_study", 7)
+        record_audit(session, "doc-a", "verdict", 7, "Pneumonia")
+        record_audit(session, "doc-b", "open_study", 8)
+        record_audit(session, "doc-a", "login")
+    with db.session() as session:
+        trail = audit_trail(session, study_id=7)
+        mine = audit_trail(session, user_name="doc-a")
+    assert [(e["user"], e["action"], e["detail"]) for e in trail] == [
+        ("doc-a", "open_study", None), ("doc-a", "verdict", "Pneumonia")]
+    assert [e["action"] for e in mine] == ["open_study", "verdict", "login"]

@@ -1,0 +1,328 @@
+"""Who may reach what, on every HTTP route of the app: the Serve ingress and ``xraylab ui`` install the same
+middleware and login pages (``install_access``).
+
+- ``/login``, ``/logout``, ``/healthz`` and ``/`` (a redirect) are public; they carry no patient data.
+- ``/v1/...`` (the HTTP API) and its docs take a session or an API key (``Authorization: Bearer xrk_...``).
+- Everything else (the Gradio app under ``/ui`` with its page, config, file, upload and queue routes; the
+  study images under ``/review``; the API docs, which production does not serve at all) takes a session.
+  Default deny: a route added later is behind login unless it is named public here.
+- Refused: a page request (GET asking for HTML) is sent to ``/login?next=...``; anything else gets 401 JSON
+  ``{"error": "login_required" | "session_expired", "detail": ...}``.
+- Every response carries the security headers (frame, content type, CSP, referrer, no-store for data).
+
+Accounts, sessions, keys and the per-account throttle are in ``xraylab.accounts`` (database); a
+per-address limit of failed logins is kept here, in memory.
+"""
+
+from __future__ import annotations
+
+import collections
+import html
+import logging
+import time
+from http.cookies import SimpleCookie
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import anyio
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.requests import HTTPConnection
+
+from xraylab.accounts import (
+    AccessPolicy,
+    Principal,
+    authenticate,
+    end_session,
+    resolve_api_key,
+    resolve_session,
+    start_session,
+)
+from xraylab.db.review import record_audit
+from xraylab.db.session import Database
+from xraylab.settings import Settings
+
+__all__ = ["AccessControl", "install_access", "SESSION_COOKIE", "principal_of", "SECURITY_HEADERS", "UI_PATH"]
+
+log = logging.getLogger("xraylab.access")
+
+SESSION_COOKIE = "xraylab_session"
+UI_PATH = "/ui"
+PUBLIC_PATHS = frozenset({"/", "/login", "/logout", "/healthz", "/favicon.ico"})
+API_PREFIX = "/v1/"
+API_DOCS = frozenset({"/docs", "/openapi.json"})  # development only (production serves none)
+IP_WINDOW_S = 600.0
+# Gradio's page needs inline scripts and styles (its config and theme are inline) and blob: workers; nothing
+# is loaded from another origin, and no page may frame this one.
+CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data: blob:; media-src 'self' blob:; font-src 'self' data:; connect-src 'self'; "
+       "worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'self'; form-action 'self'; object-src 'none'")
+SECURITY_HEADERS = {
+    b"x-frame-options": b"DENY",
+    b"x-content-type-options": b"nosniff",
+    b"content-security-policy": CSP.encode(),
+    b"referrer-policy": b"no-referrer",
+    b"permissions-policy": b"camera=(), microphone=(), geolocation=()",
+    b"cross-origin-opener-policy": b"same-origin",
+}
+# Gradio's own scripts, styles and fonts: no patient data, so a browser may keep them (privately).
+STATIC_SUFFIXES = (".js", ".css", ".woff", ".woff2", ".ttf", ".svg", ".map")
+
+
+def principal_of(request: Any) -> Principal | None:
+    """The caller the middleware let through, from a Starlette request or from Gradio's ``gr.Request`` (which
+    wraps the request of the event's ``queue/join``; its ``__getattr__`` is not to be probed)."""
+    if not isinstance(request, HTTPConnection):
+        request = vars(request).get("request") if hasattr(request, "__dict__") else None
+    if not isinstance(request, HTTPConnection):
+        return None
+    state = request.scope.get("state")
+    return state.get("principal") if isinstance(state, dict) else None
+
+
+class AccessControl:
+    """Sessions and keys checked against the database, and the per-address limit of failed logins."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.policy = AccessPolicy.from_settings(settings)
+        self.cookie_secure = bool(settings.COOKIE_SECURE)
+        self.ip_max_failures = settings.LOGIN_IP_MAX_FAILURES
+        self._ip_failures: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+
+    def session_user(self, token: str | None) -> Principal | None:
+        if not token:
+            return None
+        with self.db.session() as session:
+            return resolve_session(session, token, self.policy)
+
+    def key_user(self, token: str) -> Principal | None:
+        with self.db.session() as session:
+            return resolve_api_key(session, token)
+
+    def ip_retry_after(self, address: str) -> float:
+        """Seconds until ``address`` may try again (0: it may now)."""
+        failures = self._ip_failures[address]
+        now = time.monotonic()
+        while failures and failures[0] < now - IP_WINDOW_S:
+            failures.popleft()
+        return failures[0] + IP_WINDOW_S - now if len(failures) >= self.ip_max_failures else 0.0
+
+    def ip_failed(self, address: str) -> None:
+        self._ip_failures[address].append(time.monotonic())
+
+
+def _cookie(headers: dict[bytes, bytes]) -> str | None:
+    raw = headers.get(b"cookie")
+    if not raw:
+        return None
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(raw.decode("latin-1"))
+    except Exception:  # a malformed Cookie header: no session
+        return None
+    morsel = jar.get(SESSION_COOKIE)
+    return morsel.value if morsel else None
+
+
+def _bearer(headers: dict[bytes, bytes]) -> str | None:
+    raw = headers.get(b"authorization", b"").decode("latin-1")
+    scheme, _, token = raw.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class AccessMiddleware:
+    """Pure ASGI (Gradio streams its queue over server-sent events): the security headers on every response,
+    and the caller's ``Principal`` in ``scope["state"]["principal"]`` or a refusal."""
+
+    def __init__(self, app: Any, access: AccessControl) -> None:
+        self.app = app
+        self.access = access
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        send = self._with_headers(send, path)
+        if path in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        token = _cookie(headers)
+        principal = await anyio.to_thread.run_sync(self.access.session_user, token) if token else None
+        if principal is None and (path.startswith(API_PREFIX) or path in API_DOCS) and (key := _bearer(headers)):
+            principal = await anyio.to_thread.run_sync(self.access.key_user, key)
+        if principal is not None:
+            scope.setdefault("state", {})["principal"] = principal
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 4401})
+            return
+        await self._refuse(scope, send, path, headers, expired=token is not None)
+
+    @staticmethod
+    def _with_headers(send: Any, path: str) -> Any:
+        static = path.startswith(UI_PATH + "/") and path.endswith(STATIC_SUFFIXES)
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", [])
+                           if k.lower() not in SECURITY_HEADERS and (static or k.lower() != b"cache-control")]
+                headers += list(SECURITY_HEADERS.items())
+                if not static:
+                    headers += [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return send_with_headers
+
+    @staticmethod
+    async def _refuse(scope: dict[str, Any], send: Any, path: str, headers: dict[bytes, bytes],
+                      expired: bool) -> None:
+        wants_page = scope.get("method") == "GET" and b"text/html" in headers.get(b"accept", b"")
+        if wants_page:
+            query = scope.get("query_string", b"").decode("latin-1")
+            target = path + (f"?{query}" if query else "")
+            response: Response = RedirectResponse(f"/login?next={quote(target, safe='')}"
+                                                  + ("&expired=1" if expired else ""), status_code=303)
+        elif expired:
+            response = JSONResponse({"error": "session_expired",
+                                     "detail": "your session has expired: log in again"}, 401)
+        elif path.startswith(API_PREFIX):
+            response = JSONResponse({"error": "login_required",
+                                     "detail": "send an API key: 'Authorization: Bearer ...' (xraylab users add-key)"},
+                                    401, headers={"WWW-Authenticate": 'Bearer realm="xraylab"'})
+        else:
+            response = JSONResponse({"error": "login_required", "detail": "log in first, at /login"}, 401)
+        await response(scope, _no_receive, send)
+
+
+async def _no_receive() -> dict[str, Any]:
+    return {"type": "http.disconnect"}
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site (no scheme, host or protocol-relative ``//``) is followed after login."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return UI_PATH + "/"
+    parts = urlsplit(target)
+    return parts.path + (f"?{parts.query}" if parts.query else "") if not parts.netloc else UI_PATH + "/"
+
+
+LOGIN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>xraylab: log in</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body {{ font-family: system-ui, sans-serif; background: #f4f5f7; display: flex; justify-content: center; }}
+main {{ background: #fff; margin-top: 10vh; padding: 2rem 2.5rem; border-radius: 8px; width: 22rem;
+        box-shadow: 0 1px 4px rgba(0,0,0,.15); }}
+label {{ display: block; margin-top: 1rem; font-weight: 600; }}
+input {{ width: 100%; padding: .5rem; margin-top: .3rem; box-sizing: border-box; font-size: 1rem; }}
+button {{ margin-top: 1.5rem; width: 100%; padding: .6rem; font-size: 1rem; background: #1f5fbf; color: #fff;
+          border: 0; border-radius: 4px; cursor: pointer; }}
+.error {{ color: #a40000; background: #fdecec; padding: .6rem; border-radius: 4px; }}
+.info {{ color: #333; background: #eef3fb; padding: .6rem; border-radius: 4px; }}
+</style></head>
+<body><main>
+<h1>xraylab review</h1>
+<p>Chest X-ray triage for doctors. Log in with your own account.</p>
+{message}
+<form method="post" action="/login">
+<input type="hidden" name="next" value="{next}">
+<label for="username">Username</label>
+<input id="username" name="username" autocomplete="username" required autofocus value="{username}">
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required>
+<button type="submit">Log in</button>
+</form>
+</main></body></html>
+"""
+
+
+def login_page(next_path: str, message: str = "", kind: str = "error", username: str = "",
+               status_code: int = 200) -> HTMLResponse:
+    block = f'<p class="{kind}" id="login-message" role="alert">{html.escape(message)}</p>' if message else ""
+    return HTMLResponse(LOGIN_PAGE.format(message=block, next=html.escape(next_path, quote=True),
+                                          username=html.escape(username, quote=True)), status_code=status_code)
+
+
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def login_router(access: AccessControl) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/", include_in_schema=False)
+    async def root() -> Response:
+        return RedirectResponse(UI_PATH + "/", status_code=303)
+
+    @router.get("/login", include_in_schema=False)
+    async def login_form(next: str = "", expired: int = 0) -> Response:  # noqa: A002 - the query's name
+        message = "Your session has expired. Please log in again." if expired else ""
+        return login_page(_safe_next(next), message, kind="info")
+
+    @router.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        name = str(form.get("username") or "").strip().lower()[:64]
+        password = str(form.get("password") or "")[:1024]
+        target = _safe_next(str(form.get("next") or ""))
+        address = _client_address(request)
+        wait = access.ip_retry_after(address)
+        if wait > 0:
+            return login_page(target, f"Too many failed logins from this address. Try again in {wait:.0f} s.",
+                              username=name, status_code=429)
+
+        def check() -> tuple[Any, str | None]:
+            with access.db.session() as session:
+                result = authenticate(session, name, password, access.policy)
+                token = None
+                if result.principal is not None:
+                    token = start_session(session, result.principal, access.policy)
+                    record_audit(session, result.principal.name, "login")
+                else:
+                    record_audit(session, name if result.known else None, "login_refused", detail=result.reason)
+                return result, token
+
+        result, token = await anyio.to_thread.run_sync(check)
+        if token is None:
+            access.ip_failed(address)
+            if result.reason == "throttled":
+                minutes = max(1, round(result.retry_after_s / 60))
+                message = f"Too many failed attempts for this account. Try again in about {minutes} min."
+                return login_page(target, message, username=name, status_code=429)
+            return login_page(target, "Wrong username or password.", username=name, status_code=401)
+        log.info("user %s logged in", result.principal.name)
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=access.cookie_secure,
+                            path="/", max_age=int(access.policy.session_max.total_seconds()))
+        return response
+
+    async def logout(request: Request) -> Response:
+        token = request.cookies.get(SESSION_COOKIE)
+        if token:
+            def end() -> None:
+                with access.db.session() as session:
+                    principal = resolve_session(session, token, access.policy)
+                    end_session(session, token)
+                    if principal is not None:
+                        record_audit(session, principal.name, "logout")
+
+            await anyio.to_thread.run_sync(end)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    router.add_api_route("/logout", logout, methods=["GET", "POST"], include_in_schema=False)
+    return router
+
+
+def install_access(app: FastAPI, db: Database, settings: Settings) -> AccessControl:
+    """The login pages on ``app`` and the middleware in front of all of it (call before mounting Gradio)."""
+    access = AccessControl(db, settings)
+    app.include_router(login_router(access))
+    app.add_middleware(AccessMiddleware, access=access)
+    return access

@@ -1,0 +1,183 @@
+"""A study's pictures for the review app, behind login (``ui/access.py``): the X-ray at full resolution as
+stored, and the same picture with the Grad-CAM map of the model that scored it laid over it.
+
+Routes: ``GET /review/studies/{id}/image`` and ``GET /review/studies/{id}/heatmap``. A map is computed on
+first request (``xraylab.gradcam``, through the model's own preprocessing) and cached in the ``heatmaps``
+table at the model's input size, so every replica and node shares it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
+
+from xraylab.db.review import StudyNotFoundError, cached_heatmap, store_heatmap, study_detail
+from xraylab.db.session import Database
+from xraylab.errors import RejectedInputError, RejectReason
+from xraylab.settings import Settings
+from xraylab.storage import get_object, make_s3_client
+
+__all__ = ["StudyImages", "HeatmapMaker", "media_router", "ImageGoneError", "image_url", "heatmap_url"]
+
+log = logging.getLogger("xraylab.ui.media")
+MEDIA_PREFIX = "/review/studies"
+SERVED_AS_IS = {"JPEG": "image/jpeg", "PNG": "image/png"}
+
+
+def image_url(study_id: int) -> str:
+    return f"{MEDIA_PREFIX}/{study_id}/image"
+
+
+def heatmap_url(study_id: int) -> str:
+    return f"{MEDIA_PREFIX}/{study_id}/heatmap"
+
+
+class ImageGoneError(LookupError):
+    """The study's object is no longer in its store (deleted, or the store forgot it)."""
+
+
+class StudyImages:
+    """Reads a study's object from its S3 endpoint, with one client per endpoint id."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _client(self, endpoint_id: str) -> Any:
+        with self._lock:
+            if endpoint_id not in self._clients:
+                self._clients[endpoint_id] = make_s3_client(self.settings.s3_endpoint(endpoint_id))
+            return self._clients[endpoint_id]
+
+    def original(self, study: dict[str, Any]) -> bytes:
+        try:
+            obj = get_object(self._client(study["endpoint_id"]), study["bucket"], study["object_key"],
+                             max_bytes=self.settings.MAX_IMAGE_BYTES, endpoint_id=study["endpoint_id"])
+        except RejectedInputError as exc:
+            if exc.reason is RejectReason.MISSING_OBJECT:
+                raise ImageGoneError(f"study {study['id']}: the image is no longer in its store") from exc
+            raise
+        return obj.data
+
+    def exists(self, study: dict[str, Any]) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client(study["endpoint_id"]).head_object(Bucket=study["bucket"], Key=study["object_key"])
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
+                return False
+            raise
+        return True
+
+
+class HeatmapMaker:
+    """Grad-CAM maps from the model that scored a study, computed once per (study, model) and cached in the
+    database; the last two models loaded stay in memory."""
+
+    def __init__(self, db: Database, model_dir: Path, images: StudyImages, limits: Any = None) -> None:
+        self.db = db
+        self.model_dir = model_dir
+        self.images = images
+        self.limits = limits
+        self._models: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _model(self, version: str) -> tuple[Any, Any]:
+        from xraylab.registry import load_model
+
+        with self._lock:
+            if version not in self._models:
+                self._models[version] = load_model(self.model_dir, version)
+                while len(self._models) > 2:
+                    self._models.popitem(last=False)
+            self._models.move_to_end(version)
+            return self._models[version]
+
+    def heat(self, study: dict[str, Any], original: bytes) -> Any:
+        """The study's map (2-D, in [0, 1]) under the model of its latest prediction."""
+        from xraylab.gradcam import explain, heat_from_png, heat_to_png
+
+        version = study["model_version"]
+        with self.db.session() as session:
+            cached = cached_heatmap(session, study["id"], version)
+        if cached is not None:
+            return heat_from_png(cached)
+        model, card = self._model(version)
+        with self._lock:  # one Grad-CAM at a time per process: it is CPU-bound and the model is shared
+            heat = explain(model, card, original, self.limits)
+        with self.db.session() as session:
+            store_heatmap(session, study["id"], version, heat_to_png(heat))
+        log.info("study %s: Grad-CAM map computed under model %s", study["study_uid"], version)
+        return heat
+
+    def overlay_png(self, study: dict[str, Any]) -> bytes:
+        from xraylab.gradcam import overlay
+
+        original = self.images.original(study)
+        picture = Image.open(io.BytesIO(original))
+        picture.load()
+        out = io.BytesIO()
+        overlay(picture, self.heat(study, original)).save(out, "PNG", optimize=False, compress_level=3)
+        return out.getvalue()
+
+
+def _as_served(data: bytes) -> tuple[bytes, str]:
+    """The stored bytes when the browser shows them as they are (JPEG, PNG), else a PNG of the picture."""
+    picture = Image.open(io.BytesIO(data))
+    if picture.format in SERVED_AS_IS:
+        return data, SERVED_AS_IS[picture.format]
+    out = io.BytesIO()
+    picture.save(out, "PNG")
+    return out.getvalue(), "image/png"
+
+
+def _problem(status: int, error: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status)
+
+
+def media_router(db: Database, images: StudyImages, heatmaps: HeatmapMaker) -> APIRouter:
+    router = APIRouter(prefix=MEDIA_PREFIX, include_in_schema=False)
+
+    def study(study_id: int) -> dict[str, Any]:
+        with db.session() as session:
+            return study_detail(session, study_id)
+
+    def guarded(study_id: int, render: Any) -> Response:
+        try:
+            return render(study(study_id))
+        except StudyNotFoundError as exc:
+            return _problem(404, "no_such_study", str(exc))
+        except ImageGoneError as exc:
+            return _problem(410, "image_gone", str(exc))
+        except Exception as exc:  # the store or the model: say so, keep the patient's data out of the log
+            log.warning("study %s: picture not served: %s", study_id, type(exc).__name__)
+            return _problem(503, "unavailable", f"the picture cannot be made now ({type(exc).__name__})")
+
+    @router.get("/{study_id}/image")
+    def image(study_id: int) -> Response:
+        def render(row: dict[str, Any]) -> Response:
+            data, media_type = _as_served(images.original(row))
+            return Response(data, media_type=media_type)
+
+        return guarded(study_id, render)
+
+    @router.get("/{study_id}/heatmap")
+    def heatmap(study_id: int) -> Response:
+        def render(row: dict[str, Any]) -> Response:
+            if not row.get("model_version"):
+                return _problem(404, "no_prediction", f"study {study_id} has no prediction to explain")
+            return Response(heatmaps.overlay_png(row), media_type="image/png")
+
+        return guarded(study_id, render)
+
+    return router

@@ -1,0 +1,222 @@
+"""The review side's reads and writes: the worklist (filtered, paged, in risk order), one study with its
+predictions and verdicts, verdicts (append-only), the audit trail and cached Grad-CAM maps.
+
+Like ``crud.py``, every function takes the caller's ``session``; the review app opens one per action.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Literal
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from xraylab.bands import BAND_ORDER
+from xraylab.db.crud import PREDICTION_COLUMNS, STUDY_COLUMNS, band_rank
+from xraylab.db.models import AuditEvent, Heatmap, Prediction, Study, User, VerdictRow, utcnow
+from xraylab.labels import VERDICT_LABELS
+
+__all__ = ["WorklistFilter", "WorklistPage", "worklist_page", "worklist_version", "hospitals", "study_detail",
+           "record_verdict", "verdict_history", "record_audit", "audit_trail", "cached_heatmap", "store_heatmap",
+           "StudyNotFoundError", "InvalidVerdictError", "MAX_NOTES", "ReviewStatus"]
+
+MAX_NOTES = 2000  # characters of a verdict's notes
+ReviewStatus = Literal["all", "unreviewed", "reviewed"]
+
+
+class StudyNotFoundError(LookupError):
+    """No study with that id: it never existed, or it was deleted."""
+
+    def __init__(self, study_id: int) -> None:
+        super().__init__(f"study {study_id} does not exist (or was deleted)")
+        self.study_id = study_id
+
+
+class InvalidVerdictError(ValueError):
+    """A verdict the app refuses: an unknown label, or notes too long."""
+
+
+@dataclass(frozen=True)
+class WorklistFilter:
+    hospital: str | None = None
+    band: str | None = None
+    date_from: date | None = None  # study date, inclusive
+    date_to: date | None = None
+    status: ReviewStatus = "all"
+
+    def __post_init__(self) -> None:
+        if self.band is not None and self.band not in BAND_ORDER:
+            raise ValueError(f"unknown band {self.band!r}: one of {', '.join(BAND_ORDER)}")
+        if self.status not in ("all", "unreviewed", "reviewed"):
+            raise ValueError(f"unknown review status {self.status!r}")
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            raise ValueError(f"the date range ends ({self.date_to}) before it starts ({self.date_from})")
+
+
+@dataclass
+class WorklistPage:
+    rows: list[dict[str, Any]]
+    total: int
+    page: int
+    page_size: int
+    filters: WorklistFilter = field(default_factory=WorklistFilter)
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.page_size))
+
+
+def _filtered(query: Any, filters: WorklistFilter) -> Any:
+    if filters.hospital:
+        query = query.where(Study.hospital == filters.hospital)
+    if filters.band:
+        query = query.where(Study.band_rank == band_rank(filters.band))
+    if filters.date_from:
+        query = query.where(Study.study_date >= filters.date_from.isoformat())
+    if filters.date_to:
+        query = query.where(Study.study_date <= filters.date_to.isoformat())
+    if filters.status != "all":
+        query = query.where(Study.reviewed.is_(filters.status == "reviewed"))
+    return query.where(Study.band_rank.is_not(None))
+
+
+def worklist_page(session: Session, filters: WorklistFilter | None = None, page: int = 1,
+                  page_size: int = 50) -> WorklistPage:
+    """One page of the worklist: unreviewed studies first, then by band (highest risk first), then by score.
+    Each row carries its latest prediction and who reviewed it (``reviewers``: name -> latest label)."""
+    filters = filters or WorklistFilter()
+    total = session.scalar(_filtered(select(func.count(Study.id)), filters)) or 0
+    pages = max(1, math.ceil(total / page_size))
+    page = min(max(1, page), pages)
+    studies = session.scalars(
+        _filtered(select(Study), filters)
+        .order_by(Study.reviewed, Study.band_rank, Study.score.desc(), Study.id)
+        .offset((page - 1) * page_size).limit(page_size)
+    ).all()
+    ids = [s.id for s in studies]
+    latest = _latest_predictions(session, ids)
+    reviewers: dict[int, dict[str, str]] = {}
+    if ids:
+        for study_id, name, label in session.execute(
+                select(VerdictRow.study_id, User.name, VerdictRow.label).join(User, User.id == VerdictRow.user_id)
+                .where(VerdictRow.study_id.in_(ids)).order_by(VerdictRow.id)):
+            reviewers.setdefault(study_id, {})[name] = label  # the latest verdict of each doctor
+    rows = []
+    for study in studies:
+        row = _row(study, latest.get(study.id))
+        row["reviewers"] = reviewers.get(study.id, {})
+        rows.append(row)
+    return WorklistPage(rows, total, page, page_size, filters)
+
+
+def _latest_predictions(session: Session, study_ids: list[int]) -> dict[int, Prediction]:
+    if not study_ids:
+        return {}
+    newest = (select(func.max(Prediction.id)).where(Prediction.study_id.in_(study_ids))
+              .group_by(Prediction.study_id))
+    return {p.study_id: p for p in session.scalars(select(Prediction).where(Prediction.id.in_(newest)))}
+
+
+def worklist_version(session: Session) -> tuple[int, int, int]:
+    """Changes whenever a study, a prediction or a verdict is added: what live refresh polls (three index
+    look-ups, however large the tables)."""
+    return (session.scalar(select(func.max(Study.id))) or 0, session.scalar(select(func.max(Prediction.id))) or 0,
+            session.scalar(select(func.max(VerdictRow.id))) or 0)
+
+
+def hospitals(session: Session) -> list[str]:
+    return [h for h in session.scalars(select(Study.hospital).where(Study.hospital.is_not(None))
+                                       .distinct().order_by(Study.hospital))]
+
+
+def study_detail(session: Session, study_id: int) -> dict[str, Any]:
+    """The study's metadata, its latest prediction (with ``prediction_id`` and ``predicted_at``), every
+    prediction (``predictions``) and every verdict (``verdicts``, oldest first)."""
+    study = session.get(Study, study_id)
+    if study is None:
+        raise StudyNotFoundError(study_id)
+    predictions = session.scalars(select(Prediction).where(Prediction.study_id == study_id)
+                                  .order_by(Prediction.id)).all()
+    row = _row(study, predictions[-1] if predictions else None)
+    row["predictions"] = [{"model_version": p.model_version, "score": p.score, "band": p.band,
+                           "created_at": p.created_at} for p in predictions]
+    row["verdicts"] = verdict_history(session, study_id)
+    return row
+
+
+def verdict_history(session: Session, study_id: int) -> list[dict[str, Any]]:
+    return [{"id": v.id, "doctor": name, "label": v.label, "notes": v.notes or "", "created_at": v.created_at,
+             "model_version": v.model_version, "score": v.score}
+            for v, name in session.execute(select(VerdictRow, User.name).join(User, User.id == VerdictRow.user_id)
+                                           .where(VerdictRow.study_id == study_id).order_by(VerdictRow.id))]
+
+
+def record_verdict(session: Session, study_id: int, user_id: int, label: str, notes: str | None = None) -> int:
+    """Add a verdict (never changes another one) with the prediction the doctor saw, and mark the study
+    reviewed; returns the verdict's id. Raises ``InvalidVerdictError`` or ``StudyNotFoundError``."""
+    if label not in VERDICT_LABELS:
+        raise InvalidVerdictError(f"unknown verdict {label!r}: one of {', '.join(VERDICT_LABELS)}")
+    notes = (notes or "").strip() or None
+    if notes is not None and len(notes) > MAX_NOTES:
+        raise InvalidVerdictError(f"notes are {len(notes)} characters; at most {MAX_NOTES}")
+    # Marking the study first takes its row lock: two doctors' verdicts on one study queue here, both kept.
+    now = utcnow()
+    marked = session.execute(update(Study).where(Study.id == study_id).values(
+        reviewed=True, verdict_count=Study.verdict_count + 1, last_verdict_at=now))
+    if marked.rowcount == 0:  # type: ignore[attr-defined]
+        raise StudyNotFoundError(study_id)
+    latest = _latest_predictions(session, [study_id]).get(study_id)
+    verdict = VerdictRow(study_id=study_id, user_id=user_id, label=label, notes=notes, created_at=now,
+                         prediction_id=latest.id if latest else None,
+                         model_version=latest.model_version if latest else None,
+                         score=latest.score if latest else None)
+    session.add(verdict)
+    session.flush()
+    return verdict.id
+
+
+def record_audit(session: Session, user_name: str | None, action: str, study_id: int | None = None,
+                 detail: str | None = None) -> None:
+    """One line of the audit trail. ``detail`` must never carry patient data (ids, actions, labels only)."""
+    session.add(AuditEvent(at=utcnow(), user_name=user_name, action=action, study_id=study_id,
+                           detail=(detail or None) and detail[:512]))
+
+
+def audit_trail(session: Session, study_id: int | None = None, user_name: str | None = None,
+                limit: int = 1000) -> list[dict[str, Any]]:
+    query = select(AuditEvent)
+    if study_id is not None:
+        query = query.where(AuditEvent.study_id == study_id)
+    if user_name is not None:
+        query = query.where(AuditEvent.user_name == user_name)
+    return [{"at": e.at, "user": e.user_name, "action": e.action, "study_id": e.study_id, "detail": e.detail}
+            for e in session.scalars(query.order_by(AuditEvent.id).limit(limit))]
+
+
+def cached_heatmap(session: Session, study_id: int, model_version: str) -> bytes | None:
+    return session.scalar(select(Heatmap.png).where((Heatmap.study_id == study_id)
+                                                    & (Heatmap.model_version == model_version)))
+
+
+def store_heatmap(session: Session, study_id: int, model_version: str, png: bytes) -> None:
+    """Cache a map; a concurrent request that stored the same one first wins (the maps are equal)."""
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        with session.begin_nested():
+            session.add(Heatmap(study_id=study_id, model_version=model_version, png=png))
+    except IntegrityError:
+        pass
+
+
+def _row(study: Study, pred: Prediction | None) -> dict[str, Any]:
+    row: dict[str, Any] = {k: getattr(study, k) for k in STUDY_COLUMNS}
+    row.update(id=study.id, received_at=study.received_at, reviewed=study.reviewed,
+               verdict_count=study.verdict_count, last_verdict_at=study.last_verdict_at)
+    if pred is not None:
+        row.update({k: getattr(pred, k) for k in PREDICTION_COLUMNS})
+        row.update(prediction_id=pred.id, predicted_at=pred.created_at)
+    return row
