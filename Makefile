@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-unit bench chaos lint up down status clean
+.PHONY: install system-deps demo test test-unit bench bench-worklist chaos lint up down status clean
 
 install: system-deps $(STAMP)
 
@@ -52,3 +52,8 @@ clean: down
 	XRAYLAB_STATE_DIR=$(CURDIR)/.xraylab-bench bash cluster/local/down.sh
 	XRAYLAB_STATE_DIR=$(CURDIR)/.xraylab-chaos bash cluster/local/down.sh
 	rm -rf .xraylab .xraylab-test .xraylab-bench .xraylab-chaos
+
+# The worklist's response time with 100,000 studies (MariaDB of its own stack, and SQLite):
+# writes benchmarks/results/worklist.json.
+bench-worklist: install
+	bash scripts/bench.sh --worklist $(BENCH_ARGS)

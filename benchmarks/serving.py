@@ -187,14 +187,33 @@ async def _drive(call, images: list[bytes], concurrency: int, total: int,
             "images_per_s": round(len(latencies) / elapsed, 1), **percentiles(latencies), "rejected": rejected}
 
 
+def bench_api_key(settings: Any) -> str:
+    """An API key for the HTTP levels, as a PACS gateway has one: a ``bench`` account (made once) in the
+    database the app reads, and a new key of it."""
+    import secrets
+
+    from xraylab.accounts import create_api_key, create_user
+    from xraylab.db.models import User
+    from xraylab.db.session import Database
+
+    db = Database(settings.DATABASE_URL)
+    with db.session() as session:
+        if session.query(User.id).filter(User.name == "bench").first() is None:
+            create_user(session, "bench", secrets.token_urlsafe(24), "doctor")
+        key = create_api_key(session, "bench", "benchmarks/serving.py")
+    db.dispose()
+    return key
+
+
 def run_serve(url: str, app_name: str, images: list[bytes], levels: tuple[int, ...], per_level_s: float,
-              rate_hint: float) -> dict[str, list[dict[str, Any]]]:
+              rate_hint: float, api_key: str) -> dict[str, list[dict[str, Any]]]:
     """Part (c) against the running app; shuts Serve down when done (see ``all_levels``)."""
     import aiohttp
     from ray import serve
     from ray.serve.exceptions import BackPressureError
 
     classifier = serve.get_deployment_handle("Classifier", app_name)
+    auth = {"Authorization": f"Bearer {api_key}"}
 
     async def batch_stats() -> dict[str, int]:
         return await classifier.batch_stats.remote()
@@ -209,7 +228,7 @@ def run_serve(url: str, app_name: str, images: list[bytes], levels: tuple[int, .
 
     async def http_batch(level: int, per_request: int = 32) -> dict[str, Any]:
         """POST /v1/predict/batch with ``per_request`` images each, ``level`` requests at a time."""
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as http:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300), headers=auth) as http:
             async def send(_: bytes) -> bool:
                 form = aiohttp.FormData()
                 for k in range(per_request):
@@ -231,7 +250,8 @@ def run_serve(url: str, app_name: str, images: list[bytes], levels: tuple[int, .
         out = []
         for level in levels:
             connector = aiohttp.TCPConnector(limit=level)
-            async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as http:
+            async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120),
+                                             headers=auth) as http:
                 async def via_http(data: bytes, http: aiohttp.ClientSession = http) -> bool:
                     async with http.post(f"{url}/v1/predict", data=data) as response:
                         await response.read()
@@ -544,11 +564,12 @@ def main() -> None:
             from xraylab.db.session import make_engine, upgrade_schema
 
             upgrade_schema(make_engine(settings.DATABASE_URL))
+            key = bench_api_key(settings)
             pipeline = start_pipeline(settings, app_args(), ingest=False)
             try:
                 result["serve"] = run_serve(pipeline.url, settings.SERVE_APP_NAME, images,
                                             tuple(int(x) for x in args.levels.split(",")), args.per_level_s,
-                                            rate_hint)
+                                            rate_hint, api_key=key)
             finally:
                 pipeline.stop()
         if "d" in parts:

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# The serving benchmark (make bench) on a stack of its own (.xraylab-bench), then benchmarks/serving.py.
+# The benchmarks on a stack of their own (.xraylab-bench): benchmarks/serving.py (make bench), or with
+# --worklist first, benchmarks/worklist.py (make bench-worklist).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/own-stack.sh
 own_stack bench
-.venv/bin/python benchmarks/serving.py "$@"
+if [[ "${1:-}" == "--worklist" ]]; then
+  shift
+  .venv/bin/python benchmarks/worklist.py "$@"
+else
+  .venv/bin/python benchmarks/serving.py "$@"
+fi

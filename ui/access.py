@@ -168,10 +168,11 @@ class AccessMiddleware:
 
         async def send_with_headers(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
+                cacheable = static and message.get("status") == 200
                 headers = [(k, v) for k, v in message.get("headers", [])
-                           if k.lower() not in SECURITY_HEADERS and (static or k.lower() != b"cache-control")]
+                           if k.lower() not in SECURITY_HEADERS and (cacheable or k.lower() != b"cache-control")]
                 headers += list(SECURITY_HEADERS.items())
-                if not static:
+                if not cacheable:
                     headers += [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
                 message = {**message, "headers": headers}
             await send(message)

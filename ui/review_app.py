@@ -341,7 +341,8 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
                     date_from = gr.Textbox(label="Study date from", placeholder="YYYY-MM-DD", elem_id="filter-from")
                     date_to = gr.Textbox(label="Study date to", placeholder="YYYY-MM-DD", elem_id="filter-to")
                 table = gr.Dataframe(headers=WORKLIST_COLUMNS, interactive=False, elem_id="worklist",
-                                     label="Worklist (click a row to open the study)", wrap=True, max_height=1200)
+                                     label="Worklist (click a row to open the study)", wrap=True, max_height=1200,
+                                     column_widths=["6%", "19%", "9%", "7%", "10%", "10%", "15%", "10%", "14%"])
                 with gr.Row():
                     previous = gr.Button("◀ Previous page", elem_id="page-previous", size="sm")
                     page_info = gr.Markdown(elem_id="page-info")
@@ -350,7 +351,8 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
                 details = gr.Markdown("Click a study in the worklist to open it.", elem_id="study-details")
                 with gr.Row():
                     heatmap = gr.Checkbox(False, label="Show Grad-CAM heatmap", elem_id="heatmap-toggle")
-                    zoom = gr.Slider(50, 400, value=100, step=10, label="Zoom (%)", elem_id="zoom")
+                    zoom = gr.Slider(50, 400, value=100, step=10, label="Zoom (% of the panel's width)",
+                                     elem_id="zoom")
                 viewer = gr.HTML(_viewer_html(None, False, 100), elem_id="study-viewer")
                 history = gr.Markdown(elem_id="verdict-history")
                 verdict = gr.Radio(list(VERDICT_LABELS), label="Your verdict", elem_id="verdict-choice")

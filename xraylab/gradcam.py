@@ -6,6 +6,9 @@ up to the input's size, shows the regions that raised the score. The score diffe
 the single sigmoid output when the head is a ``Dense(1, sigmoid)`` (all our architectures): the same map up
 to a positive factor per image, which the per-image normalisation removes, but without the vanishing
 gradient of a saturated sigmoid (a confident score of exactly 1.0 in float32 has a zero gradient).
+The map is most telling for global-pooling heads (tiny-cnn, xray-resnet); behind a Flatten-Dense head
+(seed-cnn) the spatially averaged gradients can cancel, and such an image's map falls back to HiResCAM
+(the gradient times the activation at each location, summed over channels), which that head makes faithful.
 
 The input is the preprocessing chain's own output (``xraylab.imaging.inference_transforms``); ``explain``
 runs that chain on encoded bytes. Maps are ``float32`` in ``[0, 1]``, 0 where nothing raised the score;
@@ -149,13 +152,23 @@ def grad_cam(model: Any, batch: np.ndarray, layer_name: str | None = None) -> np
     if grads is None:
         raise ValueError(f"the score does not depend on layer {name!r} (a layer shared by several branches?)")
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # (N, 1, 1, C)
-    cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1, keepdims=True))  # (N, h, w, 1)
-    cam = tf.image.resize(cam, batch.shape[1:3], method="bilinear")[..., 0]
-    cam = np.nan_to_num(np.asarray(cam, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    cam = np.maximum(cam, 0.0)
+    cam = _upsampled(tf.nn.relu(tf.reduce_sum(weights * features, axis=-1, keepdims=True)), batch.shape[1:3])
     top = cam.reshape(len(cam), -1).max(axis=1, initial=0.0)
+    if (top <= 1e-12).any():
+        # Where the averaged gradients cancel (a Flatten-Dense head), HiResCAM (Draelos & Carin, 2020): the
+        # gradient times the activation at each location, which is faithful to such a head.
+        hires = _upsampled(tf.nn.relu(tf.reduce_sum(grads * features, axis=-1, keepdims=True)), batch.shape[1:3])
+        cam = np.where((top <= 1e-12)[:, None, None], hires, cam)
+        top = cam.reshape(len(cam), -1).max(axis=1, initial=0.0)
     scale = np.divide(1.0, top, out=np.zeros_like(top), where=top > 1e-12)
     return np.clip(cam * scale[:, None, None], 0.0, 1.0).astype(np.float32)
+
+
+def _upsampled(cam: Any, size: tuple[int, ...]) -> np.ndarray:
+    import tensorflow as tf
+
+    cam = tf.image.resize(cam, size, method="bilinear")[..., 0]
+    return np.maximum(np.nan_to_num(np.asarray(cam, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0), 0.0)
 
 
 def _as_map(heat: np.ndarray) -> np.ndarray:

@@ -17,9 +17,10 @@ import requests
 
 from serve_app.app import AppArgs
 from serve_app.classifier import ClassifierConfig
+from tests.accounts import new_api_key
 from train.distributed import TrainConfig
 from xraylab.bands import Bands
-from xraylab.db.session import make_engine, upgrade_schema
+from xraylab.db.session import Database, make_engine, upgrade_schema
 from xraylab.registry import list_cards, promoted_version
 from xraylab.settings import load_settings
 from xraylab.synthetic import encode_jpeg, generate_xray, write_dataset
@@ -52,6 +53,7 @@ def test_train_kill_resume_publish_and_hot_swap(tmp_path: Path, monkeypatch: pyt
     write_dataset(data, {"train": 192, "val": 48, "test": 80}, seed=5)
     first = train_bootstrap_model(settings.model_dir, n_train=64, n_test=16, epochs=1)
     upgrade_schema(make_engine(settings.DATABASE_URL))  # tests migrate on their own, as the demo does
+    key = {"Authorization": f"Bearer {new_api_key(Database(settings.DATABASE_URL))}"}
     args = AppArgs(mount_ui=False, classifier=ClassifierConfig(model_poll_s=1.0))
     pipeline = start_pipeline(settings, args, ingest=False, num_cpus=2)
     try:
@@ -86,7 +88,7 @@ def test_train_kill_resume_publish_and_hot_swap(tmp_path: Path, monkeypatch: pyt
         versions, failures = [], []
         deadline = time.time() + 90
         while time.time() < deadline:
-            response = requests.post(f"{pipeline.url}/v1/predict", data=image, timeout=60)
+            response = requests.post(f"{pipeline.url}/v1/predict", data=image, headers=key, timeout=60)
             if response.status_code != 200:
                 failures.append(response.status_code)
             else:

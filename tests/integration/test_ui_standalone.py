@@ -1,4 +1,4 @@
-"""`xraylab ui` runs the review app on its own, behind login."""
+"""`xraylab ui` runs the review app on its own, behind the same login as on the Serve ingress."""
 
 import os
 import socket
@@ -9,6 +9,9 @@ import time
 import pytest
 import requests
 
+from tests.accounts import new_account
+from xraylab.db.session import Database, upgrade_schema
+
 pytestmark = pytest.mark.integration
 
 
@@ -18,34 +21,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_standalone_ui_requires_login(settings, tmp_path) -> None:
+def test_standalone_ui_refuses_to_start_without_accounts_then_requires_login(tmp_path) -> None:
+    url_db = f"sqlite:///{tmp_path / 'ui.db'}"
+    env = {**os.environ, "XRAYLAB_DATABASE_URL": url_db, "GRADIO_ANALYTICS_ENABLED": "False"}
     port = free_port()
-    env = {**os.environ, "XRAYLAB_DATABASE_URL": f"sqlite:///{tmp_path / 'ui.db'}", "GRADIO_ANALYTICS_ENABLED": "False"}
-    subprocess.run([sys.executable, "-m", "xraylab_cli", "db", "upgrade"], env=env, check=True, timeout=120)
-    proc = subprocess.Popen([sys.executable, "-m", "xraylab_cli", "ui", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "xraylab_cli", "ui", "--port", str(port)]
+    unmigrated = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert unmigrated.returncode == 2 and "xraylab db upgrade" in unmigrated.stderr
+    db = Database(url_db)
+    upgrade_schema(db.engine)
+    empty = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert empty.returncode == 2 and "xraylab users add" in empty.stderr
+    name, password = new_account(db)
+
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 90
         while time.time() < deadline:
             try:
-                if requests.get(url, timeout=5).status_code == 200:
-                    break
+                requests.get(f"{url}/login", timeout=5)
+                break
             except requests.ConnectionError:
                 time.sleep(1)
-        assert requests.get(url, timeout=10).status_code == 200
-        user, password = settings.ui_users()[0]
-        wrong = requests.post(f"{url}/login", data={"username": user, "password": "wrong"}, timeout=10)
-        assert wrong.status_code != 200
-        ok = requests.post(f"{url}/login", data={"username": user, "password": password}, timeout=10)
-        assert ok.status_code == 200 and ok.json().get("success") is True
+        page = requests.get(f"{url}/ui/", headers={"Accept": "text/html"}, allow_redirects=False, timeout=10)
+        assert page.status_code == 303 and page.headers["location"].startswith("/login?next=")
+        assert requests.get(f"{url}/ui/config", timeout=10).status_code == 401
+        session = requests.Session()
+        wrong = session.post(f"{url}/login", data={"username": name, "password": "not the password"}, timeout=10)
+        assert wrong.status_code == 401 and "Wrong username or password" in wrong.text
+        ok = session.post(f"{url}/login", data={"username": name, "password": password, "next": "/ui/"},
+                          allow_redirects=False, timeout=10)
+        assert ok.status_code == 303 and ok.headers["location"] == "/ui/"
+        assert "httponly" in ok.headers["set-cookie"].lower() and "samesite=lax" in ok.headers["set-cookie"].lower()
+        assert session.get(f"{url}/ui/config", timeout=10).status_code == 200
+        token = session.cookies["xraylab_session"]
+        session.get(f"{url}/logout", timeout=10)
+        assert session.get(f"{url}/ui/config", timeout=10).status_code == 401
+        replayed = requests.get(f"{url}/ui/config", cookies={"xraylab_session": token}, timeout=10)
+        assert replayed.status_code == 401 and replayed.json()["error"] == "session_expired"  # ended on the server
     finally:
         proc.terminate()
         proc.wait(30)
-
-
-def test_standalone_ui_refuses_to_start_without_users(tmp_path) -> None:
-    env = {**os.environ, "XRAYLAB_UI_USERS": "", "XRAYLAB_ENV_FILE": str(tmp_path / "none.env")}
-    result = subprocess.run([sys.executable, "-m", "xraylab_cli", "ui"], env=env, capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 2 and "XRAYLAB_UI_USERS" in result.stderr
+    db.dispose()

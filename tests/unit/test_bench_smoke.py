@@ -21,3 +21,18 @@ def test_bench_limit_and_seed_parts_run_and_write_json(tmp_path: Path) -> None:
         assert doc["limit"][arch]["images_per_s"] > 0 and doc["limit"][arch]["best_batch"] in (4, 8)
     assert doc["seed"]["loaded_once_images_per_s"] > doc["seed"]["reload_per_event_images_per_s"] > 0
     assert "(a) limit seed-cnn" in result.stdout
+
+
+def test_worklist_bench_times_every_query_on_sqlite(tmp_path: Path) -> None:
+    """The worklist benchmark at 2,000 studies (`make bench-worklist` runs 100,000 on MariaDB and SQLite)."""
+    out = tmp_path / "worklist.json"
+    result = subprocess.run([sys.executable, str(BENCH.parent / "worklist.py"), "--databases", "sqlite", "--studies",
+                             "2000", "--repeat", "3", "--out", str(out)], capture_output=True, text=True, timeout=300,
+                            env={"XRAYLAB_ENV_FILE": str(tmp_path / "none.env"), "XRAYLAB_STATE_DIR": str(tmp_path),
+                                 "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    [run] = json.loads(out.read_text())["results"]
+    assert run["database"] == "sqlite" and run["studies"] == 2000
+    assert {"first page", "one hospital", "live-refresh poll", "handler (query + table)"} <= set(run["timings"])
+    assert all(t["median_ms"] > 0 for t in run["timings"].values())
+    assert "first page" in result.stdout

@@ -37,19 +37,20 @@ def png_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture(scope="module")
-def trained() -> tuple[object, np.ndarray, np.ndarray]:
-    """tiny-cnn trained for a few epochs on blob images: (model, held-out images, their labels)."""
+@pytest.fixture(scope="module", params=["tiny-cnn", "seed-cnn"])
+def trained(request: pytest.FixtureRequest) -> tuple[object, np.ndarray, np.ndarray]:
+    """A model trained for a few epochs on blob images: (model, held-out images, their labels). seed-cnn's
+    Flatten-Dense head is where plain Grad-CAM goes blank and the HiResCAM fallback answers."""
     import keras
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
-    x, y = blob_images(384, rng)
-    model = build_model("tiny-cnn", SPEC)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="binary_crossentropy", metrics=["accuracy"])
+    x, y = blob_images(192, rng)
+    model = build_model(request.param, SPEC)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="binary_crossentropy", jit_compile=False)
     model.fit(x, y, epochs=6, batch_size=32, verbose=0)
     x_test, y_test = blob_images(64, rng)
-    accuracy = float(np.mean((model.predict(x_test, verbose=0)[:, 0] > 0.5) == y_test))
+    accuracy = float(np.mean((np.asarray(model(x_test, training=False))[:, 0] > 0.5) == y_test))
     assert accuracy >= 0.9, f"the blob model did not learn (accuracy {accuracy:.2f})"
     return model, x_test, y_test
 
@@ -102,11 +103,10 @@ def test_trained_model_looks_at_the_blob(trained) -> None:
     top_left = heat[:, :q, :q].sum(axis=(1, 2))
     bottom_right = heat[:, q:, q:].sum(axis=(1, 2))
     total = heat.sum(axis=(1, 2))
+    assert (total > 0).all(), "a confidently positive image should have some evidence"
     assert (top_left > bottom_right).mean() >= 0.9, "Grad-CAM mass should sit in the blob's quadrant"
-    assert np.median(top_left / total) > 0.5
-    # and the hottest pixel is near the blob itself in most images
-    peaks = [np.unravel_index(np.argmax(h), h.shape) for h in heat]
-    assert np.mean([py < q + 4 and px < q + 4 for py, px in peaks]) >= 0.8
+    assert (top_left > 2 * bottom_right).mean() >= 0.8
+    assert np.median(top_left / total) > 0.5  # of four quadrants, the blob's holds most of the mass
 
 
 def test_saved_and_reloaded_model_gives_the_same_map(trained, tmp_path: Path) -> None:
@@ -118,6 +118,17 @@ def test_saved_and_reloaded_model_gives_the_same_map(trained, tmp_path: Path) ->
     reloaded = keras.models.load_model(path, compile=False)
     assert last_conv_layer(reloaded) == last_conv_layer(model)
     np.testing.assert_allclose(grad_cam(reloaded, x_test[:8]), grad_cam(model, x_test[:8]), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["seed-cnn", "xray-resnet"])
+def test_reloaded_architectures_give_the_same_map(name: str, tmp_path: Path) -> None:
+    import keras
+
+    model = build_model(name, SPEC)
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.models.load_model(tmp_path / "model.keras", compile=False)
+    batch = np.random.default_rng(5).uniform(0, 1, (2, SPEC.height, SPEC.width, 1)).astype(np.float32)
+    np.testing.assert_allclose(grad_cam(reloaded, batch), grad_cam(model, batch), atol=1e-5)
 
 
 def test_explain_runs_the_models_own_preprocessing(trained, tmp_path: Path) -> None:

@@ -1,0 +1,21 @@
+"""The running system for the end-to-end tests: one pipeline per test module, on the project's MariaDB."""
+
+from __future__ import annotations
+
+import pytest
+
+from serve_app.app import AppArgs
+from xraylab.registry import list_cards
+
+
+@pytest.fixture(scope="module")
+def pipeline(settings, mariadb):
+    from serve_app.launch import start_pipeline
+
+    if not list_cards(settings.model_dir):
+        from train.bootstrap import train_bootstrap_model
+
+        train_bootstrap_model(settings.model_dir)
+    pipe = start_pipeline(settings, AppArgs(database="mariadb"))
+    yield pipe
+    pipe.stop()
