@@ -166,6 +166,10 @@ class ReviewActions:
         return detail
 
     def save_verdict(self, study_id: int, user: Principal, label: str, notes: str) -> int:
+        """Record a verdict; only a doctor's counts as a label (an admin runs the system, not the diagnosis)."""
+        if user.role != "doctor":
+            raise PermissionError(f"only doctors record verdicts; {user.name} is {user.role}")
+
         def work(session: Any) -> int:
             verdict_id = record_verdict(session, study_id, user.user_id, label, notes)
             record_audit(session, user.name, "verdict", study_id, f"{label} (verdict {verdict_id})")
@@ -306,7 +310,7 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
             verdict_id = actions.save_verdict(int(study_id), user, label, notes)
         except StudyNotFoundError:
             return (f"⚠️ Study {study_id} no longer exists (it was deleted): the verdict could not be saved.",) + keep
-        except InvalidVerdictError as exc:
+        except (InvalidVerdictError, PermissionError) as exc:
             return (f"⚠️ {exc}. Nothing was saved.",) + keep
         except Exception as exc:  # the database is away: the form keeps the verdict, the doctor can retry
             log.warning("verdict on study %s not saved: %s", study_id, type(exc).__name__)

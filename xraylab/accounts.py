@@ -31,7 +31,7 @@ from xraylab.db.models import ApiKey, User, UserSession, utcnow
 
 __all__ = ["ROLES", "Principal", "AccessPolicy", "AccountError", "LoginResult", "create_user", "set_disabled",
            "list_users", "authenticate", "start_session", "resolve_session", "end_session", "create_api_key",
-           "resolve_api_key", "MIN_PASSWORD_LENGTH", "check_password_strength"]
+           "revoke_api_key", "resolve_api_key", "MIN_PASSWORD_LENGTH", "check_password_strength"]
 
 ROLES = ("doctor", "admin")
 MIN_PASSWORD_LENGTH = 12
@@ -217,6 +217,17 @@ def create_api_key(session: Session, name: str, label: str | None = None) -> str
     secret = secrets.token_urlsafe(32)
     session.add(ApiKey(key_id=key_id, user_id=user.id, secret_hash=_sha256(secret), label=label))
     return f"xrk_{key_id}_{secret}"
+
+
+def revoke_api_key(session: Session, key_id: str) -> str:
+    """Revoke a key by its id (the part after ``xrk_``); returns its user's name."""
+    key_id = key_id.removeprefix("xrk_").split("_", 1)[0]
+    found = session.execute(select(ApiKey, User).join(User, User.id == ApiKey.user_id)
+                            .where(ApiKey.key_id == key_id)).first()
+    if found is None:
+        raise AccountError(f"no API key {key_id!r}")
+    found[0].revoked = True
+    return found[1].name
 
 
 def resolve_api_key(session: Session, token: str, now: datetime | None = None) -> Principal | None:

@@ -196,6 +196,22 @@ def users_add_key(name: str, label: Annotated[str, typer.Option(help="what the k
     print(key)
 
 
+@users_app.command("revoke-key")
+def users_revoke_key(key_id: Annotated[str, typer.Argument(help="the key, or its id: the part after xrk_")],
+                     database: DatabaseOption = "default") -> None:
+    """Revoke an API key at once."""
+    from xraylab.accounts import AccountError, revoke_api_key
+    from xraylab.db.review import record_audit
+
+    try:
+        with _accounts_db(database).session() as session:
+            owner = revoke_api_key(session, key_id)
+            record_audit(session, None, "api_key_revoked", detail=f"{owner} {key_id.removeprefix('xrk_')[:12]}")
+    except AccountError as exc:
+        raise fail(str(exc)) from None
+    print(f"key revoked ({owner})")
+
+
 @users_app.command("list")
 def users_list(database: DatabaseOption = "default") -> None:
     """One line per user: name, role, disabled or not, API keys, last login."""

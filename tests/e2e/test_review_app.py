@@ -143,6 +143,15 @@ def test_nothing_of_a_patient_without_a_session_or_key(pipeline, ward, mariadb) 
     assert keyed.status_code == 200 and keyed.json()["version"]
     assert requests.get(f"{url}/healthz", timeout=30).status_code == 200  # probes need no login
 
+    # Logged in, the page and its config still carry no patient data: it loads in an event, after login.
+    doctor, password = new_account(mariadb)
+    browser_like = requests.Session()
+    assert browser_like.post(f"{url}/login", data={"username": doctor, "password": password},
+                             timeout=30).status_code == 200
+    for path in ("/ui/", "/ui/config"):
+        answer = browser_like.get(f"{url}{path}", timeout=30)
+        assert answer.status_code == 200 and name not in answer.text and ward.hospital not in answer.text
+
 
 def test_a_doctor_reviews_by_clicking_and_a_second_doctor_keeps_the_first_verdict(pipeline, ward, mariadb,
                                                                                     browser, settings) -> None:

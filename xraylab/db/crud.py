@@ -28,18 +28,21 @@ PREDICTION_COLUMNS = ("model_version", "score", "band", "fetch_ms", "infer_ms")
 Row = TypeVar("Row", bound=Base)
 
 
-def _insert_or_get(session: Session, row: Row, existing: Select[tuple[int]]) -> tuple[int, bool]:
+def _insert_or_get(session: Session, row: Row, existing: Select[tuple[int]], *,
+                   exclusive: bool = False) -> tuple[int, bool]:
     """(id, created): insert ``row`` unless a unique key says it exists, then return the existing id.
 
     The insert runs in a SAVEPOINT so that a duplicate (a redelivered event, or a concurrent writer
     that got there first) rolls back only itself. The look-up after a duplicate is a locking read, so
-    that it sees the other writer's committed row even under MariaDB's REPEATABLE READ snapshot."""
+    that it sees the other writer's committed row even under MariaDB's REPEATABLE READ snapshot;
+    ``exclusive`` when the caller may update that row next (a shared lock it then upgraded would deadlock
+    with every other writer holding one)."""
     try:
         with session.begin_nested():
             session.add(row)
         return row.id, True  # type: ignore[attr-defined]
     except IntegrityError:
-        found = session.scalar(existing.with_for_update(read=True))
+        found = session.scalar(existing.with_for_update(read=not exclusive))
         if found is None:
             raise
         return found, False
@@ -48,8 +51,11 @@ def _insert_or_get(session: Session, row: Row, existing: Select[tuple[int]]) -> 
 def record_prediction(session: Session, study: StudyRecord, verdict: Verdict, *,
                       fetch_ms: float | None = None) -> WriteResult:
     """Insert the study and its prediction unless they exist; safe to call again for the same event."""
+    # A known study is locked exclusively: should this be a new model's score, its worklist keys change below,
+    # and concurrent writers of the same study queue here instead of deadlocking there.
     study_id, study_created = _insert_or_get(session, Study(**_study_columns(study, verdict)),
-                                             select(Study.id).where(Study.study_uid == study.study_uid))
+                                             select(Study.id).where(Study.study_uid == study.study_uid),
+                                             exclusive=True)
     prediction = Prediction(**_prediction_columns(study_id, verdict, fetch_ms))
     prediction_id, created = _insert_or_get(session, prediction, select(Prediction.id).where(
         (Prediction.study_id == study_id) & (Prediction.model_version == verdict.model_version)))

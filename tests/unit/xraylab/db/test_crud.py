@@ -29,14 +29,6 @@ def counts(db: Database) -> dict[str, int]:
         return count_rows(session)
 
 
-@pytest.fixture()
-def db(tmp_path: Path):
-    db = Database(f"sqlite:///{tmp_path / 'sub' / 'x.db'}")
-    upgrade_schema(db.engine)
-    yield db
-    db.dispose()
-
-
 def test_migrations_create_tables_and_are_rerunnable(db) -> None:
     upgrade_schema(db.engine)
     assert {"studies", "predictions", "alembic_version"} <= set(inspect(db.engine).get_table_names())

@@ -37,14 +37,6 @@ def verdict(score: float, version: str = "v1") -> Verdict:
 
 
 @pytest.fixture()
-def db(tmp_path: Path):
-    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
-    upgrade_schema(db.engine)
-    yield db
-    db.dispose()
-
-
-@pytest.fixture()
 def doctors(db) -> tuple[int, int]:
     with db.session() as session:
         return (create_user(session, "doc-a", "a long enough password"),
@@ -175,3 +167,42 @@ def test_audit_trail_per_study_and_user(db) -> None:
     assert [(e["user"], e["action"], e["detail"]) for e in trail] == [
         ("doc-a", "open_study", None), ("doc-a", "verdict", "Pneumonia")]
     assert [e["action"] for e in mine] == ["open_study", "verdict", "login"]
+
+
+def test_migration_gives_existing_studies_the_worklist_keys_of_their_latest_prediction(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    old = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade_schema(old.engine, "0001")
+    with old.engine.begin() as conn:
+        conn.execute(text("INSERT INTO studies (id, study_uid, endpoint_id, bucket, object_key, received_at) VALUES "
+                          "(1, 'a', 'local', 'b', 'k1', '2026-11-01'), (2, 'b', 'local', 'b', 'k2', '2026-11-01')"))
+        conn.execute(text("INSERT INTO predictions (study_id, model_version, score, band, created_at) VALUES "
+                          "(1, 'v1', 0.9, 'Pneumonia', '2026-11-01'), (1, 'v2', 0.3, 'Normal', '2026-11-02'), "
+                          "(2, 'v1', 0.7, 'Unsure', '2026-11-01')"))
+    upgrade_schema(old.engine)
+    with old.session() as session:
+        page = worklist_page(session)
+    assert [(r["id"], r["band"], r["score"], r["model_version"]) for r in page.rows] == [
+        (2, "Unsure", 0.7, "v1"), (1, "Normal", 0.3, "v2")]
+    assert all(r["reviewed"] is False and r["verdict_count"] == 0 for r in page.rows)
+    old.dispose()
+
+
+def test_downgrade_and_upgrade_again_keep_every_prediction(db) -> None:
+    from xraylab.db.crud import count_rows
+
+    with db.session() as session:
+        record_predictions(session, [(study(i), verdict(0.5), None) for i in range(3)])
+    from alembic import command
+
+    from xraylab.db.session import _alembic_config
+
+    config = _alembic_config()  # down to the previous schema (the downgrade drops the review tables' data)
+    with db.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0001")
+    upgrade_schema(db.engine)
+    with db.session() as session:
+        assert count_rows(session) == {"studies": 3, "predictions": 3}
+        assert worklist_page(session).total == 3

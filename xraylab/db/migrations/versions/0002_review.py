@@ -23,12 +23,13 @@ def _tz() -> sa.DateTime:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("studies") as batch:
-        batch.add_column(sa.Column("band_rank", sa.SmallInteger(), nullable=True))
-        batch.add_column(sa.Column("score", sa.Float(), nullable=True))
-        batch.add_column(sa.Column("reviewed", sa.Boolean(), nullable=False, server_default=sa.text("0")))
-        batch.add_column(sa.Column("verdict_count", sa.Integer(), nullable=False, server_default=sa.text("0")))
-        batch.add_column(sa.Column("last_verdict_at", _tz(), nullable=True))
+    # Plain ALTER TABLE ... ADD COLUMN (SQLite has it): no batch mode, whose copy-and-drop of `studies` would
+    # cascade to every prediction under SQLite's foreign keys.
+    op.add_column("studies", sa.Column("band_rank", sa.SmallInteger(), nullable=True))
+    op.add_column("studies", sa.Column("score", sa.Float(), nullable=True))
+    op.add_column("studies", sa.Column("reviewed", sa.Boolean(), nullable=False, server_default=sa.text("0")))
+    op.add_column("studies", sa.Column("verdict_count", sa.Integer(), nullable=False, server_default=sa.text("0")))
+    op.add_column("studies", sa.Column("last_verdict_at", _tz(), nullable=True))
     # Existing studies take the sort keys of their latest prediction.
     latest = "(SELECT {col} FROM predictions p WHERE p.study_id = studies.id ORDER BY p.id DESC LIMIT 1)"
     rank = "CASE " + " ".join(f"WHEN p.band = '{band}' THEN {r}" for band, r in BAND_RANKS.items()) + " ELSE 3 END"
@@ -114,6 +115,6 @@ def downgrade() -> None:
         op.drop_table(table)
     for index in ("ix_studies_study_date", "ix_studies_hospital_worklist", "ix_studies_worklist"):
         op.drop_index(index, table_name="studies")
-    with op.batch_alter_table("studies") as batch:
-        for column in ("last_verdict_at", "verdict_count", "reviewed", "score", "band_rank"):
-            batch.drop_column(column)
+    for column in ("last_verdict_at", "verdict_count", "reviewed", "score", "band_rank"):
+        # SQLite 3.35+ drops a column in place; alembic's drop_column would ask for batch mode (see upgrade).
+        op.execute(f"ALTER TABLE studies DROP COLUMN {column}")

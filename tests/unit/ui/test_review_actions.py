@@ -1,0 +1,59 @@
+"""What the review app's events do, without Gradio: the table, verdicts by role, the audit of openings."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.accounts import new_account
+from ui.review_app import ReviewActions
+from xraylab.accounts import AccessPolicy, authenticate
+from xraylab.db.crud import record_predictions
+from xraylab.db.review import StudyNotFoundError, WorklistFilter, audit_trail
+from xraylab.db.session import Database, upgrade_schema
+from xraylab.messages import StudyMetadata, StudyRecord, Verdict, study_uid
+from xraylab.settings import load_settings
+
+
+@pytest.fixture()
+def actions(tmp_path: Path) -> ReviewActions:
+    settings = load_settings(STATE_DIR=tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}")
+    db = Database(settings.DATABASE_URL)
+    upgrade_schema(db.engine)
+    rows = [(StudyRecord(study_uid=study_uid("local", "b", f"k{i}", "e"), endpoint_id="local", bucket="b",
+                         object_key=f"k{i}", etag="e",
+                         metadata=StudyMetadata("north", f"P{i}", f"Name {i}", "2026-11-02")),
+             Verdict(score=s, band="Pneumonia" if s > 0.8 else "Normal", model_version="v9", synthetic_model=True,
+                     infer_ms=1.0), None) for i, s in enumerate([0.3, 0.9])]
+    with db.session() as session:
+        record_predictions(session, rows)
+    return ReviewActions(db, settings, images=None)
+
+
+def principal(actions: ReviewActions, role: str):
+    name, password = new_account(actions.db, role=role)
+    with actions.db.session() as session:
+        return authenticate(session, name, password, AccessPolicy()).principal
+
+
+def test_table_rows_say_status_band_and_that_the_model_is_synthetic(actions) -> None:
+    table, info, page, version = actions.page(WorklistFilter(), 1)
+    assert [row[0] for row in table] == [2, 1] and table[0][1] == "Unreviewed" and table[0][2] == "Pneumonia"
+    assert table[0][6] == "Name 1" and table[0][8] == "v9 (synthetic)"  # unknown model: warned as synthetic
+    assert info.startswith("Page 1 of 1 · 2 studies") and page == 1 and version[0] == 2
+
+
+def test_doctors_record_verdicts_admins_do_not_and_openings_are_audited(actions) -> None:
+    doctor, admin = principal(actions, "doctor"), principal(actions, "admin")
+    detail = actions.open(2, doctor)
+    assert detail["patient_name"] == "Name 1" and detail["verdicts"] == []
+    verdict_id = actions.save_verdict(2, doctor, "Pneumonia", "  lobar  ")
+    with pytest.raises(PermissionError, match="only doctors"):
+        actions.save_verdict(2, admin, "Normal", "")
+    with pytest.raises(StudyNotFoundError):
+        actions.open(99, doctor)
+    table, *_ = actions.page(WorklistFilter(), 1)
+    assert table[-1][0] == 2 and table[-1][1] == f"Reviewed: {doctor.name} (Pneumonia)"
+    with actions.db.session() as session:
+        trail = audit_trail(session, study_id=2)
+    assert [(e["user"], e["action"]) for e in trail] == [(doctor.name, "open_study"), (doctor.name, "verdict")]
+    assert trail[1]["detail"] == f"Pneumonia (verdict {verdict_id})" and "Name 1" not in str(trail)
