@@ -46,8 +46,8 @@ __all__ = ["build_review_app", "mount_review_app", "WORKLIST_COLUMNS", "trained_
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 log = logging.getLogger("xraylab.ui")
 
-WORKLIST_COLUMNS = ["Study", "Status", "Risk band", "Score", "Hospital", "Patient ID", "Patient", "Study date",
-                    "Model"]
+WORKLIST_COLUMNS = ["Study", "Status", "Risk band", "Score", "Hospital", "Patient", "Patient ID", "Study date"]
+SYNTHETIC_MARK = "⚠"  # after a score from a model trained on generated images (the banner says what it means)
 ALL = "All"
 STATUS_CHOICES = {"All": "all", "Unreviewed": "unreviewed", "Reviewed": "reviewed"}
 
@@ -135,10 +135,12 @@ class ReviewActions:
         self.model_dir = settings.model_dir
         self.images = images
 
-    def model_label(self, version: str | None) -> str:
-        if not version:
+    def score_label(self, row: dict[str, Any]) -> str:
+        """The score, marked when the model that gave it learnt from generated images."""
+        if row.get("score") is None:
             return "-"
-        return f"{version} (synthetic)" if trained_on_synthetic(self.model_dir, version) else version
+        synthetic = trained_on_synthetic(self.model_dir, row.get("model_version"))
+        return f"{float(row['score']):.3f}" + (f" {SYNTHETIC_MARK}" if synthetic else "")
 
     def filters(self, hospital: str, band: str, status: str, date_from: str, date_to: str) -> WorklistFilter:
         return WorklistFilter(hospital=None if hospital in (None, "", ALL) else hospital,
@@ -150,10 +152,8 @@ class ReviewActions:
         with self.db.session() as session:
             result = worklist_page(session, filters, page, self.settings.WORKLIST_PAGE_SIZE)
             version = worklist_version(session)
-        table = [[r["id"], _status(r), r.get("band"), round(float(r.get("score") or 0.0), 3), r.get("hospital"),
-                  r.get("patient_id"), r.get("patient_name"), r.get("study_date"),
-                  self.model_label(r.get("model_version"))]
-                 for r in result.rows]
+        table = [[r["id"], _status(r), r.get("band"), self.score_label(r), r.get("hospital"), r.get("patient_name"),
+                  r.get("patient_id"), r.get("study_date")] for r in result.rows]
         info = (f"Page {result.page} of {result.pages} · {result.total} studies · "
                 f"updated {datetime.now().strftime('%H:%M:%S')}")
         return table, info, result.page, version
@@ -241,7 +241,9 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
         return principal
 
     def banner() -> str:
-        return f"> ⚠️ **{SYNTHETIC_NOTICE}**" if trained_on_synthetic(actions.model_dir, None) else ""
+        if trained_on_synthetic(actions.model_dir, None):
+            return f"> ⚠️ **{SYNTHETIC_NOTICE}** ({SYNTHETIC_MARK} after a score: from such a model.)"
+        return f"> {SYNTHETIC_MARK} after a score: from a model trained on generated images, not clinically meaningful."
 
     def worklist(hospital: str, band: str, status: str, date_from: str, date_to: str, page: int,
                  request: gr.Request) -> tuple[Any, ...]:
@@ -346,7 +348,7 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
                     date_to = gr.Textbox(label="Study date to", placeholder="YYYY-MM-DD", elem_id="filter-to")
                 table = gr.Dataframe(headers=WORKLIST_COLUMNS, interactive=False, elem_id="worklist",
                                      label="Worklist (click a row to open the study)", wrap=True, max_height=1200,
-                                     column_widths=["6%", "19%", "9%", "7%", "10%", "10%", "15%", "10%", "14%"])
+                                     column_widths=["6%", "22%", "11%", "9%", "11%", "16%", "11%", "14%"])
                 with gr.Row():
                     previous = gr.Button("◀ Previous page", elem_id="page-previous", size="sm")
                     page_info = gr.Markdown(elem_id="page-info")

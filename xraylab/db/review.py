@@ -78,8 +78,8 @@ def _filtered(query: Any, filters: WorklistFilter) -> Any:
         query = query.where(Study.study_date >= filters.date_from.isoformat())
     if filters.date_to:
         query = query.where(Study.study_date <= filters.date_to.isoformat())
-    if filters.status != "all":
-        query = query.where(Study.reviewed.is_(filters.status == "reviewed"))
+    if filters.status != "all":  # `= 1`, not `IS TRUE`, which MariaDB cannot look up in an index
+        query = query.where(Study.reviewed == (filters.status == "reviewed"))
     return query.where(Study.band_rank.is_not(None))
 
 
@@ -91,12 +91,15 @@ def worklist_page(session: Session, filters: WorklistFilter | None = None, page:
     total = session.scalar(_filtered(select(func.count(Study.id)), filters)) or 0
     pages = max(1, math.ceil(total / page_size))
     page = min(max(1, page), pages)
-    studies = session.scalars(
-        _filtered(select(Study), filters)
+    # The page's ids first, from the worklist index alone (it holds every sort key and the id), then their rows:
+    # a deep page skips index entries, not whole rows.
+    ids = list(session.scalars(
+        _filtered(select(Study.id), filters)
         .order_by(Study.reviewed, Study.band_rank, Study.score.desc(), Study.id)
         .offset((page - 1) * page_size).limit(page_size)
-    ).all()
-    ids = [s.id for s in studies]
+    ))
+    by_id = {s.id: s for s in session.scalars(select(Study).where(Study.id.in_(ids)))} if ids else {}
+    studies = [by_id[i] for i in ids if i in by_id]
     latest = _latest_predictions(session, ids)
     reviewers: dict[int, dict[str, str]] = {}
     if ids:

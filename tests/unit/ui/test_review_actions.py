@@ -38,7 +38,7 @@ def principal(actions: ReviewActions, role: str):
 def test_table_rows_say_status_band_and_that_the_model_is_synthetic(actions) -> None:
     table, info, page, version = actions.page(WorklistFilter(), 1)
     assert [row[0] for row in table] == [2, 1] and table[0][1] == "Unreviewed" and table[0][2] == "Pneumonia"
-    assert table[0][6] == "Name 1" and table[0][8] == "v9 (synthetic)"  # unknown model: warned as synthetic
+    assert table[0][5] == "Name 1" and table[0][3] == "0.900 ⚠"  # unknown model: marked as synthetic
     assert info.startswith("Page 1 of 1 · 2 studies") and page == 1 and version[0] == 2
 
 
