@@ -20,17 +20,17 @@ import collections
 import html
 import logging
 import time
-from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import anyio
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, cookie_parser
 
 from xraylab.accounts import (
     AccessPolicy,
+    LoginResult,
     Principal,
     authenticate,
     end_session,
@@ -50,6 +50,7 @@ SESSION_COOKIE = "xraylab_session"
 UI_PATH = "/ui"
 PUBLIC_PATHS = frozenset({"/", "/login", "/logout", "/healthz", "/favicon.ico"})
 API_PREFIX = "/v1/"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 API_DOCS = frozenset({"/docs", "/openapi.json"})  # development only (production serves none)
 IP_WINDOW_S = 600.0
 # Gradio's page needs inline scripts and styles (its config and theme are inline) and blob: workers; nothing
@@ -88,7 +89,8 @@ class AccessControl:
         self.policy = AccessPolicy.from_settings(settings)
         self.cookie_secure = bool(settings.COOKIE_SECURE)
         self.ip_max_failures = settings.LOGIN_IP_MAX_FAILURES
-        self._ip_failures: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+        self._ip_failures: dict[str, collections.deque[float]] = {}
+        self._name_failures: dict[str, collections.deque[float]] = {}
 
     def session_user(self, token: str | None) -> Principal | None:
         if not token:
@@ -100,29 +102,54 @@ class AccessControl:
         with self.db.session() as session:
             return resolve_api_key(session, token)
 
+    @staticmethod
+    def _recent(table: dict[str, collections.deque[float]], key: str, window_s: float) -> collections.deque[float]:
+        failures = table.get(key) or collections.deque()
+        now = time.monotonic()
+        while failures and failures[0] < now - window_s:
+            failures.popleft()
+        if failures:
+            table[key] = failures
+        else:
+            table.pop(key, None)  # no entry kept for a caller with nothing recent
+        return failures
+
     def ip_retry_after(self, address: str) -> float:
         """Seconds until ``address`` may try again (0: it may now)."""
-        failures = self._ip_failures[address]
-        now = time.monotonic()
-        while failures and failures[0] < now - IP_WINDOW_S:
-            failures.popleft()
-        return failures[0] + IP_WINDOW_S - now if len(failures) >= self.ip_max_failures else 0.0
+        failures = self._recent(self._ip_failures, address, IP_WINDOW_S)
+        return failures[0] + IP_WINDOW_S - time.monotonic() if len(failures) >= self.ip_max_failures else 0.0
 
     def ip_failed(self, address: str) -> None:
-        self._ip_failures[address].append(time.monotonic())
+        self._ip_failures.setdefault(address, collections.deque()).append(time.monotonic())
+
+    def unknown_name_throttled(self, name: str) -> bool:
+        """Names that are no account's are throttled as accounts are (the same answer after as many misses), so
+        that the answer does not tell which names exist."""
+        window = self.policy.lockout_s
+        return len(self._recent(self._name_failures, name, window)) >= self.policy.max_failures
+
+    def unknown_name_failed(self, name: str) -> None:
+        self._name_failures.setdefault(name, collections.deque()).append(time.monotonic())
 
 
 def _cookie(headers: dict[bytes, bytes]) -> str | None:
+    """The session cookie, parsed as Starlette does (``http.cookies`` gives up on the whole header when
+    another site's cookie holds JSON or spaces)."""
     raw = headers.get(b"cookie")
-    if not raw:
-        return None
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(raw.decode("latin-1"))
-    except Exception:  # a malformed Cookie header: no session
-        return None
-    morsel = jar.get(SESSION_COOKIE)
-    return morsel.value if morsel else None
+    return cookie_parser(raw.decode("latin-1")).get(SESSION_COOKIE) if raw else None
+
+
+def _cross_site(headers: dict[bytes, bytes]) -> bool:
+    """A browser request sent by another site (a form or script elsewhere posting here with the user's
+    cookie): ``Sec-Fetch-Site``, else an ``Origin`` whose host is not this one. Clients that send neither
+    (curl, a PACS gateway) are not browsers acting for someone else."""
+    fetch_site = headers.get(b"sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site not in (b"same-origin", b"none")
+    origin = headers.get(b"origin")
+    if origin is None:
+        return False
+    return origin == b"null" or urlsplit(origin.decode("latin-1")).netloc.encode("latin-1") != headers.get(b"host")
 
 
 def _bearer(headers: dict[bytes, bytes]) -> str | None:
@@ -145,10 +172,14 @@ class AccessMiddleware:
             return
         path: str = scope.get("path", "")
         send = self._with_headers(send, path)
+        headers = dict(scope.get("headers") or [])
+        if scope["type"] == "http" and scope.get("method") not in SAFE_METHODS and _cross_site(headers):
+            response = JSONResponse({"error": "cross_site", "detail": "refused: sent from another site"}, 403)
+            await response(scope, _no_receive, send)
+            return
         if path in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
         token = _cookie(headers)
         principal = await anyio.to_thread.run_sync(self.access.session_user, token) if token else None
         if principal is None and (path.startswith(API_PREFIX) or path in API_DOCS) and (key := _bearer(headers)):
@@ -277,8 +308,12 @@ def login_router(access: AccessControl) -> APIRouter:
             return login_page(target, f"Too many failed logins from this address. Try again in {wait:.0f} s.",
                               username=name, status_code=429)
 
+        replaced = request.cookies.get(SESSION_COOKIE)
+
         def check() -> tuple[Any, str | None]:
             with access.db.session() as session:
+                if replaced:  # a new login ends the session it replaces in this browser
+                    end_session(session, replaced)
                 result = authenticate(session, name, password, access.policy)
                 token = None
                 if result.principal is not None:
@@ -288,9 +323,16 @@ def login_router(access: AccessControl) -> APIRouter:
                     record_audit(session, name if result.known else None, "login_refused", detail=result.reason)
                 return result, token
 
-        result, token = await anyio.to_thread.run_sync(check)
+        if access.unknown_name_throttled(name):
+            result, token = LoginResult(reason="throttled", retry_after_s=access.policy.lockout_s), None
+        else:
+            result, token = await anyio.to_thread.run_sync(check)
         if token is None:
             access.ip_failed(address)
+            if not result.known:
+                access.unknown_name_failed(name)
+                if access.unknown_name_throttled(name):
+                    result = LoginResult(reason="throttled", retry_after_s=access.policy.lockout_s)
             if result.reason == "throttled":
                 minutes = max(1, round(result.retry_after_s / 60))
                 message = f"Too many failed attempts for this account. Try again in about {minutes} min."

@@ -165,13 +165,14 @@ class ReviewActions:
         log.info("user %s opened study %s", user.name, detail["study_uid"])
         return detail
 
-    def save_verdict(self, study_id: int, user: Principal, label: str, notes: str) -> int:
+    def save_verdict(self, study_id: int, user: Principal, label: str, notes: str,
+                     prediction_id: int | None = None) -> int:
         """Record a verdict; only a doctor's counts as a label (an admin runs the system, not the diagnosis)."""
         if user.role != "doctor":
             raise PermissionError(f"only doctors record verdicts; {user.name} is {user.role}")
 
         def work(session: Any) -> int:
-            verdict_id = record_verdict(session, study_id, user.user_id, label, notes)
+            verdict_id = record_verdict(session, study_id, user.user_id, label, notes, prediction_id=prediction_id)
             record_audit(session, user.name, "verdict", study_id, f"{label} (verdict {verdict_id})")
             return verdict_id
 
@@ -279,29 +280,32 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
             detail = actions.open(study_id, user)
         except StudyNotFoundError:
             message = f"⚠️ Study {study_id} does not exist (or was deleted). Refresh the worklist."
-            return None, _viewer_html(None, False, zoom), message, "", 0, ""
+            return None, _viewer_html(None, False, zoom), message, "", 0, "", None, None, ""
         try:
             available: bool | None = images.exists(detail)
         except Exception as exc:  # the store cannot be reached: say so, show the rest
             log.warning("study %s: store not reachable: %s", detail["study_uid"], type(exc).__name__)
             available = None
         synthetic = trained_on_synthetic(actions.model_dir, detail.get("model_version"))
+        # The verdict form starts empty for each study: a choice made for one is never saved on another.
         return (study_id, _viewer_html(study_id, heatmap, zoom, available), _details_markdown(detail, synthetic),
-                _history_markdown(detail["verdicts"]), len(detail["verdicts"]), "")
+                _history_markdown(detail["verdicts"]), len(detail["verdicts"]), "", detail.get("prediction_id"),
+                None, "")
 
     def on_select(evt: gr.SelectData, heatmap: bool, zoom: float, request: gr.Request) -> tuple[Any, ...]:
         row = evt.row_value or []
         if not row or row[0] in (None, ""):
-            return (gr.skip(),) * 6
+            return (gr.skip(),) * 9
         return open_study(int(row[0]), heatmap, zoom, request)
 
     def redraw(study_id: int | None, heatmap: bool, zoom: float) -> str:
         return _viewer_html(study_id, heatmap, zoom)
 
-    def save(study_id: int | None, label: str | None, notes: str, seen: int, hospital: str, band: str,
-             status: str, date_from: str, date_to: str, page: int, request: gr.Request) -> tuple[Any, ...]:
+    def save(study_id: int | None, label: str | None, notes: str, seen: int, prediction_id: int | None,
+             hospital: str, band: str, status: str, date_from: str, date_to: str, page: int,
+             request: gr.Request) -> tuple[Any, ...]:
         user = user_of(request)
-        keep = (gr.skip(),) * 7
+        keep = (gr.skip(),) * 8
         if study_id is None:
             return ("⚠️ Open a study first.",) + keep
         if label not in VERDICT_LABELS:
@@ -309,7 +313,7 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
         if len(notes or "") > MAX_NOTES:
             return (f"⚠️ Notes are {len(notes)} characters; at most {MAX_NOTES}. Nothing was saved.",) + keep
         try:
-            verdict_id = actions.save_verdict(int(study_id), user, label, notes)
+            verdict_id = actions.save_verdict(int(study_id), user, label, notes, prediction_id)
         except StudyNotFoundError:
             return (f"⚠️ Study {study_id} no longer exists (it was deleted): the verdict could not be saved.",) + keep
         except (InvalidVerdictError, PermissionError) as exc:
@@ -318,15 +322,21 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
             log.warning("verdict on study %s not saved: %s", study_id, type(exc).__name__)
             return ("⚠️ The verdict could not be saved just now (the database did not answer). "
                     "It is still in the form: press Record verdict again.",) + keep
-        with db.session() as session:
-            verdicts = study_detail(session, int(study_id))["verdicts"]
-        others = [v for v in verdicts[seen:] if v["id"] != verdict_id and v["doctor"] != user.name]
         message = f"Saved: **{label}** on study {study_id} (verdict {verdict_id})."
+        try:  # saved already: what follows only redraws, and a failure here must not invite a second save
+            with db.session() as session:
+                verdicts = study_detail(session, int(study_id))["verdicts"]
+            table, info, page, version = worklist(hospital, band, status, date_from, date_to, page, request)
+        except Exception as exc:
+            log.warning("study %s: verdict %s saved, the page not redrawn: %s", study_id, verdict_id,
+                        type(exc).__name__)
+            return (message + " (The worklist could not be redrawn just now.)", gr.skip(), gr.skip(), None, "",
+                    gr.skip(), gr.skip(), gr.skip(), gr.skip())
+        others = [v for v in verdicts[seen:] if v["id"] != verdict_id and v["doctor"] != user.name]
         if others:
             message += " Meanwhile " + ", ".join(f"{v['doctor']} recorded {v['label']}" for v in others) + \
                        "; both verdicts are kept."
-        table, info, page, version = worklist(hospital, band, status, date_from, date_to, page, request)
-        return message, _history_markdown(verdicts), len(verdicts), None, "", table, info, version
+        return message, _history_markdown(verdicts), len(verdicts), None, "", table, info, page, version
 
     with gr.Blocks(title=title, fill_width=True) as demo:
         with gr.Row():
@@ -337,6 +347,7 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
         version_state = gr.State(None)
         study_state = gr.State(None)
         seen_state = gr.State(0)
+        prediction_state = gr.State(None)  # the prediction shown with the open study (what a verdict answers)
         with gr.Row():
             with gr.Column(scale=3):
                 with gr.Row():
@@ -387,12 +398,12 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
         following.click(page_after, [*filters, page_state], listing)
         gr.Timer(settings.WORKLIST_REFRESH_S).tick(tick, [*filters, page_state, version_state], listing,
                                                    show_progress="hidden")
-        opened = [study_state, viewer, details, history, seen_state, message]
+        opened = [study_state, viewer, details, history, seen_state, message, prediction_state, verdict, notes]
         table.select(on_select, [heatmap, zoom], opened)
         heatmap.change(redraw, [study_state, heatmap, zoom], viewer)
         zoom.release(redraw, [study_state, heatmap, zoom], viewer)
-        record.click(save, [study_state, verdict, notes, seen_state, *filters, page_state],
-                     [message, history, seen_state, verdict, notes, table, page_info, version_state])
+        record.click(save, [study_state, verdict, notes, seen_state, prediction_state, *filters, page_state],
+                     [message, history, seen_state, verdict, notes, table, page_info, page_state, version_state])
     return demo
 
 

@@ -15,11 +15,12 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
 
-from xraylab.db.review import StudyNotFoundError, cached_heatmap, store_heatmap, study_detail
+from ui.access import principal_of
+from xraylab.db.review import StudyNotFoundError, cached_heatmap, record_audit, store_heatmap, study_detail
 from xraylab.db.session import Database
 from xraylab.errors import RejectedInputError, RejectReason
 from xraylab.settings import Settings
@@ -30,6 +31,7 @@ __all__ = ["StudyImages", "HeatmapMaker", "media_router", "ImageGoneError", "ima
 log = logging.getLogger("xraylab.ui.media")
 MEDIA_PREFIX = "/review/studies"
 SERVED_AS_IS = {"JPEG": "image/jpeg", "PNG": "image/png"}
+OVERLAY_MAX_SIDE = 2048
 
 
 def image_url(study_id: int) -> str:
@@ -121,11 +123,15 @@ class HeatmapMaker:
         return heat
 
     def overlay_png(self, study: dict[str, Any]) -> bytes:
+        """The map over the picture, at most ``OVERLAY_MAX_SIDE`` pixels a side (a heatmap's detail is the model's
+        input size; a 3,000-pixel film need not be blended at full size)."""
         from xraylab.gradcam import overlay
 
         original = self.images.original(study)
         picture = Image.open(io.BytesIO(original))
+        picture.draft("L", (OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE))  # a JPEG decodes at a reduced size
         picture.load()
+        picture.thumbnail((OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE))
         out = io.BytesIO()
         overlay(picture, self.heat(study, original)).save(out, "PNG", optimize=False, compress_level=3)
         return out.getvalue()
@@ -148,13 +154,17 @@ def _problem(status: int, error: str, detail: str) -> JSONResponse:
 def media_router(db: Database, images: StudyImages, heatmaps: HeatmapMaker) -> APIRouter:
     router = APIRouter(prefix=MEDIA_PREFIX, include_in_schema=False)
 
-    def study(study_id: int) -> dict[str, Any]:
+    def study(study_id: int, request: Request, action: str) -> dict[str, Any]:
+        """The study, and a line of the audit trail: who looked at its picture (every view, not only openings)."""
+        principal = principal_of(request)
         with db.session() as session:
-            return study_detail(session, study_id)
+            detail = study_detail(session, study_id)
+            record_audit(session, principal.name if principal else None, action, study_id)
+        return detail
 
-    def guarded(study_id: int, render: Any) -> Response:
+    def guarded(study_id: int, request: Request, action: str, render: Any) -> Response:
         try:
-            return render(study(study_id))
+            return render(study(study_id, request, action))
         except StudyNotFoundError as exc:
             return _problem(404, "no_such_study", str(exc))
         except ImageGoneError as exc:
@@ -164,20 +174,20 @@ def media_router(db: Database, images: StudyImages, heatmaps: HeatmapMaker) -> A
             return _problem(503, "unavailable", f"the picture cannot be made now ({type(exc).__name__})")
 
     @router.get("/{study_id}/image")
-    def image(study_id: int) -> Response:
+    def image(study_id: int, request: Request) -> Response:
         def render(row: dict[str, Any]) -> Response:
             data, media_type = _as_served(images.original(row))
             return Response(data, media_type=media_type)
 
-        return guarded(study_id, render)
+        return guarded(study_id, request, "view_image", render)
 
     @router.get("/{study_id}/heatmap")
-    def heatmap(study_id: int) -> Response:
+    def heatmap(study_id: int, request: Request) -> Response:
         def render(row: dict[str, Any]) -> Response:
             if not row.get("model_version"):
                 return _problem(404, "no_prediction", f"study {study_id} has no prediction to explain")
             return Response(heatmaps.overlay_png(row), media_type="image/png")
 
-        return guarded(study_id, render)
+        return guarded(study_id, request, "view_heatmap", render)
 
     return router

@@ -4,8 +4,9 @@ ingress (and ``xraylab ui``) sees the same users, sessions and locks.
 
 - Passwords: argon2id through pwdlib (its recommended parameters); never stored, logged or taken from argv.
 - Login throttle: after ``LOGIN_MAX_FAILURES`` consecutive failures an account is locked for
-  ``LOGIN_LOCKOUT_S``, doubling with each further failure (at most an hour); while locked, a password is
-  not even checked. A wrong name costs the same hash as a wrong password (no user enumeration by time).
+  ``LOGIN_LOCKOUT_S``, doubling with each further failure (at most 15 minutes); while locked, a password
+  is not checked (the same hash time is spent). A wrong name costs the same hash as a wrong password, and the
+  review app throttles unknown names the same way (``ui/access.py``): no user enumeration by answer or time.
 - Sessions: a random 256-bit token in an HttpOnly cookie; the table holds only its SHA-256. A session
   ends on logout, after ``SESSION_IDLE_MINUTES`` without a request, after ``SESSION_MAX_HOURS``, or when
   its user is disabled.
@@ -35,7 +36,7 @@ __all__ = ["ROLES", "Principal", "AccessPolicy", "AccountError", "LoginResult", 
 
 ROLES = ("doctor", "admin")
 MIN_PASSWORD_LENGTH = 12
-MAX_LOCKOUT_S = 3600.0
+MAX_LOCKOUT_S = 900.0  # a lock never lasts longer: someone guessing can delay a doctor, not shut them out for long
 TOUCH_EVERY_S = 60.0  # a session's last_seen_at is written at most this often (not on every request)
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 _KEY_RE = re.compile(r"^xrk_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43})$")
@@ -158,6 +159,7 @@ def authenticate(session: Session, name: str, password: str, policy: AccessPolic
         return LoginResult(reason="bad_credentials", known=False)
     locked_until = _aware(user.locked_until)
     if locked_until is not None and locked_until > now:
+        _hasher().verify(password, _dummy_hash())  # as long as a checked password: the answer's time tells nothing
         return LoginResult(reason="throttled", retry_after_s=(locked_until - now).total_seconds())
     valid, new_hash = _hasher().verify_and_update(password, user.password_hash)
     if not valid:

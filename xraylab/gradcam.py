@@ -194,10 +194,15 @@ def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.45) -> Image.
     if heat.shape != (height, width):
         heat = np.asarray(Image.fromarray(heat).resize((width, height), Image.Resampling.BILINEAR), np.float32)
         heat = np.clip(heat, 0.0, 1.0)
-    colours = matplotlib.colormaps["jet"](heat)[..., :3].astype(np.float32)
-    weight = (alpha * heat)[..., np.newaxis]
-    blended = grey[..., np.newaxis] * (1.0 - weight) + colours * weight
-    return Image.fromarray(np.round(np.clip(blended, 0.0, 1.0) * 255.0).astype(np.uint8))
+    # The colour map as a 256-entry table indexed by the 8-bit heat: uint8 colours, not a float64 copy per pixel.
+    table = matplotlib.colormaps["jet"](np.arange(256), bytes=True)[:, :3]
+    levels = np.round(heat * 255.0).astype(np.uint8)
+    out = np.empty((height, width, 3), np.uint8)
+    weight = alpha * heat
+    for channel in range(3):  # one float32 plane at a time
+        blended = grey * (1.0 - weight) + (table[levels, channel] / np.float32(255.0)) * weight
+        out[..., channel] = np.round(np.clip(blended, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return Image.fromarray(out)
 
 
 def heat_to_png(heat: np.ndarray) -> bytes:

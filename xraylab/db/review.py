@@ -157,9 +157,11 @@ def verdict_history(session: Session, study_id: int) -> list[dict[str, Any]]:
                                            .where(VerdictRow.study_id == study_id).order_by(VerdictRow.id))]
 
 
-def record_verdict(session: Session, study_id: int, user_id: int, label: str, notes: str | None = None) -> int:
-    """Add a verdict (never changes another one) with the prediction the doctor saw, and mark the study
-    reviewed; returns the verdict's id. Raises ``InvalidVerdictError`` or ``StudyNotFoundError``."""
+def record_verdict(session: Session, study_id: int, user_id: int, label: str, notes: str | None = None, *,
+                   prediction_id: int | None = None) -> int:
+    """Add a verdict (never changes another one) with the prediction the doctor saw (``prediction_id``, as shown
+    when the study was opened; default the latest), and mark the study reviewed; returns the verdict's id.
+    Raises ``InvalidVerdictError`` or ``StudyNotFoundError``."""
     if label not in VERDICT_LABELS:
         raise InvalidVerdictError(f"unknown verdict {label!r}: one of {', '.join(VERDICT_LABELS)}")
     notes = (notes or "").strip() or None
@@ -171,7 +173,11 @@ def record_verdict(session: Session, study_id: int, user_id: int, label: str, no
         reviewed=True, verdict_count=Study.verdict_count + 1, last_verdict_at=now))
     if marked.rowcount == 0:  # type: ignore[attr-defined]
         raise StudyNotFoundError(study_id)
-    latest = _latest_predictions(session, [study_id]).get(study_id)
+    latest = None
+    if prediction_id is not None:  # the one shown, should a newer model have scored the study meanwhile
+        latest = session.scalar(select(Prediction).where((Prediction.id == prediction_id)
+                                                         & (Prediction.study_id == study_id)))
+    latest = latest or _latest_predictions(session, [study_id]).get(study_id)
     verdict = VerdictRow(study_id=study_id, user_id=user_id, label=label, notes=notes, created_at=now,
                          prediction_id=latest.id if latest else None,
                          model_version=latest.model_version if latest else None,
@@ -195,8 +201,9 @@ def audit_trail(session: Session, study_id: int | None = None, user_name: str | 
         query = query.where(AuditEvent.study_id == study_id)
     if user_name is not None:
         query = query.where(AuditEvent.user_name == user_name)
+    newest = session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit)).all()  # the last ``limit``
     return [{"at": e.at, "user": e.user_name, "action": e.action, "study_id": e.study_id, "detail": e.detail}
-            for e in session.scalars(query.order_by(AuditEvent.id).limit(limit))]
+            for e in reversed(newest)]
 
 
 def cached_heatmap(session: Session, study_id: int, model_version: str) -> bytes | None:

@@ -49,7 +49,10 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
-            conn.exec_driver_sql("BEGIN")
+            # IMMEDIATE: the write lock is taken (waiting up to the busy timeout) when the transaction starts.
+            # A deferred BEGIN that reads, then writes after another connection committed, fails at once
+            # with "database is locked" (a session touched after its read, a login, an audited read).
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_recycle=3600, pool_size=5, max_overflow=10)
