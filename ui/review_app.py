@@ -280,7 +280,7 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
             detail = actions.open(study_id, user)
         except StudyNotFoundError:
             message = f"⚠️ Study {study_id} does not exist (or was deleted). Refresh the worklist."
-            return None, _viewer_html(None, False, zoom), message, "", 0, "", None, None, ""
+            return None, _viewer_html(None, False, zoom), message, "", 0, "", None, None, "", True
         try:
             available: bool | None = images.exists(detail)
         except Exception as exc:  # the store cannot be reached: say so, show the rest
@@ -290,16 +290,16 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
         # The verdict form starts empty for each study: a choice made for one is never saved on another.
         return (study_id, _viewer_html(study_id, heatmap, zoom, available), _details_markdown(detail, synthetic),
                 _history_markdown(detail["verdicts"]), len(detail["verdicts"]), "", detail.get("prediction_id"),
-                None, "")
+                None, "", available)
 
     def on_select(evt: gr.SelectData, heatmap: bool, zoom: float, request: gr.Request) -> tuple[Any, ...]:
         row = evt.row_value or []
         if not row or row[0] in (None, ""):
-            return (gr.skip(),) * 9
+            return (gr.skip(),) * 10
         return open_study(int(row[0]), heatmap, zoom, request)
 
-    def redraw(study_id: int | None, heatmap: bool, zoom: float) -> str:
-        return _viewer_html(study_id, heatmap, zoom)
+    def redraw(study_id: int | None, heatmap: bool, zoom: float, available: bool | None) -> str:
+        return _viewer_html(study_id, heatmap, zoom, available)
 
     def save(study_id: int | None, label: str | None, notes: str, seen: int, prediction_id: int | None,
              hospital: str, band: str, status: str, date_from: str, date_to: str, page: int,
@@ -348,6 +348,7 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
         study_state = gr.State(None)
         seen_state = gr.State(0)
         prediction_state = gr.State(None)  # the prediction shown with the open study (what a verdict answers)
+        available_state = gr.State(True)  # whether the open study's picture is in its store
         with gr.Row():
             with gr.Column(scale=3):
                 with gr.Row():
@@ -398,10 +399,11 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
         following.click(page_after, [*filters, page_state], listing)
         gr.Timer(settings.WORKLIST_REFRESH_S).tick(tick, [*filters, page_state, version_state], listing,
                                                    show_progress="hidden")
-        opened = [study_state, viewer, details, history, seen_state, message, prediction_state, verdict, notes]
+        opened = [study_state, viewer, details, history, seen_state, message, prediction_state, verdict, notes,
+                  available_state]
         table.select(on_select, [heatmap, zoom], opened)
-        heatmap.change(redraw, [study_state, heatmap, zoom], viewer)
-        zoom.release(redraw, [study_state, heatmap, zoom], viewer)
+        heatmap.change(redraw, [study_state, heatmap, zoom, available_state], viewer)
+        zoom.release(redraw, [study_state, heatmap, zoom, available_state], viewer)
         record.click(save, [study_state, verdict, notes, seen_state, prediction_state, *filters, page_state],
                      [message, history, seen_state, verdict, notes, table, page_info, page_state, version_state])
     return demo
