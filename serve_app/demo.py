@@ -57,7 +57,7 @@ def run_demo(settings: Settings, *, count: int, database: str, timeout_s: float,
     """Run the pipeline, upload ``count`` generated X-rays and wait (up to ``timeout_s``) for their rows.
     The pipeline is left running for the caller to serve or stop."""
     from ingest.uploader import upload_generated
-    from xraylab.db.crud import worklist
+    from xraylab.db.review import studies_by_keys
     from xraylab.db.session import Database, upgrade_schema
     from xraylab.storage import make_s3_client
 
@@ -79,7 +79,7 @@ def run_demo(settings: Settings, *, count: int, database: str, timeout_s: float,
     rows: list[dict] = []
     while time.time() < deadline:
         with db.session() as session:
-            rows = [r for r in worklist(session, limit=100000) if r["object_key"] in keys]
+            rows = [r for r in studies_by_keys(session, settings.S3_BUCKET, list(keys)) if r.get("score") is not None]
         if len(rows) >= count:
             break
         time.sleep(1)

@@ -21,7 +21,7 @@ from xraylab.labels import VERDICT_LABELS
 
 __all__ = ["WorklistFilter", "WorklistPage", "worklist_page", "worklist_version", "hospitals", "study_detail",
            "record_verdict", "verdict_history", "record_audit", "audit_trail", "cached_heatmap", "store_heatmap",
-           "StudyNotFoundError", "InvalidVerdictError", "MAX_NOTES", "ReviewStatus"]
+           "StudyNotFoundError", "InvalidVerdictError", "MAX_NOTES", "ReviewStatus", "studies_by_keys"]
 
 MAX_NOTES = 2000  # characters of a verdict's notes
 ReviewStatus = Literal["all", "unreviewed", "reviewed"]
@@ -121,6 +121,13 @@ def _latest_predictions(session: Session, study_ids: list[int]) -> dict[int, Pre
     newest = (select(func.max(Prediction.id)).where(Prediction.study_id.in_(study_ids))
               .group_by(Prediction.study_id))
     return {p.study_id: p for p in session.scalars(select(Prediction).where(Prediction.id.in_(newest)))}
+
+
+def studies_by_keys(session: Session, bucket: str, keys: list[str]) -> list[dict[str, Any]]:
+    """The studies stored for these object keys of ``bucket``, each with its latest prediction."""
+    studies = session.scalars(select(Study).where((Study.bucket == bucket) & Study.object_key.in_(keys))).all()
+    latest = _latest_predictions(session, [s.id for s in studies])
+    return [_row(s, latest.get(s.id)) for s in studies]
 
 
 def worklist_version(session: Session) -> tuple[int, int, int]:
