@@ -239,8 +239,8 @@ def _safe_next(target: str | None) -> str:
     """Only a path on this site (no scheme, host or protocol-relative ``//``) is followed after login."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return UI_PATH + "/"
-    parts = urlsplit(target)
-    return parts.path + (f"?{parts.query}" if parts.query else "") if not parts.netloc else UI_PATH + "/"
+    parts = urlsplit(target)  # the fragment is the browser's own
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 LOGIN_PAGE = """<!doctype html>

@@ -20,11 +20,12 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image
 
 from ui.access import principal_of
-from xraylab.db.review import StudyNotFoundError, cached_heatmap, record_audit, store_heatmap, study_detail
+from xraylab.db.crud import get_study
+from xraylab.db.review import StudyNotFoundError, cached_heatmap, record_audit, store_heatmap
 from xraylab.db.session import Database
 from xraylab.errors import RejectedInputError, RejectReason
 from xraylab.settings import Settings
-from xraylab.storage import get_object, make_s3_client
+from xraylab.storage import get_object, make_s3_client, object_exists
 
 __all__ = ["StudyImages", "HeatmapMaker", "media_router", "ImageGoneError", "image_url", "heatmap_url"]
 
@@ -71,15 +72,7 @@ class StudyImages:
         return obj.data
 
     def exists(self, study: dict[str, Any]) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self._client(study["endpoint_id"]).head_object(Bucket=study["bucket"], Key=study["object_key"])
-        except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
-                return False
-            raise
-        return True
+        return object_exists(self._client(study["endpoint_id"]), study["bucket"], study["object_key"])
 
 
 class HeatmapMaker:
@@ -155,12 +148,15 @@ def media_router(db: Database, images: StudyImages, heatmaps: HeatmapMaker) -> A
     router = APIRouter(prefix=MEDIA_PREFIX, include_in_schema=False)
 
     def study(study_id: int, request: Request, action: str) -> dict[str, Any]:
-        """The study, and a line of the audit trail: who looked at its picture (every view, not only openings)."""
+        """The study with its latest prediction, and a line of the audit trail: who looked at its picture
+        (every view, not only openings)."""
         principal = principal_of(request)
         with db.session() as session:
-            detail = study_detail(session, study_id)
+            row = get_study(session, study_id)
+            if row is None:
+                raise StudyNotFoundError(study_id)
             record_audit(session, principal.name if principal else None, action, study_id)
-        return detail
+        return row
 
     def guarded(study_id: int, request: Request, action: str, render: Any) -> Response:
         try:

@@ -58,10 +58,12 @@ class Principal:
 
 @dataclass(frozen=True)
 class AccessPolicy:
-    session_idle: timedelta = timedelta(minutes=30)
-    session_max: timedelta = timedelta(hours=12)
-    max_failures: int = 5
-    lockout_s: float = 300.0
+    """The session and throttle limits, from ``XRAYLAB_SESSION_*`` / ``XRAYLAB_LOGIN_*`` (``from_settings``)."""
+
+    session_idle: timedelta
+    session_max: timedelta
+    max_failures: int
+    lockout_s: float
 
     @classmethod
     def from_settings(cls, settings: Any) -> AccessPolicy:

@@ -9,7 +9,9 @@ from xraylab.errors import RejectedInputError, RejectReason
 from xraylab.messages import FetchedObject, StudyMetadata
 from xraylab.settings import S3Endpoint
 
-__all__ = ["make_s3_client", "get_object", "check_reachable"]
+__all__ = ["make_s3_client", "get_object", "object_exists", "check_reachable"]
+
+MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchBucket"})  # what S3 answers for "not there"
 
 
 def make_s3_client(endpoint: S3Endpoint) -> Any:
@@ -54,7 +56,7 @@ def _get_object(client: Any, bucket: str, key: str, *, max_bytes: int, endpoint_
         raise RejectedInputError(RejectReason.INVALID_NAME, str(exc).replace("\n", " ")[:300]) from exc
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket"):
+        if code in MISSING_CODES:
             raise RejectedInputError(RejectReason.MISSING_OBJECT, f"{code} for s3://{bucket}/<key>") from exc
         raise
     length = int(response.get("ContentLength") or 0)
@@ -74,6 +76,19 @@ def _get_object(client: Any, bucket: str, key: str, *, max_bytes: int, endpoint_
         fetch_ms=(time.perf_counter() - t0) * 1000,
         key=key,
     )
+
+
+def object_exists(client: Any, bucket: str, key: str) -> bool:
+    """Whether the object is there (a HEAD request); other errors than "not there" raise."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code", "")) in MISSING_CODES:
+            return False
+        raise
+    return True
 
 
 def check_reachable(client: Any) -> None:

@@ -282,11 +282,7 @@ def test_a_session_that_ends_mid_verdict_loses_nothing(pipeline, ward, mariadb, 
 
     # Logged in again in another tab, the same button in the same page saves what was typed.
     relogin = context.new_page()
-    relogin.goto(f"{pipeline.url}/login?next=/ui/")
-    relogin.get_by_label("Username").fill(name)
-    relogin.get_by_label("Password").fill(password)
-    relogin.get_by_role("button", name="Log in").click()
-    expect(relogin.locator("#signed-in")).to_contain_text(name, timeout=30000)
+    log_in(relogin, pipeline.url, name, password)
     relogin.close()
     page.locator("#session-expired button").click()
     page.locator("#record-verdict").click()

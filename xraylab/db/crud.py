@@ -19,7 +19,7 @@ from xraylab.db.models import Base, Prediction, Study
 from xraylab.messages import StudyRecord, Verdict, WriteResult
 
 __all__ = ["record_prediction", "record_predictions", "get_study", "count_rows", "STUDY_COLUMNS",
-           "PREDICTION_COLUMNS", "band_rank"]
+           "PREDICTION_COLUMNS", "band_rank", "study_row"]
 
 STUDY_COLUMNS = ("study_uid", "endpoint_id", "bucket", "object_key", "etag", "size_bytes", "content_type",
                  "hospital", "patient_id", "patient_name", "study_date")
@@ -116,7 +116,7 @@ def get_study(session: Session, study_id: int) -> dict[str, Any] | None:
     pred = session.scalar(
         select(Prediction).where(Prediction.study_id == study_id).order_by(Prediction.id.desc()).limit(1)
     )
-    return _row(study, pred)
+    return study_row(study, pred)
 
 
 def count_rows(session: Session) -> dict[str, int]:
@@ -126,10 +126,13 @@ def count_rows(session: Session) -> dict[str, int]:
     }
 
 
-def _row(study: Study, pred: Prediction | None) -> dict[str, Any]:
-    row = {k: getattr(study, k) for k in STUDY_COLUMNS}
-    row["id"] = study.id
-    row["received_at"] = study.received_at
+def study_row(study: Study, pred: Prediction | None) -> dict[str, Any]:
+    """A study as a dict: its columns, its review state, and ``pred``'s (its latest prediction, with
+    ``prediction_id`` and ``predicted_at``) when given."""
+    row: dict[str, Any] = {k: getattr(study, k) for k in STUDY_COLUMNS}
+    row.update(id=study.id, received_at=study.received_at, reviewed=study.reviewed,
+               verdict_count=study.verdict_count, last_verdict_at=study.last_verdict_at)
     if pred is not None:
         row.update({k: getattr(pred, k) for k in PREDICTION_COLUMNS})
+        row.update(prediction_id=pred.id, predicted_at=pred.created_at)
     return row

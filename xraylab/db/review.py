@@ -9,13 +9,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from xraylab.bands import BAND_ORDER
-from xraylab.db.crud import PREDICTION_COLUMNS, STUDY_COLUMNS, band_rank
+from xraylab.db.crud import band_rank, study_row
 from xraylab.db.models import AuditEvent, Heatmap, Prediction, Study, User, VerdictRow, utcnow
 from xraylab.labels import VERDICT_LABELS
 
@@ -50,7 +50,7 @@ class WorklistFilter:
     def __post_init__(self) -> None:
         if self.band is not None and self.band not in BAND_ORDER:
             raise ValueError(f"unknown band {self.band!r}: one of {', '.join(BAND_ORDER)}")
-        if self.status not in ("all", "unreviewed", "reviewed"):
+        if self.status not in get_args(ReviewStatus):
             raise ValueError(f"unknown review status {self.status!r}")
         if self.date_from and self.date_to and self.date_from > self.date_to:
             raise ValueError(f"the date range ends ({self.date_to}) before it starts ({self.date_from})")
@@ -66,7 +66,11 @@ class WorklistPage:
 
     @property
     def pages(self) -> int:
-        return max(1, math.ceil(self.total / self.page_size))
+        return _page_count(self.total, self.page_size)
+
+
+def _page_count(total: int, page_size: int) -> int:
+    return max(1, math.ceil(total / page_size))
 
 
 def _filtered(query: Any, filters: WorklistFilter) -> Any:
@@ -89,8 +93,7 @@ def worklist_page(session: Session, filters: WorklistFilter | None = None, page:
     Each row carries its latest prediction and who reviewed it (``reviewers``: name -> latest label)."""
     filters = filters or WorklistFilter()
     total = session.scalar(_filtered(select(func.count(Study.id)), filters)) or 0
-    pages = max(1, math.ceil(total / page_size))
-    page = min(max(1, page), pages)
+    page = min(max(1, page), _page_count(total, page_size))
     # The page's ids first, from the worklist index alone (it holds every sort key and the id), then their rows:
     # a deep page skips index entries, not whole rows.
     ids = list(session.scalars(
@@ -109,7 +112,7 @@ def worklist_page(session: Session, filters: WorklistFilter | None = None, page:
             reviewers.setdefault(study_id, {})[name] = label  # the latest verdict of each doctor
     rows = []
     for study in studies:
-        row = _row(study, latest.get(study.id))
+        row = study_row(study, latest.get(study.id))
         row["reviewers"] = reviewers.get(study.id, {})
         rows.append(row)
     return WorklistPage(rows, total, page, page_size, filters)
@@ -127,7 +130,7 @@ def studies_by_keys(session: Session, bucket: str, keys: list[str]) -> list[dict
     """The studies stored for these object keys of ``bucket``, each with its latest prediction."""
     studies = session.scalars(select(Study).where((Study.bucket == bucket) & Study.object_key.in_(keys))).all()
     latest = _latest_predictions(session, [s.id for s in studies])
-    return [_row(s, latest.get(s.id)) for s in studies]
+    return [study_row(s, latest.get(s.id)) for s in studies]
 
 
 def worklist_version(session: Session) -> tuple[int, int, int]:
@@ -150,7 +153,7 @@ def study_detail(session: Session, study_id: int) -> dict[str, Any]:
         raise StudyNotFoundError(study_id)
     predictions = session.scalars(select(Prediction).where(Prediction.study_id == study_id)
                                   .order_by(Prediction.id)).all()
-    row = _row(study, predictions[-1] if predictions else None)
+    row = study_row(study, predictions[-1] if predictions else None)
     row["predictions"] = [{"model_version": p.model_version, "score": p.score, "band": p.band,
                            "created_at": p.created_at} for p in predictions]
     row["verdicts"] = verdict_history(session, study_id)
@@ -227,13 +230,3 @@ def store_heatmap(session: Session, study_id: int, model_version: str, png: byte
             session.add(Heatmap(study_id=study_id, model_version=model_version, png=png))
     except IntegrityError:
         pass
-
-
-def _row(study: Study, pred: Prediction | None) -> dict[str, Any]:
-    row: dict[str, Any] = {k: getattr(study, k) for k in STUDY_COLUMNS}
-    row.update(id=study.id, received_at=study.received_at, reviewed=study.reviewed,
-               verdict_count=study.verdict_count, last_verdict_at=study.last_verdict_at)
-    if pred is not None:
-        row.update({k: getattr(pred, k) for k in PREDICTION_COLUMNS})
-        row.update(prediction_id=pred.id, predicted_at=pred.created_at)
-    return row

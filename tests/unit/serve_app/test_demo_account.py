@@ -8,6 +8,8 @@ from xraylab.accounts import AccessPolicy, authenticate, list_users
 from xraylab.db.session import Database, upgrade_schema
 from xraylab.settings import load_settings
 
+POLICY = AccessPolicy.from_settings(load_settings())  # the settings' limits
+
 
 def test_demo_account_once_with_its_password_in_a_private_file(tmp_path: Path, caplog) -> None:
     settings = load_settings(STATE_DIR=tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}")
@@ -20,7 +22,7 @@ def test_demo_account_once_with_its_password_in_a_private_file(tmp_path: Path, c
     password = login_file.read_text().split("password: ")[1].strip()
     assert password not in caplog.text
     with db.session() as session:
-        assert authenticate(session, DEMO_USER, password, AccessPolicy()).principal is not None
+        assert authenticate(session, DEMO_USER, password, POLICY).principal is not None
     assert ensure_demo_account(db, settings) == login_file  # accounts exist: nothing new
     with db.session() as session:
         assert [u["name"] for u in list_users(session)] == [DEMO_USER]

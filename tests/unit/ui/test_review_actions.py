@@ -13,6 +13,8 @@ from xraylab.db.session import Database, upgrade_schema
 from xraylab.messages import StudyMetadata, StudyRecord, Verdict, study_uid
 from xraylab.settings import load_settings
 
+POLICY = AccessPolicy.from_settings(load_settings())  # the settings' limits
+
 
 @pytest.fixture()
 def actions(tmp_path: Path) -> ReviewActions:
@@ -32,7 +34,7 @@ def actions(tmp_path: Path) -> ReviewActions:
 def principal(actions: ReviewActions, role: str):
     name, password = new_account(actions.db, role=role)
     with actions.db.session() as session:
-        return authenticate(session, name, password, AccessPolicy()).principal
+        return authenticate(session, name, password, POLICY).principal
 
 
 def test_table_rows_say_status_band_and_that_the_model_is_synthetic(actions) -> None:

@@ -7,7 +7,10 @@ from typer.testing import CliRunner
 
 from xraylab.accounts import AccessPolicy, authenticate, resolve_api_key
 from xraylab.db.session import Database, upgrade_schema
+from xraylab.settings import load_settings
 from xraylab_cli import app
+
+POLICY = AccessPolicy.from_settings(load_settings())  # the settings' limits
 
 
 @pytest.fixture()
@@ -25,7 +28,7 @@ def test_add_disable_key_and_audit(db) -> None:
     added = runner.invoke(app, ["users", "add", "dr-house", "--role", "doctor"], input="vicodin and puzzles\n")
     assert added.exit_code == 0, added.output
     with db.session() as session:
-        assert authenticate(session, "dr-house", "vicodin and puzzles", AccessPolicy()).principal.role == "doctor"
+        assert authenticate(session, "dr-house", "vicodin and puzzles", POLICY).principal.role == "doctor"
     again = runner.invoke(app, ["users", "add", "dr-house"], input="another password here\n")
     assert again.exit_code == 2 and "exists already" in again.output
     weak = runner.invoke(app, ["users", "add", "dr-weak"], input="short\n")
@@ -50,7 +53,7 @@ def test_add_disable_key_and_audit(db) -> None:
     assert runner.invoke(app, ["users", "disable", "dr-house"]).exit_code == 0
     with db.session() as session:
         assert resolve_api_key(session, key.output.strip()) is None
-        assert authenticate(session, "dr-house", "vicodin and puzzles", AccessPolicy()).principal is None
+        assert authenticate(session, "dr-house", "vicodin and puzzles", POLICY).principal is None
     assert runner.invoke(app, ["users", "disable", "nobody"]).exit_code == 2
 
     trail = runner.invoke(app, ["audit", "--user", "dr-house"])
