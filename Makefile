@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-unit bench bench-worklist chaos lint up down status clean
+.PHONY: install system-deps demo test test-unit bench bench-worklist bench-monitor chaos lint up down status clean
 
 install: system-deps $(STAMP)
 
@@ -57,3 +57,8 @@ clean: down
 # writes benchmarks/results/worklist.json.
 bench-worklist: install
 	bash scripts/bench.sh --worklist $(BENCH_ARGS)
+
+# One drift run of the model monitor over 1,000 live images per kind of drift (SeaweedFS of its own stack):
+# writes benchmarks/results/monitor.json.
+bench-monitor: install
+	bash scripts/bench.sh --monitor $(BENCH_ARGS)

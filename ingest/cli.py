@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from xraylab.cli import setup_logging
+from xraylab.cli import DatabaseOption, fail, setup_logging
 from xraylab.settings import load_settings
 
 __all__ = ["register"]
@@ -30,20 +30,46 @@ def register(root: typer.Typer) -> None:
 def upload(
     paths: Annotated[list[Path] | None, typer.Argument(help="image files; none = generate --count images")] = None,
     count: int = 20, bucket: str = "", hospital: str = "st-mary", seed: int = 0,
+    drift: Annotated[str, typer.Option(help="inject drift into generated images: blur, transpose, brightness "
+                                            "or noise")] = "",
+    drift_strength: Annotated[float, typer.Option(help="how strong the drift is, in (0, 1]")] = 1.0,
+    drift_hospital: Annotated[list[str] | None, typer.Option(help="only at this hospital (repeatable)")] = None,
+    label_fraction: Annotated[float, typer.Option(help="share of generated uploads a stand-in doctor labels, "
+                                                       "once they are scored")] = 0.0,
+    label_error_rate: Annotated[float, typer.Option(help="share of those verdicts that are wrong")] = 0.0,
+    label_timeout: Annotated[float, typer.Option(help="seconds to wait for the scores")] = 300.0,
+    database: DatabaseOption = "default",
 ) -> None:
     """Upload X-ray images with study metadata to the source bucket (the simulated hospital)."""
     setup_logging()
-    from ingest.uploader import upload_files, upload_generated
+    from ingest.uploader import Drift, upload_files, upload_generated
     from xraylab.storage import make_s3_client
 
     settings = load_settings()
+    try:
+        injected = Drift(drift, drift_strength, frozenset(drift_hospital or ())) if drift else None
+        if not 0.0 <= label_fraction <= 1.0 or not 0.0 <= label_error_rate <= 1.0:
+            raise ValueError("--label-fraction and --label-error-rate are shares in [0, 1]")
+        if paths and (injected or label_fraction):
+            raise ValueError("--drift and --label-fraction apply to generated images, not to files")
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     client = make_s3_client(settings.s3_endpoint(None))
     bucket = bucket or settings.S3_BUCKET
     if paths:
         done = upload_files(client, bucket, paths, hospital=hospital, seed=seed)
     else:
-        done = upload_generated(client, bucket, count, seed=seed)
-    print(f"uploaded {len(done)} images to s3://{bucket}")
+        done = upload_generated(client, bucket, count, seed=seed, drift=injected)
+    print(f"uploaded {len(done)} images to s3://{bucket}" + (f" with {drift} drift" if injected else ""))
+    if label_fraction > 0:
+        from ingest.standin_doctor import record_standin_verdicts
+        from xraylab.db.session import Database
+
+        report = record_standin_verdicts(Database(settings.database_url(database)), bucket, done,
+                                         fraction=label_fraction, error_rate=label_error_rate, seed=seed,
+                                         timeout_s=label_timeout)
+        print(f"stand-in doctor: {report.labelled} verdicts ({report.wrong} wrong on purpose), "
+              f"{report.not_scored} not scored within {label_timeout:.0f}s")
 
 
 @notifier_app.command("run")

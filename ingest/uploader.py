@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import mimetypes
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -21,7 +21,7 @@ import numpy as np
 from xraylab.labels import NORMAL_CLASS, PNEUMONIA_CLASS
 from xraylab.messages import StudyMetadata
 
-__all__ = ["StudyUpload", "upload_study", "upload_generated", "upload_files"]
+__all__ = ["StudyUpload", "Drift", "upload_study", "upload_generated", "upload_files"]
 
 log = logging.getLogger("xraylab.uploader")
 
@@ -48,22 +48,46 @@ def _fake_patient(rng: np.random.Generator) -> tuple[str, str]:
     return f"P{rng.integers(100000, 999999)}", f"{rng.choice(FIRST)} {rng.choice(LAST)}"
 
 
+@dataclass(frozen=True)
+class Drift:
+    """Drift to inject into generated images (``xraylab.synthetic.apply_drift``), at some hospitals or all."""
+
+    kind: str
+    strength: float = 1.0
+    hospitals: frozenset[str] = frozenset()  # empty: every hospital
+
+    def __post_init__(self) -> None:
+        from xraylab.synthetic import DRIFT_KINDS
+
+        if self.kind not in DRIFT_KINDS:
+            raise ValueError(f"unknown drift {self.kind!r}: one of {', '.join(DRIFT_KINDS)}")
+        if not 0.0 < self.strength <= 1.0:
+            raise ValueError(f"drift strength {self.strength} is not in (0, 1]")
+        unknown = self.hospitals - set(HOSPITALS)
+        if unknown:
+            raise ValueError(f"unknown hospital(s) {', '.join(sorted(unknown))}: one of {', '.join(HOSPITALS)}")
+
+
 def upload_generated(client: Any, bucket: str, count: int, *, seed: int = 0, pneumonia_ratio: float = 0.5,
-                     prefix: str = "") -> list[StudyUpload]:
-    """Upload ``count`` synthetic radiographs; returns what was uploaded (with the generating label)."""
-    from xraylab.synthetic import encode_jpeg, generate_xray
+                     prefix: str = "", drift: Drift | None = None,
+                     hospitals: Sequence[str] = HOSPITALS) -> list[StudyUpload]:
+    """Upload ``count`` synthetic radiographs from ``hospitals`` (each drawn at random), with ``drift`` injected
+    if given; returns what was uploaded (with the generating label)."""
+    from xraylab.synthetic import apply_drift, encode_jpeg, generate_xray
 
     rng = np.random.default_rng(seed)
     uploads = []
     for _ in range(count):
-        hospital = str(rng.choice(HOSPITALS))
+        hospital = str(rng.choice(list(hospitals)))
         patient_id, patient_name = _fake_patient(rng)
         study_date = (date(2026, 11, 1) + timedelta(days=int(rng.integers(0, 22)))).isoformat()
         pneumonia = bool(rng.random() < pneumonia_ratio)
         key = f"{prefix}{hospital}/{study_date}/{uuid.uuid4().hex[:12]}.jpeg"
         metadata = StudyMetadata(hospital, patient_id, patient_name, study_date)
-        upload_study(client, bucket, key, encode_jpeg(generate_xray(rng, pneumonia)), metadata,
-                     content_type="image/jpeg")
+        pixels = generate_xray(rng, pneumonia)
+        if drift is not None and (not drift.hospitals or hospital in drift.hospitals):
+            pixels = apply_drift(pixels, drift.kind, drift.strength, rng)
+        upload_study(client, bucket, key, encode_jpeg(pixels), metadata, content_type="image/jpeg")
         uploads.append(StudyUpload(key, metadata, PNEUMONIA_CLASS if pneumonia else NORMAL_CLASS))
     log.info("uploaded %d generated studies to bucket %s", count, bucket)
     return uploads

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmarks on a stack of their own (.xraylab-bench): benchmarks/serving.py (make bench), or with
-# --worklist first, benchmarks/worklist.py (make bench-worklist).
+# --worklist first, benchmarks/worklist.py (make bench-worklist), or with --monitor first,
+# benchmarks/monitor_run.py (make bench-monitor).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/own-stack.sh
@@ -8,6 +9,9 @@ own_stack bench
 if [[ "${1:-}" == "--worklist" ]]; then
   shift
   .venv/bin/python benchmarks/worklist.py "$@"
+elif [[ "${1:-}" == "--monitor" ]]; then
+  shift
+  .venv/bin/python benchmarks/monitor_run.py "$@"
 else
   .venv/bin/python benchmarks/serving.py "$@"
 fi

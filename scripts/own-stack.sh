@@ -10,6 +10,7 @@ own_stack() {
   export XRAYLAB_ENV_FILE="$XRAYLAB_STATE_DIR/local.env"
   export XRAYLAB_KAFKA_TOPIC="xray-images-$name" XRAYLAB_KAFKA_DLQ_TOPIC="xray-images-$name.dlq"
   export XRAYLAB_KAFKA_GROUP="xraylab-ingest-$name" XRAYLAB_S3_BUCKET="xray-images-$name"
+  export XRAYLAB_ALERT_TOPIC="xray-alerts-$name"
   if ! bash cluster/local/status.sh >/dev/null 2>&1; then
     trap 'bash cluster/local/down.sh || true' EXIT
     bash cluster/local/up.sh

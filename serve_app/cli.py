@@ -19,7 +19,10 @@ serve_app_cli = typer.Typer(help="The Ray Serve application.", no_args_is_help=T
 
 
 def register(root: typer.Typer) -> None:
+    from serve_app.monitor_cli import monitor_cli
+
     root.add_typer(serve_app_cli, name="serve")
+    root.add_typer(monitor_cli, name="monitor")
     root.command("demo")(demo)
 
 

@@ -85,7 +85,8 @@ def start_pipeline(settings: Settings, args: AppArgs | None = None, *, ingest: b
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not ray.is_initialized():
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": settings.env_for_workers()})
+                 runtime_env={"env_vars": settings.env_for_workers()},
+                 _metrics_export_port=settings.RAY_METRICS_PORT)  # scraped by cluster/local/prometheus.sh
     serve.start(http_options={"host": settings.SERVE_HTTP_HOST, "port": settings.SERVE_HTTP_PORT})
     serve.run(build_app(args or AppArgs()), name=settings.SERVE_APP_NAME, route_prefix="/")
     pipeline = Pipeline(settings=settings)

@@ -17,7 +17,8 @@ import numpy as np
 from xraylab.imaging import InvalidImageError, PreprocessSpec, inference_transforms
 from xraylab.labels import CLASSES
 
-__all__ = ["DatasetLayoutError", "DatasetIndex", "scan_layout", "load_images", "SPLITS", "IMAGE_SUFFIXES"]
+__all__ = ["DatasetLayoutError", "DatasetIndex", "scan_layout", "load_images", "original_sizes", "SPLITS",
+           "IMAGE_SUFFIXES"]
 
 log = logging.getLogger("xraylab.train.dataset")
 SPLITS = ("train", "val", "test")
@@ -88,3 +89,14 @@ def load_images(items: list[tuple[str, int]], spec: PreprocessSpec) -> tuple[np.
     if not images:
         return np.zeros((0, spec.height, spec.width, 1), np.float32), np.zeros((0,), np.float32), skipped
     return np.stack(images), np.asarray(labels, np.float32), skipped
+
+
+def original_sizes(paths: list[str]) -> np.ndarray:
+    """``(width, height)`` of each image file from its header (no decoding), as the drift monitor records them."""
+    from PIL import Image
+
+    sizes = []
+    for path in paths:
+        with Image.open(path) as image:
+            sizes.append(image.size)
+    return np.asarray(sizes, np.float64).reshape(-1, 2)

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from xraylab.batches import predict_in_batches
 from xraylab.imaging import PreprocessSpec
 
 from .dataset import load_images, scan_layout
-from .predict import predict_in_batches
 
 __all__ = ["TrainConfig", "TrainOutcome", "train_loop_per_worker", "run_training"]
 

@@ -11,14 +11,15 @@ from typing import Any
 import numpy as np
 
 from xraylab.bands import Bands
+from xraylab.batches import predict_in_batches
 from xraylab.calibration import apply_platt
 from xraylab.imaging import PreprocessSpec
+from xraylab.monitor.reference import REFERENCE_FILE, encode_reference
 from xraylab.registry import ModelCard, load_model, publish
 
 from .dataset import load_images, scan_layout
 from .metrics import classification_report, roc_curve
 from .plots import plot_confusion, plot_roc
-from .predict import predict_in_batches
 
 __all__ = ["predict_scores", "evaluate_arrays", "evaluate_model", "reference_statistics", "publish_trained"]
 
@@ -56,35 +57,31 @@ def evaluate_model(model_dir: Path, version: str, data: Path, out_dir: Path, *, 
     return report
 
 
-def reference_statistics(model: Any, images: np.ndarray, *, sample: int = 256, seed: int = 0,
+def reference_statistics(model: Any, images: np.ndarray, *, sizes: np.ndarray, val_images: np.ndarray,
+                         sample: int = 256, seed: int = 0,
                          calibration: dict[str, float] | None = None) -> dict[str, np.ndarray]:
-    """What the drift monitor compares live traffic against: per-image intensity statistics and
-    penultimate-layer embeddings of a sample of training images, and their scores."""
-    import keras
-
-    from .models import embedding_layer_name
+    """What the drift monitor compares live traffic against (``xraylab.monitor.reference``): embeddings and
+    readable statistics of a sample of training images (``sizes``: their original (width, height), before
+    preprocessing resized them), their scores, and the calibrated scores of the validation images."""
+    from xraylab.monitor.features import features_of_arrays, make_embedder
+    from xraylab.monitor.reference import reference_arrays
 
     rng = np.random.default_rng(seed)
-    chosen = images[rng.choice(len(images), size=min(sample, len(images)), replace=False)]
+    pick = rng.choice(len(images), size=min(sample, len(images)), replace=False)
+    chosen = images[pick]
     flat = chosen.reshape(len(chosen), -1)
     intensity = np.stack([flat.mean(1), flat.std(1), *np.percentile(flat, [5, 50, 95], axis=1)], axis=1)
-    embedder = keras.Model(model.inputs, model.get_layer(embedding_layer_name(model)).output)
-    embeddings = predict_in_batches(embedder.predict_on_batch, chosen)
-    return {"intensity": intensity.astype(np.float32),
-            "intensity_columns": np.array(["mean", "std", "p05", "p50", "p95"]),
-            "embeddings": embeddings.astype(np.float32),
-            "scores": apply_platt(predict_scores(model, chosen), calibration).astype(np.float32)}
+    embeddings, readable = features_of_arrays(make_embedder(model), chosen, np.asarray(sizes)[pick])
+    return reference_arrays(embeddings=embeddings, readable=readable, intensity=intensity,
+                            train_scores=apply_platt(predict_scores(model, chosen), calibration),
+                            val_scores=apply_platt(predict_scores(model, val_images), calibration))
 
 
 def publish_trained(model: Any, *, model_dir: Path, version: str, arch: str, spec: PreprocessSpec, bands: Bands,
                     metrics: dict[str, Any], fingerprint: str, reference: dict[str, np.ndarray],
                     eval_dir: Path, trained_on: str = "synthetic", promote_it: bool = False,
                     calibration: dict[str, float] | None = None) -> ModelCard:
-    import io
-
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **reference)
-    extra = {"reference.npz": buf.getvalue()}
+    extra = {REFERENCE_FILE: encode_reference(reference)}
     for name in ("metrics.json", "roc.png", "confusion_matrix.png"):
         if (eval_dir / name).exists():
             extra[name] = (eval_dir / name).read_bytes()

@@ -15,7 +15,7 @@ from xraylab.calibration import fit_platt
 from xraylab.imaging import PreprocessSpec
 from xraylab.registry import ModelCard
 
-from .dataset import load_images, scan_layout
+from .dataset import load_images, original_sizes, scan_layout
 from .distributed import TrainConfig, TrainOutcome, run_training
 from .evaluate import evaluate_arrays, predict_scores, publish_trained, reference_statistics
 
@@ -45,7 +45,8 @@ def train_and_publish(cfg: TrainConfig, *, model_dir: Path, bands: Bands, versio
     x_val, y_val, _ = load_images(index.files["val"], spec)
     calibration = fit_platt(predict_scores(model, x_val), y_val)  # bands need calibrated scores
     x_test, y_test, skipped_test = load_images(index.files["test"], spec)
-    x_train, _, _ = load_images(index.files["train"][:512], spec)
+    x_train, _, skipped_train = load_images(index.files["train"][:512], spec)
+    sizes = original_sizes([path for path, _ in index.files["train"][:512] if path not in set(skipped_train)])
     version = version or f"{cfg.arch}-{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}"
     with tempfile.TemporaryDirectory() as tmp:
         eval_dir = Path(tmp)
@@ -65,7 +66,8 @@ def train_and_publish(cfg: TrainConfig, *, model_dir: Path, bands: Bands, versio
         }
         card = publish_trained(model, model_dir=model_dir, version=version, arch=cfg.arch, spec=spec, bands=bands,
                                metrics=metrics, fingerprint=outcome.data_fingerprint,
-                               reference=reference_statistics(model, x_train, calibration=calibration),
+                               reference=reference_statistics(model, x_train, val_images=x_val, sizes=sizes,
+                                                               calibration=calibration),
                                eval_dir=eval_dir, trained_on=trained_on, promote_it=promote,
                                calibration=calibration)
     log.info("published %s: test AUC %.3f, accuracy %.3f", version, report["auc"], report["accuracy"])

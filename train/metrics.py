@@ -1,4 +1,8 @@
-"""Binary classification metrics on numpy arrays (no scikit-learn needed)."""
+"""The evaluation report of a trained model (no scikit-learn needed).
+
+``roc_auc`` and ``roc_curve`` live in ``xraylab.classification_metrics`` (the monitor uses them too) and are
+re-exported here so that existing imports keep working.
+"""
 
 from __future__ import annotations
 
@@ -8,39 +12,9 @@ from typing import Any
 import numpy as np
 
 from xraylab.bands import NORMAL, PNEUMONIA, UNSURE, Bands
+from xraylab.classification_metrics import binary_metrics, roc_auc, roc_curve
 
 __all__ = ["roc_auc", "roc_curve", "classification_report"]
-
-
-def roc_auc(y: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with ties counted half). NaN if one class is absent."""
-    y = np.asarray(y).astype(bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), np.float64)
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(scores):  # average ranks over ties
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def roc_curve(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(false positive rate, true positive rate) at every distinct threshold, from (0,0) to (1,1)."""
-    y = np.asarray(y).astype(bool)
-    order = np.argsort(-np.asarray(scores, np.float64), kind="mergesort")
-    tps = np.cumsum(y[order])
-    fps = np.cumsum(~y[order])
-    fpr = np.concatenate([[0.0], fps / max(1, (~y).sum())])
-    tpr = np.concatenate([[0.0], tps / max(1, y.sum())])
-    return fpr, tpr
 
 
 def _safe_div(a: float, b: float) -> float:
@@ -53,13 +27,8 @@ def classification_report(y: np.ndarray, scores: np.ndarray, *, threshold: float
     table and a calibration check (expected calibration error with reliability bins)."""
     y = np.asarray(y).astype(int)
     scores = np.asarray(scores, np.float64)
-    pred = (scores >= threshold).astype(int)
-    tp = int(((pred == 1) & (y == 1)).sum())
-    tn = int(((pred == 0) & (y == 0)).sum())
-    fp = int(((pred == 1) & (y == 0)).sum())
-    fn = int(((pred == 0) & (y == 1)).sum())
-    sensitivity = _safe_div(tp, tp + fn)
-    precision = _safe_div(tp, tp + fp)
+    metrics = binary_metrics(y, scores, threshold)
+    tp, tn, fp, fn = (int(metrics[key]) for key in ("tp", "tn", "fp", "fn"))
     denominator = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
     bands = bands or Bands()
     band_of = [bands.band(float(s)) for s in scores]
@@ -80,12 +49,12 @@ def classification_report(y: np.ndarray, scores: np.ndarray, *, threshold: float
     return {
         "n": int(len(y)),
         "threshold": threshold,
-        "accuracy": _safe_div(tp + tn, len(y)),
-        "auc": roc_auc(y, scores),
-        "sensitivity": sensitivity,
-        "specificity": _safe_div(tn, tn + fp),
-        "precision": precision,
-        "f1": _safe_div(2 * precision * sensitivity, precision + sensitivity),
+        "accuracy": metrics["accuracy"],
+        "auc": metrics["auc"],
+        "sensitivity": metrics["recall"],
+        "specificity": metrics["specificity"],
+        "precision": metrics["precision"],
+        "f1": metrics["f1"],
         "mcc": _safe_div(tp * tn - fp * fn, denominator),
         "confusion_matrix": {"tn": tn, "fp": fp, "fn": fn, "tp": tp},
         "bands": band_table,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from xraylab.imaging import PreprocessSpec
+from xraylab.monitor.features import embedding_layer_name
 
 __all__ = ["build_model", "ARCHITECTURES", "embedding_layer_name"]
 
@@ -85,11 +86,6 @@ def _xray_resnet(spec: PreprocessSpec) -> Any:
 
 
 ARCHITECTURES = {"seed-cnn": _seed_cnn, "xray-resnet": _xray_resnet, "tiny-cnn": _tiny_cnn}
-
-
-def embedding_layer_name(model: Any) -> str:
-    """The penultimate layer whose output serves as the image embedding (for the drift monitor)."""
-    return model.layers[-2].name if model.layers[-2].__class__.__name__ != "Dropout" else model.layers[-3].name
 
 
 def build_model(name: str, spec: PreprocessSpec | None = None) -> Any:

@@ -7,6 +7,8 @@ own server, behind ``ui/access.py`` (login, sessions, security headers) in both.
 - **Study**: the X-ray at full resolution with zoom, the Grad-CAM map of the model that scored it toggled
   over it (``ui/study_media.py``), the prediction, metadata, and every verdict so far.
 - **Verdict**: Pneumonia / Normal / Not diagnostic with notes; always a new row (``xraylab.db.review``).
+- **Monitor** (``ui/monitor_tab.py``): the model monitor's state, figures against their limits, alerts and the
+  most atypical images.
 - Data loads after login, in event handlers: no component's default value holds any, so the page and its
   config carry none. Every study opened and every verdict is in the audit trail; logs carry study ids.
 
@@ -85,6 +87,16 @@ CSS = """
 #study-viewer img { display: block; max-width: none; }
 #worklist table tbody tr { cursor: pointer; }
 .synthetic-warning { color: #8a4b00; }
+.mon-tiles { display: flex; flex-wrap: wrap; gap: 8px; }
+.mon-tile { border-radius: 6px; padding: 8px 10px; min-width: 150px; border-left: 6px solid #888; background: #f6f6f6; }
+.mon-ok { border-left-color: #2e7d32; } .mon-warning { border-left-color: #f9a825; background: #fff8e1; }
+.mon-critical { border-left-color: #c62828; background: #ffebee; }
+.mon-name { font-size: 12px; color: #444; text-transform: capitalize; }
+.mon-value { font-size: 22px; font-weight: 600; }
+.mon-sub { font-size: 11px; color: #555; }
+.mon-atypical-row { display: flex; flex-wrap: wrap; gap: 8px; }
+.mon-atypical { margin: 0; width: 160px; font-size: 11px; }
+.mon-atypical img { width: 160px; height: 160px; object-fit: cover; background: #111; }
 """
 
 
@@ -232,6 +244,7 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
     import gradio as gr
 
     from ui.access import principal_of
+    from ui.monitor_tab import add_monitor_tab
 
     actions = ReviewActions(db, settings, images)
 
@@ -349,34 +362,36 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
         seen_state = gr.State(0)
         prediction_state = gr.State(None)  # the prediction shown with the open study (what a verdict answers)
         available_state = gr.State(True)  # whether the open study's picture is in its store
-        with gr.Row():
-            with gr.Column(scale=3):
-                with gr.Row():
-                    hospital = gr.Dropdown([ALL], value=ALL, label="Hospital", elem_id="filter-hospital")
-                    band = gr.Dropdown([ALL, *BAND_ORDER], value=ALL, label="Risk band", elem_id="filter-band")
-                    status = gr.Radio(list(STATUS_CHOICES), value="All", label="Review", elem_id="filter-status")
-                with gr.Row():
-                    date_from = gr.Textbox(label="Study date from", placeholder="YYYY-MM-DD", elem_id="filter-from")
-                    date_to = gr.Textbox(label="Study date to", placeholder="YYYY-MM-DD", elem_id="filter-to")
-                table = gr.Dataframe(headers=WORKLIST_COLUMNS, interactive=False, elem_id="worklist",
-                                     label="Worklist (click a row to open the study)", wrap=True, max_height=1200,
-                                     column_widths=["6%", "22%", "11%", "9%", "11%", "16%", "11%", "14%"])
-                with gr.Row():
-                    previous = gr.Button("◀ Previous page", elem_id="page-previous", size="sm")
-                    page_info = gr.Markdown(elem_id="page-info")
-                    following = gr.Button("Next page ▶", elem_id="page-next", size="sm")
-            with gr.Column(scale=2):
-                details = gr.Markdown("Click a study in the worklist to open it.", elem_id="study-details")
-                with gr.Row():
-                    heatmap = gr.Checkbox(False, label="Show Grad-CAM heatmap", elem_id="heatmap-toggle")
-                    zoom = gr.Slider(50, 400, value=100, step=10, label="Zoom (% of the panel's width)",
-                                     elem_id="zoom")
-                viewer = gr.HTML(_viewer_html(None, False, 100), elem_id="study-viewer")
-                history = gr.Markdown(elem_id="verdict-history")
-                verdict = gr.Radio(list(VERDICT_LABELS), label="Your verdict", elem_id="verdict-choice")
-                notes = gr.Textbox(label="Notes (optional)", lines=2, max_length=MAX_NOTES, elem_id="verdict-notes")
-                record = gr.Button("Record verdict", variant="primary", elem_id="record-verdict")
-                message = gr.Markdown(elem_id="verdict-message")
+        with gr.Tabs(elem_id="tabs"):
+            with gr.Tab("Worklist", id="worklist", elem_id="tab-worklist"), gr.Row():
+                with gr.Column(scale=3):
+                    with gr.Row():
+                        hospital = gr.Dropdown([ALL], value=ALL, label="Hospital", elem_id="filter-hospital")
+                        band = gr.Dropdown([ALL, *BAND_ORDER], value=ALL, label="Risk band", elem_id="filter-band")
+                        status = gr.Radio(list(STATUS_CHOICES), value="All", label="Review", elem_id="filter-status")
+                    with gr.Row():
+                        date_from = gr.Textbox(label="Study date from", placeholder="YYYY-MM-DD", elem_id="filter-from")
+                        date_to = gr.Textbox(label="Study date to", placeholder="YYYY-MM-DD", elem_id="filter-to")
+                    table = gr.Dataframe(headers=WORKLIST_COLUMNS, interactive=False, elem_id="worklist",
+                                         label="Worklist (click a row to open the study)", wrap=True, max_height=1200,
+                                         column_widths=["6%", "22%", "11%", "9%", "11%", "16%", "11%", "14%"])
+                    with gr.Row():
+                        previous = gr.Button("◀ Previous page", elem_id="page-previous", size="sm")
+                        page_info = gr.Markdown(elem_id="page-info")
+                        following = gr.Button("Next page ▶", elem_id="page-next", size="sm")
+                with gr.Column(scale=2):
+                    details = gr.Markdown("Click a study in the worklist to open it.", elem_id="study-details")
+                    with gr.Row():
+                        heatmap = gr.Checkbox(False, label="Show Grad-CAM heatmap", elem_id="heatmap-toggle")
+                        zoom = gr.Slider(50, 400, value=100, step=10, label="Zoom (% of the panel's width)",
+                                         elem_id="zoom")
+                    viewer = gr.HTML(_viewer_html(None, False, 100), elem_id="study-viewer")
+                    history = gr.Markdown(elem_id="verdict-history")
+                    verdict = gr.Radio(list(VERDICT_LABELS), label="Your verdict", elem_id="verdict-choice")
+                    notes = gr.Textbox(label="Notes (optional)", lines=2, max_length=MAX_NOTES, elem_id="verdict-notes")
+                    record = gr.Button("Record verdict", variant="primary", elem_id="record-verdict")
+                    message = gr.Markdown(elem_id="verdict-message")
+            add_monitor_tab(gr, db, user_of)
 
         def first_page(h: str, b: str, s: str, f: str, t: str, request: gr.Request) -> tuple[Any, ...]:
             return worklist(h, b, s, f, t, 1, request)

@@ -136,6 +136,22 @@ class Settings(BaseSettings):
     WORKLIST_PAGE_SIZE: int = Field(50, ge=5, le=500)
     WORKLIST_REFRESH_S: float = Field(5.0, gt=0, description="how often an open worklist looks for new rows")
 
+    # The model monitor (xraylab/monitor; its actor in serve_app/monitor_actor.py; `xraylab monitor`).
+    PROMETHEUS_PORT: int = 19090  # the project's own Prometheus (cluster/local/prometheus.sh)
+    PROMETHEUS_URL: str = ""  # default: http://127.0.0.1:<PROMETHEUS_PORT>
+    RAY_METRICS_PORT: int = 18090  # Ray's metrics export port on a node the project starts; Prometheus scrapes it
+    MONITOR_HEALTH_INTERVAL_S: float = Field(60.0, gt=0, description="how often the monitor reads health")
+    MONITOR_DRIFT_INTERVAL_S: float = Field(300.0, gt=0, description="how often it runs drift and performance")
+    MONITOR_MIN_IMAGES: int = Field(100, ge=2, description="fewer new images than this: the drift run waits")
+    MONITOR_MAX_IMAGES: int = Field(1000, ge=2, description="the newest this many images per drift run")
+    MONITOR_MIN_SLICE: int = Field(50, ge=2, description="a hospital needs this many images (or labels) for "
+                                   "its own figures; fewer, and a test on them is noise")
+    MONITOR_PERFORMANCE_WINDOW: int = Field(500, ge=10, description="the newest labelled predictions it scores")
+    MONITOR_PERMUTATIONS: int = Field(100, ge=10, description="permutations of the MMD test")
+    MONITOR_ATYPICAL: int = Field(8, ge=0, description="the most atypical live images a run keeps")
+    ALERT_TOPIC: str = "xray-alerts"
+    ALERT_WEBHOOK_URL: SecretStr = SecretStr("")  # optional; a URL can carry a token
+
     @model_validator(mode="after")
     def _fill_derived(self) -> Settings:
         self.STATE_DIR = Path(self.STATE_DIR).resolve()
@@ -143,6 +159,8 @@ class Settings(BaseSettings):
             self.DATABASE_URL = f"sqlite:///{self.STATE_DIR / 'xraylab.db'}"
         if not self.S3_ENDPOINT_URL:
             self.S3_ENDPOINT_URL = f"http://127.0.0.1:{self.S3_PORT}"
+        if not self.PROMETHEUS_URL:
+            self.PROMETHEUS_URL = f"http://127.0.0.1:{self.PROMETHEUS_PORT}"
         if not self.KAFKA_BOOTSTRAP:
             self.KAFKA_BOOTSTRAP = f"127.0.0.1:{self.KAFKA_PORT}"
         if self.MODEL_DIR is None:

@@ -18,7 +18,10 @@ from PIL import Image, ImageFilter
 
 from xraylab.labels import NORMAL_CLASS, PNEUMONIA_CLASS
 
-__all__ = ["generate_xray", "encode_jpeg", "write_dataset"]
+__all__ = ["generate_xray", "encode_jpeg", "write_dataset", "DRIFT_KINDS", "apply_drift"]
+
+# Drift the uploader can inject, as the reference monitor's data generator does (``apply_drift``).
+DRIFT_KINDS = ("blur", "transpose", "brightness", "noise")
 
 
 def _ellipse(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
@@ -86,3 +89,23 @@ def write_dataset(root: Path, n_per_split: dict[str, int] | None = None, *, pneu
                 arr = generate_xray(rng, cls == PNEUMONIA_CLASS, size)
                 (folder / f"{split}-{cls.lower()}-{i:05d}.jpeg").write_bytes(encode_jpeg(arr))
     return counts
+
+
+def apply_drift(arr: np.ndarray, kind: str, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """``arr`` (uint8 grey) as a changed scanner or protocol would make it; ``strength`` in (0, 1].
+
+    blur: a Gaussian blur of radius 1 + 5 * strength px; transpose: rows and columns swapped (a rotated
+    acquisition) for a share ``strength`` of the images; brightness: + 90 * strength grey levels; noise: Gaussian
+    noise of sd 40 * strength grey levels."""
+    if kind not in DRIFT_KINDS:
+        raise ValueError(f"unknown drift {kind!r}: one of {', '.join(DRIFT_KINDS)}")
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"drift strength {strength} is not in (0, 1]")
+    if kind == "blur":
+        return np.asarray(Image.fromarray(arr).filter(ImageFilter.GaussianBlur(radius=1 + 5 * strength)))
+    if kind == "transpose":
+        return np.ascontiguousarray(arr.T) if rng.random() < strength else arr
+    if kind == "brightness":
+        return np.clip(arr.astype(np.float32) + 90 * strength, 0, 255).astype(np.uint8)
+    noisy = arr.astype(np.float32) + rng.normal(0, 40 * strength, arr.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8)

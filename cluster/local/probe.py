@@ -3,6 +3,7 @@
     probe.py s3 [BUCKET...]      signed ListBuckets (creates the buckets named)
     probe.py kafka [TOPIC:N...]  metadata request (creates the topics named, N partitions)
     probe.py mariadb             SELECT 1 as the application user
+    probe.py prometheus [URL]    GET URL/-/ready answers 200 (default URL: XRAYLAB_PROMETHEUS_URL)
 """
 
 from __future__ import annotations
@@ -58,12 +59,24 @@ def probe_mariadb() -> None:
     engine.dispose()
 
 
+def probe_prometheus(url: str | None) -> None:
+    import urllib.request
+
+    if not url:
+        from xraylab.settings import load_settings
+
+        url = load_settings().PROMETHEUS_URL
+    with urllib.request.urlopen(url.rstrip("/") + "/-/ready", timeout=3) as response:
+        assert response.status == 200, f"{url}/-/ready answered {response.status}"
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__, file=sys.stderr)  # noqa: T201
         return 2
     kind, rest = argv[0], argv[1:]
-    {"s3": lambda: probe_s3(rest), "kafka": lambda: probe_kafka(rest), "mariadb": probe_mariadb}[kind]()
+    {"s3": lambda: probe_s3(rest), "kafka": lambda: probe_kafka(rest), "mariadb": probe_mariadb,
+     "prometheus": lambda: probe_prometheus(rest[0] if rest else None)}[kind]()
     return 0
 
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Start the whole local stack (idempotent): SeaweedFS, Kafka, MariaDB, the notifier; then migrate.
+# Start the whole local stack (idempotent): SeaweedFS, Kafka, MariaDB, Prometheus, the notifier; then migrate.
 source "$(dirname "$0")/lib.sh"
 "$LOCAL_DIR/seaweedfs.sh" start
 "$LOCAL_DIR/kafka.sh" start
 "$LOCAL_DIR/mariadb.sh" start
+"$LOCAL_DIR/prometheus.sh" start
 "$LOCAL_DIR/notifier.sh" start
 "$ROOT/.venv/bin/xraylab" db upgrade
 "$ROOT/.venv/bin/xraylab" db upgrade --database mariadb

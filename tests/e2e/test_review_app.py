@@ -5,7 +5,6 @@ session or an API key. Screenshots of the worklist and of the study view land in
 
 from __future__ import annotations
 
-import re
 import subprocess
 import time
 import uuid
@@ -18,6 +17,7 @@ from sqlalchemy import delete, select, update
 
 from ingest.uploader import upload_study
 from tests.accounts import new_account, new_api_key
+from tests.e2e.browser import log_in
 from tests.e2e.observe import rows_for
 from xraylab.db.models import Study, User, UserSession, VerdictRow
 from xraylab.messages import StudyMetadata
@@ -26,7 +26,6 @@ from xraylab.synthetic import encode_jpeg, generate_xray
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 180
-CHROMIUM = "/usr/bin/chromium"
 SIDE = 640  # pixels of the uploaded images
 
 
@@ -64,30 +63,9 @@ class Ward:
         return found
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture()
 def ward(pipeline, s3, bucket, mariadb) -> Ward:
     return Ward(s3, bucket, mariadb)
-
-
-def log_in(page, url: str, name: str, password: str) -> None:
-    from playwright.sync_api import expect
-
-    page.goto(f"{url}/ui/")
-    expect(page).to_have_url(re.compile(r"/login\?next="))
-    page.get_by_label("Username").fill(name)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.locator("#signed-in")).to_contain_text(name, timeout=30000)
 
 
 def show_hospital(page, hospital: str) -> None:

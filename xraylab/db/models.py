@@ -1,6 +1,6 @@
 """The schema: studies (one uploaded image), predictions (one model's score of a study), and the review
 side: users with their sessions and API keys, doctors' verdicts (the labels), the audit trail and
-cached Grad-CAM heatmaps.
+cached Grad-CAM heatmaps; and the model monitor's state, figures and alerts.
 
 Uniqueness makes writes idempotent: a study is identified by ``study_uid`` (a hash of endpoint,
 bucket, key and eTag: ``xraylab.messages.study_uid``), and a study gets at most one prediction per
@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = ["Base", "Study", "Prediction", "User", "ApiKey", "UserSession", "VerdictRow", "AuditEvent", "Heatmap",
-           "utcnow"]
+           "MonitorRow", "MonitorSetting", "MonitorResult", "MonitorAlert", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -182,3 +182,68 @@ class Heatmap(Base):
     model_version: Mapped[str] = mapped_column(String(64))
     png: Mapped[bytes] = mapped_column(LargeBinary(2**24 - 1))  # MEDIUMBLOB on MySQL
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MonitorRow(Base):
+    """The monitor of one served model version: its state (``xraylab.monitor.states``), where its last drift
+    run stopped (the newest prediction id it covered) and its alert streaks (JSON)."""
+
+    __tablename__ = "monitors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_version: Mapped[str] = mapped_column(String(64), unique=True)
+    state: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str | None] = mapped_column(Text)
+    last_prediction_id: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    streaks: Mapped[str | None] = mapped_column(Text)
+    last_health_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_drift_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MonitorSetting(Base):
+    """Settings of the monitor that every node must see alike, such as the thresholds in effect (JSON)."""
+
+    __tablename__ = "monitor_settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MonitorResult(Base):
+    """One figure of one monitor run: a metric for all hospitals (``hospital`` = "all") or one, its value, the
+    number of images or labels behind it, its status under the thresholds then in effect, and details (JSON)."""
+
+    __tablename__ = "monitor_results"
+    __table_args__ = (Index("ix_monitor_results_series", "model_version", "metric", "hospital", "run_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_version: Mapped[str] = mapped_column(String(64))
+    run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    metric: Mapped[str] = mapped_column(String(32))
+    hospital: Mapped[str] = mapped_column(String(128))
+    value: Mapped[float | None] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class MonitorAlert(Base):
+    """An alert: fired when a limit was crossed, resolved (``resolved_at``) when the metric came back."""
+
+    __tablename__ = "monitor_alerts"
+    __table_args__ = (Index("ix_monitor_alerts_open", "model_version", "resolved_at"),
+                      Index("ix_monitor_alerts_fired", "fired_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_version: Mapped[str] = mapped_column(String(64))
+    metric: Mapped[str] = mapped_column(String(32))
+    hospital: Mapped[str] = mapped_column(String(128))
+    severity: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None] = mapped_column(Float)
+    limit_value: Mapped[float] = mapped_column(Float)
+    message: Mapped[str] = mapped_column(String(512))
+    fired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -20,7 +20,7 @@ def xraylab(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("registry")
-    card = train_bootstrap_model(root, n_train=32, n_test=8, epochs=1, seed=1, promote=True)
+    card = train_bootstrap_model(root, n_train=32, n_test=8, n_val=32, epochs=1, seed=1, promote=True)
     return root, card.version
 
 

@@ -1,0 +1,169 @@
+"""The model monitor inside the Ray cluster: one detached actor per monitored model version
+(``xraylab-monitor:<version>`` in namespace ``xraylab``), running health every ``MONITOR_HEALTH_INTERVAL_S``
+and drift/performance every ``MONITOR_DRIFT_INTERVAL_S`` (``xraylab.monitor.run``), and exporting each figure
+as the gauge ``xraylab_monitor_value{metric, hospital, model_version}`` through Ray's metrics agent (Prometheus
+sees ``ray_xraylab_monitor_value``, beside Ray Serve's and the ingest actors' metrics).
+
+States (in the ``monitors`` table, so ``xraylab monitor status`` reads them without Ray):
+``pending`` (the model has no reference statistics yet; nothing runs), ``ready`` (configured, not started),
+``active`` (the actor runs), ``stopped`` (stopped by command), ``error`` (the last run failed; the message
+says why, and the actor keeps trying at its next run).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import asdict
+from typing import Any
+
+import ray
+
+from xraylab.db import monitoring as store
+from xraylab.db.session import Database
+from xraylab.monitor.health import MONITOR_GAUGE, MONITOR_GAUGE_TAGS
+from xraylab.monitor.reference import NoReferenceError, load_reference
+from xraylab.registry import ModelNotFoundError, read_card
+from xraylab.settings import Settings, get_settings
+
+__all__ = ["MonitorActor", "MONITOR_NAMESPACE", "monitor_actor_name", "start_monitor", "stop_monitor",
+           "monitor_handle", "run_monitor_now"]
+
+log = logging.getLogger("xraylab.monitor.actor")
+MONITOR_NAMESPACE = "xraylab"
+
+
+def monitor_actor_name(model_version: str) -> str:
+    return f"xraylab-monitor:{model_version}"
+
+
+@ray.remote(num_cpus=0.25, max_restarts=-1, max_concurrency=4)
+class MonitorActor:
+    def __init__(self, model_version: str, database: str = "default") -> None:
+        from ray.util.metrics import Gauge
+
+        from xraylab.monitor.run import MonitorRunner
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        settings = get_settings()
+        self.settings, self.model_version = settings, model_version
+        self.db = Database(settings.database_url(database))
+        self.gauge = Gauge(MONITOR_GAUGE, "the model monitor's figures (drift, performance, health)",
+                           tag_keys=MONITOR_GAUGE_TAGS)
+        self.runner = MonitorRunner(settings, self.db, model_version, publish=self._publish)
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def _publish(self, metric: str, hospital: str, value: float) -> None:
+        self.gauge.set(value, {"metric": metric, "hospital": hospital, "model_version": self.model_version})
+
+    def start(self) -> str:
+        """Start the schedule (idempotent, also after an actor restart)."""
+        if self.thread is None or not self.thread.is_alive():
+            self.stop_event.clear()
+            self.thread = threading.Thread(target=self._loop, name="monitor", daemon=True)
+            self.thread.start()
+            self._set_state("active")
+        return "active"
+
+    def _loop(self) -> None:
+        # Health at once; the first drift run after one interval (at start it covers what is scored from then on).
+        next_health = time.monotonic()
+        next_drift = next_health + self.settings.MONITOR_DRIFT_INTERVAL_S
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            if now >= next_health:
+                self.run_now("health")
+                next_health = now + self.settings.MONITOR_HEALTH_INTERVAL_S
+            if now >= next_drift:
+                self.run_now("drift")
+                next_drift = now + self.settings.MONITOR_DRIFT_INTERVAL_S
+            self.stop_event.wait(max(0.5, min(next_health, next_drift) - time.monotonic()))
+
+    def run_now(self, kind: str = "drift") -> dict[str, Any]:
+        """One run now (``drift`` or ``health``); a failure sets state ``error`` and is returned, not raised."""
+        with self.lock:
+            try:
+                summary = self.runner.drift_run() if kind == "drift" else self.runner.health_run()
+            except Exception as exc:
+                message = f"{kind} run failed: {type(exc).__name__}: {exc}"[:500]
+                log.exception("monitor %s: %s", self.model_version, message)
+                self._set_state("error", message)
+                return {"kind": kind, "ran": False, "message": message}
+            if self.thread is not None and self.thread.is_alive():
+                self._set_state("active")
+            result = asdict(summary)
+            result["events"] = [asdict(e) for e in summary.events]
+            return result
+
+    def _set_state(self, state: str, message: str | None = None) -> None:
+        with self.db.session() as session:
+            row = store.monitor_row(session, self.model_version, create_state=state)
+            if row is not None and (row.state, row.message) != (state, message):
+                store.set_state(session, self.model_version, state, message)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(timeout=60)
+        with self.lock:
+            self.runner.close()
+            self._set_state("stopped")
+
+    def ping(self) -> str:
+        return self.model_version
+
+
+def monitor_handle(model_version: str) -> Any | None:
+    try:
+        return ray.get_actor(monitor_actor_name(model_version), namespace=MONITOR_NAMESPACE)
+    except ValueError:
+        return None
+
+
+def start_monitor(settings: Settings, db: Database, model_version: str, database: str = "default") -> tuple[str, str]:
+    """Start (or keep) the monitor of a model version; returns (state, message). A model without reference
+    statistics stays ``pending``; an unknown version raises ``ModelNotFoundError``."""
+    read_card(settings.model_dir, model_version)
+    try:
+        load_reference(settings.model_dir, model_version)
+    except NoReferenceError as exc:
+        with db.session() as session:
+            store.set_state(session, model_version, "pending", str(exc))
+        return "pending", str(exc)
+    with db.session() as session:
+        row = store.monitor_row(session, model_version)
+        if row is None or row.state == "pending":  # first start: image drift covers what is scored from now on
+            store.set_state(session, model_version, "ready", last_prediction_id=store.newest_prediction_id(session,
+                                                                                                         model_version))
+        elif row.state == "stopped":
+            store.set_state(session, model_version, "ready")
+    actor = MonitorActor.options(name=monitor_actor_name(model_version), namespace=MONITOR_NAMESPACE,
+                                 lifetime="detached", get_if_exists=True,
+                                 runtime_env={"env_vars": settings.env_for_workers()}).remote(model_version, database)
+    state = ray.get(actor.start.remote(), timeout=120)
+    return state, ""
+
+
+def stop_monitor(db: Database, model_version: str) -> bool:
+    """Stop and remove the monitor's actor; its figures, alerts and streaks stay. False if none ran."""
+    actor = monitor_handle(model_version)
+    if actor is None:
+        with db.session() as session:
+            if store.monitor_row(session, model_version) is not None:
+                store.set_state(session, model_version, "stopped")
+        return False
+    try:
+        ray.get(actor.stop.remote(), timeout=90)
+    finally:
+        ray.kill(actor, no_restart=True)
+    return True
+
+
+def run_monitor_now(model_version: str, kind: str = "drift", timeout_s: float = 600) -> dict[str, Any]:
+    actor = monitor_handle(model_version)
+    if actor is None:
+        raise ModelNotFoundError(f"no monitor runs for model {model_version}: `xraylab monitor start` first")
+    return ray.get(actor.run_now.remote(kind), timeout=timeout_s)

@@ -1,0 +1,187 @@
+"""The review app's Monitor tab: for a monitored model version and a hospital (or all), the monitor's state,
+the latest figure of each metric against its limits, each metric over time, the latest image drift per
+hospital, the alerts, and the most atypical images of the last drift run (``xraylab.db.monitoring``).
+
+Like the worklist, it loads data only in event handlers, after login (the middleware in ``ui/access.py``
+guards every route), and the atypical images come through the audited study-picture route.
+"""
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from xraylab.db import monitoring as store
+from xraylab.db.session import Database
+from xraylab.monitor.thresholds import Thresholds
+
+__all__ = ["MonitorView", "add_monitor_tab", "ALERT_COLUMNS"]
+
+log = logging.getLogger("xraylab.ui.monitor")
+
+ALERT_COLUMNS = ["Fired", "Severity", "Metric", "Hospital", "Value", "Limit", "Resolved"]
+DRIFT = ["image", "prediction"]
+PERFORMANCE = ["accuracy", "precision", "recall", "f1_score"]
+HEALTH = ["error_rate", "latency_p99_ms", "consumer_lag", "dead_letters_per_min"]
+TILES = ["image", "prediction", "accuracy", "precision", "recall", "specificity", "f1_score", "auc",
+         "request_rate", "error_rate", "latency_p99_ms", "consumer_lag", "dead_letters_per_min", "replicas_alive"]
+NO_MONITOR = "No monitor yet: start one with `xraylab monitor start`."
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+class MonitorView:
+    """What the tab shows, read from the database (no Gradio here, so it is testable on its own)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def versions(self) -> list[str]:
+        with self.db.session() as session:
+            return [m["model_version"] for m in store.list_monitors(session)]
+
+    def hospitals(self, version: str) -> list[str]:
+        with self.db.session() as session:
+            return store.result_hospitals(session, version)
+
+    def snapshot(self, version: str, hospital: str) -> dict[str, Any]:
+        with self.db.session() as session:
+            monitors = {m["model_version"]: m for m in store.list_monitors(session)}
+            thresholds = store.get_thresholds(session)
+            names = DRIFT + PERFORMANCE + ["estimated_" + m for m in PERFORMANCE] + HEALTH
+            points = store.series(session, version, names, hospital)
+            latest = store.latest_results(session, version, hospital)
+            per_hospital = {h: store.latest_results(session, version, h)
+                            for h in store.result_hospitals(session, version)}
+            alert_rows = store.alerts(session, version, limit=100)
+        return {"monitor": monitors.get(version), "thresholds": thresholds, "points": points, "latest": latest,
+                "per_hospital": per_hospital, "alerts": alert_rows}
+
+    @staticmethod
+    def state_markdown(monitor: dict[str, Any] | None, version: str, hospital: str = store.ALL) -> str:
+        if monitor is None:
+            return NO_MONITOR
+        where = "all hospitals" if hospital == store.ALL else f"hospital {hospital}"
+        text = (f"**Monitor of model `{version}`: {monitor['state']}** · showing {where}" +
+                (f" — {monitor['message']}" if monitor["message"] else "") +
+                f"  \nLast drift run {_when(monitor['last_drift_at'])} · last health run "
+                f"{_when(monitor['last_health_at'])} · open alerts **{monitor['open_alerts']}**")
+        return text
+
+    @staticmethod
+    def tiles_html(latest: dict[str, dict[str, Any]], thresholds: Thresholds) -> str:
+        cells = []
+        for metric in TILES:
+            result = latest.get(metric)
+            if result is None:
+                continue
+            limit = thresholds.limits.get(metric)
+            status = result["status"]
+            detail = result["detail"]
+            extra = ""
+            if "coverage" in detail:
+                extra = f"{detail['n_labelled']} labelled · coverage {detail['coverage']:.0%}"
+                est = detail.get("estimated") or {}
+                if est:
+                    extra += f"<br>estimated {est['value']:.2f} [{est['low']:.2f}, {est['high']:.2f}]"
+                if detail.get("disagrees"):
+                    extra += "<br><b>realised outside the estimate's interval</b>"
+            elif result["n"]:
+                extra = f"{result['n']} images"
+            limits = f"soft {limit.soft:g} · hard {limit.hard:g}" if limit else "no limit"
+            cells.append(
+                f"<div class='mon-tile mon-{status}' data-metric='{metric}' data-status='{status}'>"
+                f"<div class='mon-name'>{metric.replace('_', ' ')}</div>"
+                f"<div class='mon-value'>{_fmt(result['value'])}</div>"
+                f"<div class='mon-sub'>{status} · {limits}<br>{extra}</div></div>")
+        if not cells:
+            return "<div id='monitor-tiles'>No figures yet: the monitor has not run.</div>"
+        return "<div id='monitor-tiles' class='mon-tiles'>" + "".join(cells) + "</div>"
+
+    @staticmethod
+    def alert_table(rows: list[dict[str, Any]]) -> list[list[Any]]:
+        return [[_when(a["fired_at"]), a["severity"], a["metric"], a["hospital"], _fmt(a["value"]), f"{a['limit']:g}",
+                 _when(a["resolved_at"]) if a["resolved_at"] else "open"] for a in rows]
+
+    @staticmethod
+    def atypical_html(latest: dict[str, dict[str, Any]]) -> str:
+        image = latest.get("image")
+        items = (image or {}).get("detail", {}).get("atypical", [])
+        if not items:
+            return "<div id='atypical'>No atypical images: no drift run yet.</div>"
+        cells = "".join(
+            f"<figure class='mon-atypical'><img src='/review/studies/{int(a['study_id'])}/image' loading='lazy' "
+            f"alt='study {int(a['study_id'])}'><figcaption>study {int(a['study_id'])} · atypicality "
+            f"{float(a['atypicality']):.2f} · score {float(a['score']):.2f}</figcaption></figure>" for a in items)
+        return f"<div id='atypical' class='mon-atypical-row'>{cells}</div>"
+
+    def figures(self, snap: dict[str, Any], hospital: str) -> tuple[Any, ...]:
+        from ui.monitor_plots import hospital_figure, series_figure
+
+        points, thresholds = snap["points"], snap["thresholds"]
+        where = "all hospitals" if hospital == store.ALL else hospital
+        estimated = {m: [p for p in points if p["metric"] == "estimated_" + m and p["value"] is not None]
+                     for m in ("accuracy",)}
+        drift = series_figure(points, DRIFT, thresholds, f"Image and prediction drift ({where})")
+        perf = series_figure(points, PERFORMANCE, thresholds, f"Performance from doctors' verdicts ({where})",
+                             estimated=estimated)
+        health = series_figure([p for p in points if p["metric"] == "latency_p99_ms"], ["latency_p99_ms"], thresholds,
+                               "Health: p99 latency of the slowest deployment (ms)", unit_interval=False)
+        per_hospital = hospital_figure(snap["per_hospital"], "image", thresholds, "Image drift per hospital (latest)")
+        return drift, perf, health, per_hospital
+
+
+def add_monitor_tab(gr: Any, db: Database, user_of: Any) -> Any:
+    """The tab's components and events, inside the caller's ``gr.Blocks`` (whose banner says when the model
+    learnt from generated images); returns the ``gr.Tab``."""
+    view = MonitorView(db)
+
+    def show(version: str | None, hospital: str | None, request: gr.Request) -> tuple[Any, ...]:
+        import matplotlib.pyplot as plt
+
+        user_of(request)
+        versions = view.versions()
+        if not versions:
+            return (gr.update(choices=[], value=None), gr.update(choices=[store.ALL], value=store.ALL), NO_MONITOR,
+                    "", None, None, None, None, [], "")
+        version = version if version in versions else versions[-1]
+        hospitals = [store.ALL, *view.hospitals(version)]
+        hospital = hospital if hospital in hospitals else store.ALL
+        snap = view.snapshot(version, hospital)
+        figures = view.figures(snap, hospital)
+        for fig in figures:
+            plt.close(fig)  # Gradio has drawn what it needs from the figure object
+        return (gr.update(choices=versions, value=version), gr.update(choices=hospitals, value=hospital),
+                view.state_markdown(snap["monitor"], version, hospital),
+                view.tiles_html(snap["latest"], snap["thresholds"]),
+                *figures, view.alert_table(snap["alerts"]), view.atypical_html(snap["latest"]))
+
+    with gr.Tab("Monitor", id="monitor", elem_id="tab-monitor") as tab:
+        with gr.Row():
+            version = gr.Dropdown([], label="Model version", elem_id="monitor-version")
+            hospital = gr.Dropdown([store.ALL], value=store.ALL, label="Hospital", elem_id="monitor-hospital")
+            refresh = gr.Button("Refresh", elem_id="monitor-refresh", size="sm")
+        state = gr.Markdown(elem_id="monitor-state")
+        tiles = gr.HTML(elem_id="monitor-tiles-box")
+        with gr.Row():
+            drift_plot = gr.Plot(label="Drift", show_label=False, elem_id="plot-drift", format="png")
+            perf_plot = gr.Plot(label="Performance", show_label=False, elem_id="plot-performance", format="png")
+        with gr.Row():
+            hospital_plot = gr.Plot(label="Per hospital", show_label=False, elem_id="plot-hospitals", format="png")
+            health_plot = gr.Plot(label="Health", show_label=False, elem_id="plot-health", format="png")
+        gr.Markdown("### Alerts")
+        alert_table = gr.Dataframe(headers=ALERT_COLUMNS, interactive=False, elem_id="monitor-alerts", max_height=320)
+        gr.Markdown("### Most atypical images of the last drift run")
+        atypical = gr.HTML(elem_id="monitor-atypical")
+        outputs = [version, hospital, state, tiles, drift_plot, perf_plot, health_plot, hospital_plot, alert_table,
+                   atypical]
+        tab.select(show, [version, hospital], outputs)
+        refresh.click(show, [version, hospital], outputs)
+        version.input(show, [version, hospital], outputs)
+        hospital.input(show, [version, hospital], outputs)
+    return tab

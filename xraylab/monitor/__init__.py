@@ -1,0 +1,1 @@
+"""The model monitor: health, image drift, prediction drift and performance of each served model version."""

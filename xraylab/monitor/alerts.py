@@ -1,0 +1,158 @@
+"""Alerts: fire once when a limit is crossed, resolve when the metric comes back; and where they go.
+
+Each (metric, hospital) series keeps a *streak*: the status of its last runs and how many runs in a row had
+it. An alert fires when a status other than ``ok`` has held for the limit's ``breaches`` runs in a row and is
+not already the open alert (``warning`` for the soft limit, ``critical`` for the hard one); while the metric
+stays bad nothing more is sent. When the status changes for as many runs (back to ``ok``, or from warning to
+critical), the open alert is resolved, and a new one fires for the new severity. Streaks and open alerts live
+in the database, so a restarted monitor neither repeats an alert nor forgets one.
+
+Delivery: the log (always), the Kafka topic ``XRAYLAB_ALERT_TOPIC`` (JSON) and an optional webhook
+(``XRAYLAB_ALERT_WEBHOOK_URL``, a JSON POST). A sink that fails is logged; it never stops the monitor, and
+the alert stays in the database for the dashboard.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from xraylab.monitor.thresholds import Limit, Status
+
+__all__ = ["AlertEvent", "Streak", "advance", "AlertSink", "LogSink", "KafkaSink", "WebhookSink", "deliver"]
+
+log = logging.getLogger("xraylab.monitor.alerts")
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """What the sinks receive (as JSON): ``fired`` or ``resolved``, for one metric of one model version."""
+
+    event: Literal["fired", "resolved"]
+    model_version: str
+    metric: str
+    hospital: str
+    severity: str
+    value: float | None
+    limit: float
+    at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    @property
+    def message(self) -> str:
+        where = "all hospitals" if self.hospital == "all" else f"hospital {self.hospital}"
+        value = "no value" if self.value is None else f"{self.value:.3f}"
+        if self.event == "fired":
+            return (f"{self.severity.upper()}: {self.metric} of model {self.model_version} at {where} is {value}, "
+                    f"past its {'hard' if self.severity == 'critical' else 'soft'} limit {self.limit:g}")
+        return f"RESOLVED: {self.metric} of model {self.model_version} at {where} is back ({value})"
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "message": self.message})
+
+
+@dataclass
+class Streak:
+    status: Status = "ok"
+    runs: int = 0
+    open: Status = "ok"  # the severity of the open alert, "ok" when none
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def advance(streak: Streak, status: Status, value: float | None, limit: Limit, *, model_version: str,
+            metric: str, hospital: str) -> list[AlertEvent]:
+    """Record one run's status in ``streak`` (in place) and return the alerts it fires or resolves."""
+    if status == streak.status:
+        streak.runs += 1
+    else:
+        streak.status, streak.runs = status, 1
+    if streak.runs < limit.breaches or status == streak.open:
+        return []
+    events = []
+    if streak.open != "ok":
+        events.append(AlertEvent("resolved", model_version, metric, hospital, streak.open, value,
+                                 _limit_of(limit, streak.open)))
+    if status != "ok":
+        events.append(AlertEvent("fired", model_version, metric, hospital, status, value, _limit_of(limit, status)))
+    streak.open = status
+    return events
+
+
+def _limit_of(limit: Limit, severity: str) -> float:
+    return limit.hard if severity == "critical" else limit.soft
+
+
+class AlertSink(Protocol):
+    name: str
+
+    def send(self, event: AlertEvent) -> None: ...
+
+
+class LogSink:
+    name = "log"
+
+    def send(self, event: AlertEvent) -> None:
+        level = logging.INFO if event.event == "resolved" else (
+            logging.CRITICAL if event.severity == "critical" else logging.WARNING)
+        log.log(level, "alert %s", event.message)
+
+
+class KafkaSink:
+    """JSON alerts on a Kafka topic, keyed by model version and metric; acknowledged before ``send`` returns."""
+
+    name = "kafka"
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap, self.topic = bootstrap, topic
+        self._producer: Any = None
+
+    def send(self, event: AlertEvent) -> None:
+        if self._producer is None:
+            from kafka import KafkaProducer
+
+            self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", retries=3,
+                                           request_timeout_ms=10000, max_block_ms=10000)
+        key = f"{event.model_version}:{event.metric}:{event.hospital}".encode()
+        self._producer.send(self.topic, key=key, value=event.to_json().encode()).get(timeout=15)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+            self._producer = None
+
+
+class WebhookSink:
+    """POSTs the alert as JSON; the URL (which may carry a token) is never logged."""
+
+    name = "webhook"
+
+    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("the alert webhook URL must start with http:// or https://")
+        self.url, self.timeout_s = url, timeout_s
+
+    def send(self, event: AlertEvent) -> None:
+        request = urllib.request.Request(self.url, data=event.to_json().encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310 (http/https only)
+            response.read()
+
+
+def deliver(events: Sequence[AlertEvent], sinks: Sequence[AlertSink]) -> dict[str, int]:
+    """Send each event to every sink; returns the failures per sink (logged, never raised)."""
+    failures: dict[str, int] = {}
+    for event in events:
+        for sink in sinks:
+            try:
+                sink.send(event)
+            except Exception as exc:  # a sink down must not stop the monitor
+                failures[sink.name] = failures.get(sink.name, 0) + 1
+                log.error("alert sink %s failed for %s/%s: %s", sink.name, event.metric, event.hospital,
+                          type(exc).__name__)
+    return failures
