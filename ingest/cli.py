@@ -32,7 +32,7 @@ def upload(
     count: int = 20, bucket: str = "", hospital: str = "st-mary", seed: int = 0,
     drift: Annotated[str, typer.Option(help="inject drift into generated images: blur, transpose, brightness "
                                             "or noise")] = "",
-    drift_strength: Annotated[float, typer.Option(help="how strong the drift is, in (0, 1]")] = 1.0,
+    drift_strength: Annotated[float | None, typer.Option(help="how strong the drift is, in (0, 1] (default 1)")] = None,
     drift_hospital: Annotated[list[str] | None, typer.Option(help="only at this hospital (repeatable)")] = None,
     label_fraction: Annotated[float, typer.Option(help="share of generated uploads a stand-in doctor labels, "
                                                        "once they are scored")] = 0.0,
@@ -47,7 +47,9 @@ def upload(
 
     settings = load_settings()
     try:
-        injected = Drift(drift, drift_strength, frozenset(drift_hospital or ())) if drift else None
+        if not drift and (drift_strength is not None or drift_hospital):
+            raise ValueError("--drift-strength and --drift-hospital need --drift")
+        injected = Drift(drift, drift_strength or 1.0, frozenset(drift_hospital or ())) if drift else None
         if not 0.0 <= label_fraction <= 1.0 or not 0.0 <= label_error_rate <= 1.0:
             raise ValueError("--label-fraction and --label-error-rate are shares in [0, 1]")
         if paths and (injected or label_fraction):

@@ -52,20 +52,33 @@ class MonitorActor:
         self.gauge = Gauge(MONITOR_GAUGE, "the model monitor's figures (drift, performance, health)",
                            tag_keys=MONITOR_GAUGE_TAGS)
         self.runner = MonitorRunner(settings, self.db, model_version, publish=self._publish)
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # one run at a time
+        self.start_lock = threading.Lock()
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
+        if self._state() in ("active", "error"):  # Ray restarted this actor: carry on by itself
+            self.start()
+
+    def _state(self) -> str | None:
+        try:
+            with self.db.session() as session:
+                row = store.monitor_row(session, self.model_version)
+                return row.state if row else None
+        except Exception as exc:  # the database is away: the loop's runs will say so
+            log.warning("monitor %s: state not readable: %s", self.model_version, type(exc).__name__)
+            return None
 
     def _publish(self, metric: str, hospital: str, value: float) -> None:
         self.gauge.set(value, {"metric": metric, "hospital": hospital, "model_version": self.model_version})
 
     def start(self) -> str:
         """Start the schedule (idempotent, also after an actor restart)."""
-        if self.thread is None or not self.thread.is_alive():
-            self.stop_event.clear()
-            self.thread = threading.Thread(target=self._loop, name="monitor", daemon=True)
-            self.thread.start()
-            self._set_state("active")
+        with self.start_lock:
+            if self.thread is None or not self.thread.is_alive():
+                self.stop_event.clear()
+                self.thread = threading.Thread(target=self._loop, name="monitor", daemon=True)
+                self.thread.start()
+                self._set_state("active")
         return "active"
 
     def _loop(self) -> None:
@@ -74,35 +87,60 @@ class MonitorActor:
         next_drift = next_health + self.settings.MONITOR_DRIFT_INTERVAL_S
         while not self.stop_event.is_set():
             now = time.monotonic()
-            if now >= next_health:
-                self.run_now("health")
-                next_health = now + self.settings.MONITOR_HEALTH_INTERVAL_S
-            if now >= next_drift:
-                self.run_now("drift")
-                next_drift = now + self.settings.MONITOR_DRIFT_INTERVAL_S
+            try:  # run_now reports its own failures; nothing may end the schedule
+                if now >= next_health:
+                    self.run_now("health")
+                    next_health = now + self.settings.MONITOR_HEALTH_INTERVAL_S
+                if now >= next_drift:
+                    self.run_now("drift")
+                    next_drift = now + self.settings.MONITOR_DRIFT_INTERVAL_S
+            except Exception:
+                log.exception("monitor %s: scheduled run failed", self.model_version)
+                next_health = max(next_health, now + 5)
+                next_drift = max(next_drift, now + 5)
             self.stop_event.wait(max(0.5, min(next_health, next_drift) - time.monotonic()))
 
     def run_now(self, kind: str = "drift") -> dict[str, Any]:
         """One run now (``drift`` or ``health``); a failure sets state ``error`` and is returned, not raised."""
         with self.lock:
+            failed = f"{kind} run failed"
             try:
                 summary = self.runner.drift_run() if kind == "drift" else self.runner.health_run()
             except Exception as exc:
-                message = f"{kind} run failed: {type(exc).__name__}: {exc}"[:500]
-                log.exception("monitor %s: %s", self.model_version, message)
+                # The type and the first line only: a database error's text can carry the values it was sent.
+                message = f"{failed}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+                log.error("monitor %s: %s", self.model_version, message)
                 self._set_state("error", message)
                 return {"kind": kind, "ran": False, "message": message}
-            if self.thread is not None and self.thread.is_alive():
-                self._set_state("active")
+            if not summary.ran:  # health: Prometheus did not answer
+                self._set_state("error", f"{failed}: {summary.message}"[:300])
+            elif self.thread is not None and self.thread.is_alive():
+                self._clear_error(failed)
             result = asdict(summary)
             result["events"] = [asdict(e) for e in summary.events]
             return result
 
     def _set_state(self, state: str, message: str | None = None) -> None:
-        with self.db.session() as session:
-            row = store.monitor_row(session, self.model_version, create_state=state)
-            if row is not None and (row.state, row.message) != (state, message):
-                store.set_state(session, self.model_version, state, message)
+        try:
+            with self.db.session() as session:
+                row = store.monitor_row(session, self.model_version, create_state=state)
+                if row is not None and (row.state, row.message) != (state, message):
+                    store.set_state(session, self.model_version, state, message)
+        except Exception as exc:  # the database is away: the next run tries again
+            log.warning("monitor %s: state %s not stored: %s", self.model_version, state, type(exc).__name__)
+
+    def _clear_error(self, failed: str) -> None:
+        """Back to ``active`` after a good run, unless the error is another kind's (a failing drift run is not
+        hidden by the health runs that succeed between them)."""
+        try:
+            with self.db.session() as session:
+                row = store.monitor_row(session, self.model_version)
+                if row is None or row.state == "active" or (row.state == "error" and not (row.message or "")
+                                                            .startswith(failed)):
+                    return
+        except Exception:
+            return
+        self._set_state("active")
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -157,8 +195,12 @@ def stop_monitor(db: Database, model_version: str) -> bool:
         return False
     try:
         ray.get(actor.stop.remote(), timeout=90)
+    except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as exc:
+        log.warning("monitor %s did not stop in time (%s); killing it", model_version, type(exc).__name__)
     finally:
         ray.kill(actor, no_restart=True)
+    with db.session() as session:
+        store.set_state(session, model_version, "stopped")
     return True
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import zipfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,11 +14,10 @@ import typer
 from xraylab.cli import DatabaseOption, fail, setup_logging
 from xraylab.settings import Settings, load_settings
 
-__all__ = ["monitor_cli", "drift_of_folder", "IMAGE_SUFFIXES"]
+__all__ = ["monitor_cli", "drift_of_folder"]
 
 monitor_cli = typer.Typer(help="The model monitor: health, drift, performance, alerts.", no_args_is_help=True)
 ModelOption = Annotated[str, typer.Option("--model", help="model version (default: the promoted one)")]
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def _db(database: str) -> Any:
@@ -41,8 +41,10 @@ def _version(settings: Settings, model: str) -> str:
 def _connect_ray(address: str) -> None:
     import ray
 
+    from serve_app.monitor_actor import MONITOR_NAMESPACE
+
     try:
-        ray.init(address=address, namespace="xraylab", log_to_driver=False)
+        ray.init(address=address, namespace=MONITOR_NAMESPACE, log_to_driver=False)
     except ConnectionError as exc:
         raise fail(f"no Ray cluster at {address!r} ({exc}); start the pipeline first (`xraylab serve run`)") from None
 
@@ -107,9 +109,8 @@ def monitor_status(database: DatabaseOption = "default",
 def monitor_thresholds(file: Annotated[Path | None, typer.Argument(help="a thresholds JSON file")] = None,
                        database: DatabaseOption = "default") -> None:
     """Upload the limits (validated; Prometheus' rules are regenerated and reloaded); without FILE, print them."""
-    from xraylab.monitor.prom_rules import reload_prometheus, write_rules
-
     from xraylab.db import monitoring as store
+    from xraylab.monitor.prom_rules import reload_prometheus, rules_file, write_rules
     from xraylab.monitor.thresholds import Thresholds, ThresholdsError
 
     db = _db(database)
@@ -124,24 +125,32 @@ def monitor_thresholds(file: Annotated[Path | None, typer.Argument(help="a thres
     with db.session() as session:
         store.set_thresholds(session, thresholds)
     settings = load_settings()
-    rules = write_rules(thresholds, settings.STATE_DIR / "prometheus" / "rules" / "xraylab.yml")
+    try:
+        rules = write_rules(thresholds, rules_file(settings))
+    except OSError as exc:
+        raise fail(f"thresholds stored, but Prometheus' rules could not be written: {exc}") from None
     reloaded = reload_prometheus(settings.PROMETHEUS_URL)
     print(f"thresholds stored ({len(thresholds.limits)} limits); Prometheus rules in {rules}"
           + ("; Prometheus reloaded" if reloaded else "; Prometheus not reachable, it reads them when it starts"))
 
 
 def drift_of_folder(settings: Settings, folder: Path, version: str, thresholds: Any) -> dict[str, Any]:
-    """The image-drift test of a folder of JPEG/PNG files (any layout) against a model's reference."""
+    """The image-drift test of a folder of JPEG/PNG files (any layout) against a model's reference: at most
+    ``MONITOR_MAX_IMAGES`` of them (a seeded sample), as a drift run takes."""
     import numpy as np
 
+    from train.dataset import IMAGE_SUFFIXES
     from xraylab.monitor.drift import atypicality, image_drift
     from xraylab.monitor.run import MonitorRunner
 
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a folder")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
+    found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
         raise ValueError(f"no JPEG or PNG files under {folder}")
+    limit = settings.MONITOR_MAX_IMAGES
+    picked = np.sort(np.random.default_rng(0).choice(len(found), limit, replace=False)) if len(found) > limit else None
+    files = [found[i] for i in picked] if picked is not None else found
     runner = MonitorRunner(settings, db=None, model_version=version, sinks=[])  # type: ignore[arg-type]
     runner.prepare()
     feats = runner.features([p.read_bytes() for p in files])
@@ -154,9 +163,10 @@ def drift_of_folder(settings: Settings, folder: Path, version: str, thresholds: 
     result = image_drift(ref.embeddings, feats.embeddings, ref_readable, live_readable, ref.stat_names,
                          n_permutations=settings.MONITOR_PERMUTATIONS)
     odd = atypicality(ref.embeddings, feats.embeddings)
-    top = np.argsort(-odd)[:5]
+    top = np.argsort(-odd)[: settings.MONITOR_ATYPICAL]
     return {"image_drift": round(result.score, 4), "status": thresholds.status("image", result.score),
-            "n_images": len(feats.kept), "unreadable": len(feats.errors), "model_version": version,
+            "n_images": len(feats.kept), "n_files": len(found), "unreadable": len(feats.errors),
+            "model_version": version,
             "p_value": result.p_value, "mmd_p_value": result.mmd_p_value, "drifted": result.drifted,
             "moved": [{"statistic": m.name, "reference_median": m.reference_median, "live_median": m.live_median,
                        "ks": m.ks} for m in result.moved],
@@ -186,8 +196,9 @@ def monitor_drift(images: Annotated[Path, typer.Option("--images", help="a folde
         print(f"note: thresholds from the defaults ({type(exc).__name__})", file=sys.stderr)
     try:
         result = drift_of_folder(settings, images, version, thresholds)
-    except (ValueError, NoReferenceError) as exc:
-        raise fail(str(exc)) from None
+    except (ValueError, NoReferenceError, OSError, KeyError, zipfile.BadZipFile) as exc:
+        raise fail(f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError | zipfile.BadZipFile) else str(exc)) \
+            from None
     print(json.dumps(result))
 
 
@@ -203,7 +214,11 @@ def monitor_run(kind: Annotated[str, typer.Option(help="drift or health")] = "dr
     settings = load_settings()
     version = _version(settings, model)
     _connect_ray(address)
+    import ray
+
     try:
         print(json.dumps(run_monitor_now(version, kind), default=str))
     except ModelNotFoundError as exc:
         raise fail(str(exc)) from None
+    except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as exc:
+        raise fail(f"the monitor of {version} did not answer: {type(exc).__name__}") from None

@@ -7,13 +7,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from xraylab.monitor.thresholds import Thresholds  # noqa: E402
+from xraylab.monitor.thresholds import Thresholds
 
 __all__ = ["series_figure", "hospital_figure", "COLOURS"]
 
@@ -40,7 +36,8 @@ def series_figure(points: list[dict[str, Any]], metrics: list[str], thresholds: 
                   estimated: dict[str, list[dict[str, Any]]] | None = None, unit_interval: bool = True) -> Figure:
     """One line per metric over the runs (a dot per run, coloured by its status), the limits as horizontal
     lines; ``estimated``: per metric, the estimate with its interval as a dashed line and a band."""
-    fig, ax = plt.subplots(figsize=(7.5, 3.2), dpi=100, layout="constrained")
+    fig = Figure(figsize=(7.5, 3.2), dpi=100, layout="constrained")  # no pyplot: its state is not thread-safe
+    ax = fig.subplots()
     by_metric: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for point in points:
         if point["value"] is not None:
@@ -68,14 +65,15 @@ def series_figure(points: list[dict[str, Any]], metrics: list[str], thresholds: 
     ax.set_title(title, fontsize=11, loc="left")
     ax.grid(alpha=0.25)
     ax.tick_params(labelsize=8)
-    fig.autofmt_xdate()
+    ax.tick_params(axis="x", labelrotation=20)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     return fig
 
 
 def hospital_figure(latest: dict[str, dict[str, Any]], metric: str, thresholds: Thresholds, title: str) -> Figure:
     """The latest figure of ``metric`` per hospital as bars coloured by status, against the limits."""
-    fig, ax = plt.subplots(figsize=(7.5, 2.6), dpi=100, layout="constrained")
+    fig = Figure(figsize=(7.5, 2.6), dpi=100, layout="constrained")
+    ax = fig.subplots()
     names = sorted(h for h, results in latest.items() if metric in results and results[metric]["value"] is not None)
     values = [latest[h][metric]["value"] for h in names]
     ax.bar(names, values, color=[COLOURS.get(latest[h][metric]["status"], "#1565c0") for h in names])

@@ -12,18 +12,17 @@ from typing import Any
 
 from xraylab.db import monitoring as store
 from xraylab.db.session import Database
-from xraylab.monitor.thresholds import Thresholds
+from xraylab.monitor.thresholds import ESTIMATED_PREFIX, METRICS, Thresholds
 
 __all__ = ["MonitorView", "add_monitor_tab", "ALERT_COLUMNS"]
 
 log = logging.getLogger("xraylab.ui.monitor")
 
 ALERT_COLUMNS = ["Fired", "Severity", "Metric", "Hospital", "Value", "Limit", "Resolved"]
-DRIFT = ["image", "prediction"]
-PERFORMANCE = ["accuracy", "precision", "recall", "f1_score"]
-HEALTH = ["error_rate", "latency_p99_ms", "consumer_lag", "dead_letters_per_min"]
-TILES = ["image", "prediction", "accuracy", "precision", "recall", "specificity", "f1_score", "auc",
-         "request_rate", "error_rate", "latency_p99_ms", "consumer_lag", "dead_letters_per_min", "replicas_alive"]
+DRIFT = [m for m, kind in METRICS.items() if kind == "drift"]
+PERFORMANCE = ["accuracy", "precision", "recall", "f1_score"]  # plotted (every one has a tile)
+HEALTH = [m for m, kind in METRICS.items() if kind == "health"]
+TILES = list(METRICS)
 NO_MONITOR = "No monitor yet: start one with `xraylab monitor start`."
 
 
@@ -53,7 +52,7 @@ class MonitorView:
         with self.db.session() as session:
             monitors = {m["model_version"]: m for m in store.list_monitors(session)}
             thresholds = store.get_thresholds(session)
-            names = DRIFT + PERFORMANCE + ["estimated_" + m for m in PERFORMANCE] + HEALTH
+            names = DRIFT + PERFORMANCE + [ESTIMATED_PREFIX + m for m in PERFORMANCE] + HEALTH
             points = store.series(session, version, names, hospital)
             latest = store.latest_results(session, version, hospital)
             per_hospital = {h: store.latest_results(session, version, h)
@@ -81,7 +80,7 @@ class MonitorView:
             if result is None:
                 continue
             limit = thresholds.limits.get(metric)
-            status = result["status"]
+            status = result["status"] if result["value"] is not None else "none"  # no figure: neither ok nor bad
             detail = result["detail"]
             extra = ""
             if "coverage" in detail:
@@ -98,7 +97,7 @@ class MonitorView:
                 f"<div class='mon-tile mon-{status}' data-metric='{metric}' data-status='{status}'>"
                 f"<div class='mon-name'>{metric.replace('_', ' ')}</div>"
                 f"<div class='mon-value'>{_fmt(result['value'])}</div>"
-                f"<div class='mon-sub'>{status} · {limits}<br>{extra}</div></div>")
+                f"<div class='mon-sub'>{'no figure' if status == 'none' else status} · {limits}<br>{extra}</div></div>")
         if not cells:
             return "<div id='monitor-tiles'>No figures yet: the monitor has not run.</div>"
         return "<div id='monitor-tiles' class='mon-tiles'>" + "".join(cells) + "</div>"
@@ -125,7 +124,7 @@ class MonitorView:
 
         points, thresholds = snap["points"], snap["thresholds"]
         where = "all hospitals" if hospital == store.ALL else hospital
-        estimated = {m: [p for p in points if p["metric"] == "estimated_" + m and p["value"] is not None]
+        estimated = {m: [p for p in points if p["metric"] == ESTIMATED_PREFIX + m and p["value"] is not None]
                      for m in ("accuracy",)}
         drift = series_figure(points, DRIFT, thresholds, f"Image and prediction drift ({where})")
         perf = series_figure(points, PERFORMANCE, thresholds, f"Performance from doctors' verdicts ({where})",
@@ -142,8 +141,6 @@ def add_monitor_tab(gr: Any, db: Database, user_of: Any) -> Any:
     view = MonitorView(db)
 
     def show(version: str | None, hospital: str | None, request: gr.Request) -> tuple[Any, ...]:
-        import matplotlib.pyplot as plt
-
         user_of(request)
         versions = view.versions()
         if not versions:
@@ -154,8 +151,6 @@ def add_monitor_tab(gr: Any, db: Database, user_of: Any) -> Any:
         hospital = hospital if hospital in hospitals else store.ALL
         snap = view.snapshot(version, hospital)
         figures = view.figures(snap, hospital)
-        for fig in figures:
-            plt.close(fig)  # Gradio has drawn what it needs from the figure object
         return (gr.update(choices=versions, value=version), gr.update(choices=hospitals, value=hospital),
                 view.state_markdown(snap["monitor"], version, hospital),
                 view.tiles_html(snap["latest"], snap["thresholds"]),

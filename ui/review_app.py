@@ -90,7 +90,7 @@ CSS = """
 .mon-tiles { display: flex; flex-wrap: wrap; gap: 8px; }
 .mon-tile { border-radius: 6px; padding: 8px 10px; min-width: 150px; border-left: 6px solid #888; background: #f6f6f6; }
 .mon-ok { border-left-color: #2e7d32; } .mon-warning { border-left-color: #f9a825; background: #fff8e1; }
-.mon-critical { border-left-color: #c62828; background: #ffebee; }
+.mon-critical { border-left-color: #c62828; background: #ffebee; } .mon-none { border-left-color: #bbb; }
 .mon-name { font-size: 12px; color: #444; text-transform: capitalize; }
 .mon-value { font-size: 22px; font-weight: 600; }
 .mon-sub { font-size: 11px; color: #555; }

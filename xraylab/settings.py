@@ -143,12 +143,15 @@ class Settings(BaseSettings):
     MONITOR_HEALTH_INTERVAL_S: float = Field(60.0, gt=0, description="how often the monitor reads health")
     MONITOR_DRIFT_INTERVAL_S: float = Field(300.0, gt=0, description="how often it runs drift and performance")
     MONITOR_MIN_IMAGES: int = Field(100, ge=2, description="fewer new images than this: the drift run waits")
+    MONITOR_SETTLE_S: float = Field(30.0, ge=0, description="a drift run leaves images scored this recently "
+                                    "to the next run (ids commit out of order)")
     MONITOR_MAX_IMAGES: int = Field(1000, ge=2, description="the newest this many images per drift run")
     MONITOR_MIN_SLICE: int = Field(50, ge=2, description="a hospital needs this many images (or labels) for "
                                    "its own figures; fewer, and a test on them is noise")
     MONITOR_PERFORMANCE_WINDOW: int = Field(500, ge=10, description="the newest labelled predictions it scores")
     MONITOR_PERMUTATIONS: int = Field(100, ge=10, description="permutations of the MMD test")
     MONITOR_ATYPICAL: int = Field(8, ge=0, description="the most atypical live images a run keeps")
+    MONITOR_RETENTION_DAYS: float = Field(90.0, gt=0, description="figures older than this are deleted")
     ALERT_TOPIC: str = "xray-alerts"
     ALERT_WEBHOOK_URL: SecretStr = SecretStr("")  # optional; a URL can carry a token
 
@@ -159,6 +162,9 @@ class Settings(BaseSettings):
             self.DATABASE_URL = f"sqlite:///{self.STATE_DIR / 'xraylab.db'}"
         if not self.S3_ENDPOINT_URL:
             self.S3_ENDPOINT_URL = f"http://127.0.0.1:{self.S3_PORT}"
+        webhook = self.ALERT_WEBHOOK_URL.get_secret_value()
+        if webhook and not webhook.startswith(("http://", "https://")):
+            raise ValueError("XRAYLAB_ALERT_WEBHOOK_URL must start with http:// or https://")
         if not self.PROMETHEUS_URL:
             self.PROMETHEUS_URL = f"http://127.0.0.1:{self.PROMETHEUS_PORT}"
         if not self.KAFKA_BOOTSTRAP:

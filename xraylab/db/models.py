@@ -30,6 +30,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = ["Base", "Study", "Prediction", "User", "ApiKey", "UserSession", "VerdictRow", "AuditEvent", "Heatmap",
@@ -195,7 +196,9 @@ class MonitorRow(Base):
     state: Mapped[str] = mapped_column(String(16))
     message: Mapped[str | None] = mapped_column(Text)
     last_prediction_id: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    streaks: Mapped[str | None] = mapped_column(Text)
+    # What the last performance figures covered (newest prediction, labels, newest verdict): unchanged, no new run.
+    performance_key: Mapped[str | None] = mapped_column(String(64))
+    streaks: Mapped[str | None] = mapped_column(Text().with_variant(mysql.MEDIUMTEXT(), "mysql"))
     last_health_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_drift_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from xraylab.db.models import (
@@ -27,8 +27,8 @@ from xraylab.monitor.thresholds import Thresholds, default_thresholds
 
 __all__ = ["LivePrediction", "PerformanceWindow", "ResultRecord", "get_thresholds", "set_thresholds",
            "monitor_row", "set_state", "list_monitors", "newest_prediction_id", "new_predictions",
-           "performance_window", "save_results", "load_streaks", "save_streaks", "record_alerts", "alerts", "series",
-           "latest_results", "result_hospitals", "ALL"]
+           "performance_window", "save_results", "prune_results", "load_streaks", "save_streaks", "record_alerts",
+           "alerts", "series", "latest_results", "result_hospitals", "ALL"]
 
 ALL = "all"  # the hospital value of a figure over all hospitals
 THRESHOLDS = "thresholds"
@@ -53,6 +53,7 @@ class PerformanceWindow:
     scores: list[float]
     hospitals: list[str]
     labels: list[int | None]  # 1 pneumonia, 0 normal, None: no usable verdict yet
+    key: str = ""  # newest prediction id, labels, newest verdict id: what the figures would cover
 
     @property
     def n_labelled(self) -> int:
@@ -114,12 +115,16 @@ def newest_prediction_id(session: Session, model_version: str) -> int:
     return int(session.scalar(select(func.max(Prediction.id)).where(Prediction.model_version == model_version)) or 0)
 
 
-def new_predictions(session: Session, model_version: str, after_id: int, limit: int) -> list[LivePrediction]:
-    """The newest ``limit`` predictions of a model version after prediction ``after_id``, oldest first."""
+def new_predictions(session: Session, model_version: str, after_id: int, limit: int,
+                    settled_before: datetime | None = None) -> list[LivePrediction]:
+    """The newest ``limit`` predictions of a model version after prediction ``after_id``, oldest first; with
+    ``settled_before``, only those stored before then (InnoDB hands out ids before commit, so a younger id can
+    become visible after an older one: the run leaves the young ones to the next run rather than skip one)."""
+    settled = Prediction.created_at <= settled_before if settled_before is not None else True
     query = (select(Prediction.id, Prediction.study_id, Prediction.score, Prediction.band, Study.hospital,
                     Study.endpoint_id, Study.bucket, Study.object_key)
              .join(Study, Study.id == Prediction.study_id)
-             .where((Prediction.model_version == model_version) & (Prediction.id > after_id))
+             .where((Prediction.model_version == model_version) & (Prediction.id > after_id) & settled)
              .order_by(Prediction.id.desc()).limit(limit))
     rows = [LivePrediction(pid, sid, float(score), band, hospital or "unknown", endpoint, bucket, key)
             for pid, sid, score, band, hospital, endpoint, bucket, key in session.execute(query)]
@@ -134,24 +139,36 @@ def performance_window(session: Session, model_version: str, size: int) -> Perfo
                              .where(Prediction.model_version == model_version)
                              .order_by(Prediction.id.desc()).limit(size)).all()
     study_ids = [row.study_id for row in newest]
-    latest: dict[int, str] = {}
+    latest: dict[int, tuple[int, str]] = {}
     if study_ids:
         last_ids = (select(func.max(VerdictRow.id)).where(VerdictRow.study_id.in_(study_ids))
                     .group_by(VerdictRow.study_id))
-        for study_id, label in session.execute(select(VerdictRow.study_id, VerdictRow.label)
-                                               .where(VerdictRow.id.in_(last_ids))):
-            latest[study_id] = label
+        for verdict_id, study_id, label in session.execute(select(VerdictRow.id, VerdictRow.study_id, VerdictRow.label)
+                                                           .where(VerdictRow.id.in_(last_ids))):
+            latest[study_id] = (verdict_id, label)
     labels: list[int | None] = []
     for row in newest:
-        cls = VERDICT_CLASS.get(latest.get(row.study_id, ""))
+        cls = VERDICT_CLASS.get(latest.get(row.study_id, (0, ""))[1])
         labels.append(None if cls is None else int(cls == PNEUMONIA_CLASS))
-    return PerformanceWindow([float(r.score) for r in newest], [r.hospital or "unknown" for r in newest], labels)
+    key = f"{newest[0].id if newest else 0}:{len(latest)}:{max((v for v, _ in latest.values()), default=0)}"
+    return PerformanceWindow([float(r.score) for r in newest], [r.hospital or "unknown" for r in newest], labels,
+                             key)
 
 
 def save_results(session: Session, model_version: str, run_at: datetime, results: list[ResultRecord]) -> None:
     session.add_all(MonitorResult(model_version=model_version, run_at=run_at, metric=r.metric, hospital=r.hospital,
                                   value=r.value, n=r.n, status=r.status, detail=json.dumps(r.detail, default=float))
                     for r in results)
+
+
+def prune_results(session: Session, model_version: str, before: datetime, batch: int = 10_000) -> int:
+    """Delete up to ``batch`` figures of a model version older than ``before`` (its oldest first); returns how many."""
+    old = session.scalars(select(MonitorResult.id).where((MonitorResult.model_version == model_version)
+                                                        & (MonitorResult.run_at < before))
+                          .order_by(MonitorResult.id).limit(batch)).all()
+    if old:
+        session.execute(delete(MonitorResult).where(MonitorResult.id.in_(old)))
+    return len(old)
 
 
 def load_streaks(session: Session, model_version: str) -> dict[str, Streak]:
@@ -191,13 +208,17 @@ def alerts(session: Session, model_version: str | None = None, limit: int = 100)
 
 
 def series(session: Session, model_version: str, metrics: list[str], hospital: str = ALL,
-           limit: int = 500) -> list[dict[str, Any]]:
-    """The newest ``limit`` figures of some metrics for one hospital (or all), oldest first."""
-    rows = session.scalars(select(MonitorResult).where(
-        (MonitorResult.model_version == model_version) & MonitorResult.metric.in_(metrics)
-        & (MonitorResult.hospital == hospital)).order_by(MonitorResult.id.desc()).limit(limit)).all()
-    return [{"run_at": r.run_at, "metric": r.metric, "value": r.value, "n": r.n, "status": r.status,
-             "detail": json.loads(r.detail or "{}")} for r in reversed(rows)]
+           limit: int = 200) -> list[dict[str, Any]]:
+    """The newest ``limit`` figures of each of some metrics for one hospital (or all), oldest first."""
+    points = []
+    for metric in metrics:
+        rows = session.scalars(select(MonitorResult).where(
+            (MonitorResult.model_version == model_version) & (MonitorResult.metric == metric)
+            & (MonitorResult.hospital == hospital))
+            .order_by(MonitorResult.run_at.desc(), MonitorResult.id.desc()).limit(limit)).all()
+        points += [{"run_at": r.run_at, "metric": r.metric, "value": r.value, "n": r.n, "status": r.status,
+                    "detail": json.loads(r.detail or "{}")} for r in reversed(rows)]
+    return points
 
 
 def latest_results(session: Session, model_version: str, hospital: str = ALL) -> dict[str, dict[str, Any]]:

@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from xraylab.monitor.thresholds import Limit, Status
+from xraylab.monitor.thresholds import SEVERITY, Limit, Status
 
-__all__ = ["AlertEvent", "Streak", "advance", "AlertSink", "LogSink", "KafkaSink", "WebhookSink", "deliver"]
+__all__ = ["AlertEvent", "Streak", "advance", "expire", "AlertSink", "LogSink", "KafkaSink", "WebhookSink", "deliver"]
 
 log = logging.getLogger("xraylab.monitor.alerts")
 
@@ -49,6 +49,8 @@ class AlertEvent:
         if self.event == "fired":
             return (f"{self.severity.upper()}: {self.metric} of model {self.model_version} at {where} is {value}, "
                     f"past its {'hard' if self.severity == 'critical' else 'soft'} limit {self.limit:g}")
+        if self.value is None:
+            return f"RESOLVED: {self.metric} of model {self.model_version} at {where} has no figure any more"
         return f"RESOLVED: {self.metric} of model {self.model_version} at {where} is back ({value})"
 
     def to_json(self) -> str:
@@ -57,9 +59,13 @@ class AlertEvent:
 
 @dataclass
 class Streak:
-    status: Status = "ok"
-    runs: int = 0
-    open: Status = "ok"  # the severity of the open alert, "ok" when none
+    """One series' runs in a row past a limit (``bad``) and within its limits (``good``), the open alert's
+    severity (``open``, "ok" when none), and how many runs in a row had no figure (``missing``)."""
+
+    bad: int = 0
+    good: int = 0
+    open: Status = "ok"
+    missing: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,21 +73,46 @@ class Streak:
 
 def advance(streak: Streak, status: Status, value: float | None, limit: Limit, *, model_version: str,
             metric: str, hospital: str) -> list[AlertEvent]:
-    """Record one run's status in ``streak`` (in place) and return the alerts it fires or resolves."""
-    if status == streak.status:
-        streak.runs += 1
+    """Record one run's status in ``streak`` (in place) and return the alerts it fires or resolves.
+
+    An alert fires after ``limit.breaches`` runs in a row past a limit (either one), with the severity of the
+    run that completes them; a worse severity later (soft to hard) resolves the open alert and fires the worse
+    one; a milder one while still past a limit changes nothing (no storm while a figure wavers at the hard
+    limit). It resolves after as many runs in a row within the limits."""
+    streak.missing = 0
+    if status == "ok":
+        streak.bad, streak.good = 0, streak.good + 1
     else:
-        streak.status, streak.runs = status, 1
-    if streak.runs < limit.breaches or status == streak.open:
-        return []
-    events = []
-    if streak.open != "ok":
-        events.append(AlertEvent("resolved", model_version, metric, hospital, streak.open, value,
-                                 _limit_of(limit, streak.open)))
-    if status != "ok":
+        streak.bad, streak.good = streak.bad + 1, 0
+    events: list[AlertEvent] = []
+    if status != "ok" and streak.bad >= limit.breaches and SEVERITY[status] > SEVERITY[streak.open]:
+        if streak.open != "ok":
+            events.append(_resolved(streak, value, limit, model_version, metric, hospital))
         events.append(AlertEvent("fired", model_version, metric, hospital, status, value, _limit_of(limit, status)))
-    streak.open = status
+        streak.open = status
+    elif status == "ok" and streak.open != "ok" and streak.good >= limit.breaches:
+        events.append(_resolved(streak, value, limit, model_version, metric, hospital))
+        streak.open = "ok"
     return events
+
+
+def expire(streak: Streak, limit: Limit | None, *, model_version: str, metric: str, hospital: str,
+           after_runs: int) -> list[AlertEvent]:
+    """A run without a figure for this series (too few images or labels now, a hospital gone quiet, or its
+    limit removed from the thresholds: ``limit`` None): after ``after_runs`` such runs in a row, or at once
+    when the limit is gone, its open alert is resolved rather than left open for ever."""
+    streak.missing += 1
+    if streak.open == "ok" or (limit is not None and streak.missing < after_runs):
+        return []
+    event = AlertEvent("resolved", model_version, metric, hospital, streak.open, None,
+                       _limit_of(limit, streak.open) if limit else float("nan"))
+    streak.open, streak.bad, streak.good = "ok", 0, 0
+    return [event]
+
+
+def _resolved(streak: Streak, value: float | None, limit: Limit, model_version: str, metric: str,
+              hospital: str) -> AlertEvent:
+    return AlertEvent("resolved", model_version, metric, hospital, streak.open, value, _limit_of(limit, streak.open))
 
 
 def _limit_of(limit: Limit, severity: str) -> float:
@@ -145,10 +176,15 @@ class WebhookSink:
 
 
 def deliver(events: Sequence[AlertEvent], sinks: Sequence[AlertSink]) -> dict[str, int]:
-    """Send each event to every sink; returns the failures per sink (logged, never raised)."""
+    """Send each event to every sink; returns the events each failing sink did not take (logged, never
+    raised). A sink that fails is not tried again within the call, so a broker that is down costs one timeout
+    per run, not one per alert."""
     failures: dict[str, int] = {}
     for event in events:
         for sink in sinks:
+            if failures.get(sink.name):  # down: not tried again for the rest of this run (the alert is stored)
+                failures[sink.name] += 1
+                continue
             try:
                 sink.send(event)
             except Exception as exc:  # a sink down must not stop the monitor

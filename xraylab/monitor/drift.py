@@ -25,7 +25,7 @@ from scipy import stats
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist, jensenshannon, pdist
 
-from xraylab.bands import Bands
+from xraylab.bands import DEFAULT_BANDS, Bands
 
 __all__ = [
     "FeatureShift",
@@ -265,7 +265,8 @@ def _js_distance(p: np.ndarray, q: np.ndarray) -> float:
     return value if np.isfinite(value) else 0.0  # rounding can leave sqrt of a tiny negative for p == q
 
 
-def prediction_drift(ref_scores: np.ndarray, live_scores: np.ndarray, *, band_edges: tuple[float, float] = (0.6, 0.8),
+def prediction_drift(ref_scores: np.ndarray, live_scores: np.ndarray, *,
+                     band_edges: tuple[float, float] = (DEFAULT_BANDS.unsure, DEFAULT_BANDS.pneumonia),
                      bins: int = 5, alpha: float = 0.01) -> PredictionDrift:
     """Have the scores moved? Jensen-Shannon distance (base 2, in [0, 1]) between the score histograms on
     ``bins`` equal bins of [0, 1] (``js_scores``) and between the risk-band shares (``js_bands``: Normal

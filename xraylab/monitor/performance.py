@@ -28,10 +28,19 @@ METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "auc")
 _CHUNK_VALUES = 2_000_000
 
 
-def realised(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float | int]:
+def realised(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float | int | None]:
     """The metrics on studies with a verdict (``labels`` 0/1): ``binary_metrics`` of
-    ``xraylab.classification_metrics`` (accuracy, precision, recall, specificity, f1, auc and the counts)."""
-    return binary_metrics(labels, scores, threshold)
+    ``xraylab.classification_metrics`` (accuracy, precision, recall, specificity, f1, auc and the counts), with
+    None where a metric is undefined (no predicted positives for precision, no positives for recall, no
+    negatives for specificity, no class mix for AUC) rather than a 0 that would cross a limit."""
+    out: dict[str, float | int | None] = dict(binary_metrics(labels, scores, threshold))
+    tp, tn, fp, fn = (int(out[k]) for k in ("tp", "tn", "fp", "fn"))  # type: ignore[arg-type]
+    undefined = {"precision": tp + fp == 0, "recall": tp + fn == 0, "specificity": tn + fp == 0,
+                 "f1": tp + fp == 0 or tp + fn == 0, "auc": tp + fn == 0 or tn + fp == 0}
+    for name, missing in undefined.items():
+        if missing:
+            out[name] = None
+    return out
 
 
 @dataclass(frozen=True)

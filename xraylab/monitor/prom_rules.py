@@ -28,7 +28,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -36,7 +36,10 @@ from xraylab.monitor.health import HEALTH_QUERIES, MONITOR_GAUGE_EXPORTED
 from xraylab.monitor.thresholds import Limit, Thresholds, ThresholdsError, default_thresholds
 
 __all__ = ["rules_for", "write_rules", "reload_prometheus", "alert_name", "recording_rule",
-           "run_intervals_s", "HEALTH_GROUP", "ALERTS_GROUP"]
+           "run_intervals_s", "rules_file", "HEALTH_GROUP", "ALERTS_GROUP"]
+
+if TYPE_CHECKING:
+    from xraylab.settings import Settings
 
 log = logging.getLogger("xraylab.monitor.prom_rules")
 
@@ -111,6 +114,11 @@ def rules_for(thresholds: Thresholds, *, interval_s: int | None = None) -> dict[
     for metric, limit in thresholds.limits.items():
         alerts.extend(_alerts(metric, limit, intervals[limit.type]))
     return {"groups": [{"name": HEALTH_GROUP, "rules": recording}, {"name": ALERTS_GROUP, "rules": alerts}]}
+
+
+def rules_file(settings: Settings) -> Path:
+    """Where the project's Prometheus reads the rules (cluster/local/prometheus.sh passes the same path)."""
+    return settings.STATE_DIR / "prometheus" / "rules" / "xraylab.yml"
 
 
 def write_rules(thresholds: Thresholds, path: Path | str, *, interval_s: int | None = None) -> Path:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -28,26 +29,37 @@ from xraylab.bands import Bands
 from xraylab.db import monitoring as store
 from xraylab.db.models import utcnow
 from xraylab.db.session import Database
-from xraylab.monitor.alerts import AlertEvent, AlertSink, KafkaSink, LogSink, Streak, WebhookSink, advance, deliver
+from xraylab.monitor.alerts import (
+    AlertEvent,
+    AlertSink,
+    KafkaSink,
+    LogSink,
+    Streak,
+    WebhookSink,
+    advance,
+    deliver,
+    expire,
+)
 from xraylab.monitor.drift import atypicality, image_drift, prediction_drift
 from xraylab.monitor.features import ImageFeatures, image_features, make_embedder
 from xraylab.monitor.performance import disagreement, estimate_performance, realised
 from xraylab.monitor.reference import Reference, load_reference
-from xraylab.monitor.thresholds import Thresholds
+from xraylab.monitor.thresholds import ESTIMATED_PREFIX, METRICS, Thresholds
 from xraylab.registry import load_model
 from xraylab.settings import Settings
 
-__all__ = ["MonitorRunner", "RunSummary", "default_sinks", "PERFORMANCE_METRICS", "Publish"]
+__all__ = ["MonitorRunner", "RunSummary", "default_sinks", "PERFORMANCE_METRICS", "Publish", "ESTIMATE_LEVEL"]
 
 log = logging.getLogger("xraylab.monitor.run")
 
 # The monitor's performance figures and what ``realised``/``estimate_performance`` call them.
 PERFORMANCE_METRICS = {"accuracy": "accuracy", "precision": "precision", "recall": "recall",
                        "specificity": "specificity", "f1_score": "f1", "auc": "auc"}
-ESTIMATED_PREFIX = "estimated_"
 # The interval of an estimate: the realised figure of a calibrated model falls outside it once in 100 windows,
 # so "realised outside the interval" is worth a look (NannyML's alert band is wider still, 3 sigma).
 ESTIMATE_LEVEL = 0.99
+N_DRAWS = 500  # label draws behind each estimate's interval
+EXPIRE_RUNS = 3  # runs of its kind without a figure before a series' open alert is resolved
 Publish = Callable[[str, str, float], None]  # (metric, hospital, value)
 
 
@@ -101,10 +113,12 @@ class MonitorRunner:
         t0 = time.perf_counter()
         self.prepare()
         s = self.settings
+        settled_before = utcnow() - timedelta(seconds=s.MONITOR_SETTLE_S)
         with self.db.session() as session:
             row = store.monitor_row(session, self.model_version, create_state="ready")
             after = row.last_prediction_id if row else 0
-            live = store.new_predictions(session, self.model_version, after, s.MONITOR_MAX_IMAGES)
+            performance_key = row.performance_key if row else None
+            live = store.new_predictions(session, self.model_version, after, s.MONITOR_MAX_IMAGES, settled_before)
             window = store.performance_window(session, self.model_version, s.MONITOR_PERFORMANCE_WINDOW)
             thresholds = store.get_thresholds(session)
         log.info("drift run of %s: %d scored since prediction %d", self.model_version, len(live), after)
@@ -115,9 +129,11 @@ class MonitorRunner:
         else:
             summary.message = f"{len(live)} new images since the last run; image drift waits for {s.MONITOR_MIN_IMAGES}"
             summary.n_images = len(live)
-        results += self._performance_figures(window, thresholds)
+        if window.key != performance_key:  # new predictions or verdicts: the same window again is no new run
+            results += self._performance_figures(window, thresholds)
         covered = live[-1].prediction_id if len(live) >= s.MONITOR_MIN_IMAGES else after  # the next run starts after
-        summary.events = self._finish(results, thresholds, last_prediction_id=covered, last_drift_at=utcnow())
+        summary.events = self._finish(results, thresholds, last_prediction_id=covered, last_drift_at=utcnow(),
+                                      performance_key=window.key)
         summary.figures = {r.metric: r.value for r in results if r.hospital == store.ALL}
         summary.seconds = time.perf_counter() - t0
         log.info("drift run of %s: %d images in %.1f s, %s", self.model_version, summary.n_images, summary.seconds,
@@ -203,14 +219,15 @@ class MonitorRunner:
         for hospital, mask in groups.items():
             labelled = mask & (labels >= 0)
             n_window, n_labelled = int(mask.sum()), int(labelled.sum())
-            estimate = estimate_performance(scores[mask], n_draws=500, level=ESTIMATE_LEVEL)
+            estimate = estimate_performance(scores[mask], n_draws=N_DRAWS, level=ESTIMATE_LEVEL)
             coverage = n_labelled / n_window
             real: dict[str, Any] = {}
             mismatch: list[str] = []
             if n_labelled >= 2:
                 real = realised(labels[labelled], scores[labelled])
                 # Against the estimate for the same labelled studies: does the model do as its scores say?
-                mismatch = disagreement(estimate_performance(scores[labelled], n_draws=500, level=ESTIMATE_LEVEL), real)
+                mismatch = disagreement(estimate_performance(scores[labelled], n_draws=N_DRAWS, level=ESTIMATE_LEVEL),
+                                        real)
             for metric, key in PERFORMANCE_METRICS.items():
                 est = estimate[key]
                 value = _clean(real.get(key)) if n_labelled >= self.settings.MONITOR_MIN_SLICE else None
@@ -254,16 +271,27 @@ class MonitorRunner:
             row = store.monitor_row(session, self.model_version, create_state="ready")
             assert row is not None
             streaks = store.load_streaks(session, self.model_version)
+            figured: set[str] = set()
             for result in results:
                 limit = thresholds.limits.get(result.metric)
-                if limit is None:
-                    continue
-                streak = streaks.setdefault(f"{result.metric}|{result.hospital}", Streak())
-                if result.value is None:
-                    continue  # no figure (too few labels, no traffic): neither a breach nor a recovery
-                events += advance(streak, result.status, result.value, limit, model_version=self.model_version,  # type: ignore[arg-type]
-                                  metric=result.metric, hospital=result.hospital)
+                if limit is None or result.value is None:
+                    continue  # no limit, or no figure (too few labels, no traffic): neither a breach nor a recovery
+                key = f"{result.metric}|{result.hospital}"
+                figured.add(key)
+                events += advance(streaks.setdefault(key, Streak()), result.status,  # type: ignore[arg-type]
+                                  result.value, limit, model_version=self.model_version, metric=result.metric,
+                                  hospital=result.hospital)
+            # A series of a kind this run measured, but without a figure of its own now (a hospital gone quiet, a
+            # limit removed): its open alert is resolved after EXPIRE_RUNS such runs, at once if its limit is gone.
+            kinds = {METRICS[r.metric] for r in results if r.metric in METRICS and r.value is not None}
+            for key, streak in streaks.items():
+                metric, hospital = key.split("|", 1)
+                if key not in figured and (METRICS.get(metric) in kinds or metric not in thresholds.limits):
+                    events += expire(streak, thresholds.limits.get(metric), model_version=self.model_version,
+                                     metric=metric, hospital=hospital, after_runs=EXPIRE_RUNS)
             store.save_results(session, self.model_version, run_at, results)
+            store.prune_results(session, self.model_version,
+                                run_at - timedelta(days=self.settings.MONITOR_RETENTION_DAYS))
             store.save_streaks(session, self.model_version, streaks)
             store.record_alerts(session, events)
             for name, value in row_updates.items():

@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-__all__ = ["Limit", "Thresholds", "ThresholdsError", "Status", "METRICS", "DEFAULT_THRESHOLDS_FILE",
-           "default_thresholds", "worst"]
+__all__ = ["Limit", "Thresholds", "ThresholdsError", "Status", "METRICS", "SEVERITY", "ESTIMATED_PREFIX",
+           "DEFAULT_THRESHOLDS_FILE", "default_thresholds", "worst"]
 
 Status = Literal["ok", "warning", "critical"]
 Kind = Literal["drift", "performance", "health"]
@@ -40,7 +40,8 @@ METRICS: dict[str, Kind] = {
 }
 _UNIT_INTERVAL = {"drift", "performance"}
 DEFAULT_THRESHOLDS_FILE = Path(__file__).with_name("default_thresholds.json")
-_SEVERITY = {"ok": 0, "warning": 1, "critical": 2}
+SEVERITY: dict[str, int] = {"ok": 0, "warning": 1, "critical": 2}
+ESTIMATED_PREFIX = "estimated_"  # an estimated figure's name: estimated_<performance metric>
 
 
 class ThresholdsError(ValueError):
@@ -120,9 +121,11 @@ class Thresholds(BaseModel):
     def load(cls, path: Path) -> Thresholds:
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ThresholdsError(f"{path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ThresholdsError(f"{path}: not a UTF-8 text file") from None
         return cls.from_json(text, source=str(path))
 
     def to_json(self) -> str:
@@ -139,4 +142,4 @@ def default_thresholds() -> Thresholds:
 
 
 def worst(statuses: list[Status]) -> Status:
-    return max(statuses, key=_SEVERITY.__getitem__, default="ok")
+    return max(statuses, key=SEVERITY.__getitem__, default="ok")

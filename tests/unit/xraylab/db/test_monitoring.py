@@ -67,3 +67,20 @@ def test_alerts_open_and_close_and_thresholds_persist(db) -> None:
         store.set_thresholds(session, custom)
     with db.session() as session:
         assert store.get_thresholds(session) == custom
+
+
+def test_old_figures_are_pruned(db) -> None:
+    from datetime import timedelta
+
+    now = utcnow()
+    old = [store.ResultRecord("image", "all", 0.1, 5, "ok", {})] * 3
+    with db.session() as session:
+        store.save_results(session, "m1", now - timedelta(days=100), old)
+        store.save_results(session, "m1", now, [store.ResultRecord("image", "all", 0.2, 5, "ok", {})])
+        store.save_results(session, "m2", now - timedelta(days=100), [store.ResultRecord("image", "all", 0.3, 5,
+                                                                                          "ok", {})])
+    with db.session() as session:
+        assert store.prune_results(session, "m1", now - timedelta(days=90), batch=2) == 2
+        assert store.prune_results(session, "m1", now - timedelta(days=90)) == 1
+        assert [p["value"] for p in store.series(session, "m1", ["image"])] == [0.2]
+        assert [p["value"] for p in store.series(session, "m2", ["image"])] == [0.3]  # another version's stay

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 revision = "0003"
 down_revision = "0002"
@@ -27,7 +28,9 @@ def upgrade() -> None:
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("message", sa.Text(), nullable=True),
         sa.Column("last_prediction_id", sa.Integer(), nullable=False, server_default=sa.text("0")),
-        sa.Column("streaks", sa.Text(), nullable=True),
+        sa.Column("performance_key", sa.String(64), nullable=True),
+        # MEDIUMTEXT on MySQL/MariaDB: a streak per metric and hospital outgrows TEXT's 64 KB in a large network.
+        sa.Column("streaks", sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql"), nullable=True),
         sa.Column("last_health_at", _tz(), nullable=True),
         sa.Column("last_drift_at", _tz(), nullable=True),
         sa.Column("created_at", _tz(), nullable=False),
