@@ -35,6 +35,7 @@ class DemoSummary:
     agree: int = 0  # score > 0.5 matches the generator's label
     database: str = ""
     ingest: dict[str, object] = field(default_factory=dict)
+    monitor: str = ""
 
     @property
     def complete(self) -> bool:
@@ -48,7 +49,7 @@ class DemoSummary:
         if self.stored:
             out.append(f"agreement with the generator's labels (score > 0.5): {self.agree}/{self.stored}")
         out += [f"rows in: {self.database} (tables studies, predictions)", f"ingest: {self.ingest}",
-                f"NOTE: {SYNTHETIC_NOTICE}"]
+                f"model monitor: {self.monitor}", f"NOTE: {SYNTHETIC_NOTICE}"]
         return out
 
 
@@ -87,9 +88,25 @@ def run_demo(settings: Settings, *, count: int, database: str, timeout_s: float,
                           bands=Counter(r["band"] for r in rows),
                           agree=sum((r["score"] > 0.5) == (keys[r["object_key"]] == PNEUMONIA_CLASS) for r in rows),
                           database=db.engine.url.render_as_string(hide_password=True),
-                          ingest=pipeline.ingest_stats())
+                          ingest=pipeline.ingest_stats(), monitor=_start_monitor(settings, db, database))
     db.dispose()
     return pipeline, summary
+
+
+def _start_monitor(settings: Settings, db: Any, database: str) -> str:
+    """The monitor of the served model, with one run now so that the Monitor tab has its first figures."""
+    from serve_app.monitor_actor import run_monitor_now, start_monitor
+    from xraylab.registry import resolve_version
+
+    try:
+        version = resolve_version(settings.model_dir)
+        state, message = start_monitor(settings, db, version, database)
+        if state == "active":
+            run_monitor_now(version, "drift", timeout_s=120)
+        return f"{state} for {version}" + (f" ({message})" if message else " (the Monitor tab of the review app)")
+    except Exception as exc:  # the demo goes on without it
+        log.warning("the model monitor did not start: %s", exc)
+        return f"not started ({type(exc).__name__})"
 
 
 def ensure_demo_account(db: Any, settings: Settings) -> Path | None:

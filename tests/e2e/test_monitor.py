@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -167,6 +169,11 @@ def test_drift_alerts_fire_once_and_resolve(monitor, settings, s3, monitor_bucke
         [row] = [m for m in store.list_monitors(session) if m["model_version"] == monitor]
     assert len(image_alerts) == 4 and all(a["resolved_at"] is not None for a in image_alerts)
     assert row["state"] == "active" and row["last_drift_at"] is not None
+    status = subprocess.run([sys.executable, "-m", "xraylab_cli", "monitor", "status", "--database", "mariadb",
+                             "--json"], capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr
+    [shown] = [m for m in json.loads(status.stdout) if m["model_version"] == monitor]
+    assert shown["state"] == "active" and shown["latest"]["image"] < 0.42
 
 
 def test_one_hospitals_drift_shows_in_its_own_figure(monitor, settings, s3, monitor_bucket, mariadb) -> None:
