@@ -194,13 +194,13 @@ def stop_monitor(db: Database, model_version: str) -> bool:
                 store.set_state(session, model_version, "stopped")
         return False
     try:
-        ray.get(actor.stop.remote(), timeout=90)
+        ray.get(actor.stop.remote(), timeout=90)  # it records "stopped" in the database it monitors from
     except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as exc:
         log.warning("monitor %s did not stop in time (%s); killing it", model_version, type(exc).__name__)
+        with db.session() as session:
+            store.set_state(session, model_version, "stopped")
     finally:
         ray.kill(actor, no_restart=True)
-    with db.session() as session:
-        store.set_state(session, model_version, "stopped")
     return True
 
 
