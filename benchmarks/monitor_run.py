@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from serving import TopicEnd  # the serving benchmark's count of events on the topic
 
 KINDS = ("clean", "blur", "transpose", "brightness", "noise")
 
@@ -78,17 +79,6 @@ def skip_own_events(settings: Any, start: int, expected: int, timeout_s: float =
         consumer.close()
 
 
-def topic_end(settings: Any) -> int:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=settings.KAFKA_BOOTSTRAP, group_id=None, enable_auto_commit=False)
-    try:
-        parts = [TopicPartition(settings.KAFKA_TOPIC, p) for p in consumer.partitions_for_topic(settings.KAFKA_TOPIC)]
-        return sum(consumer.end_offsets(parts).values())
-    finally:
-        consumer.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=1000)
@@ -112,7 +102,9 @@ def main() -> None:
         train_bootstrap_model(settings.model_dir)
     model, card = load_model(settings.model_dir)
     s3 = make_s3_client(settings.s3_endpoint(None))
-    events_before = topic_end(settings)
+    topic_end = TopicEnd(settings)
+    events_before = topic_end()
+    topic_end.close()
     bucket = f"bench-monitor-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=bucket)
     runs: list[dict[str, Any]] = []

@@ -17,7 +17,7 @@ import numpy as np
 from ingest.uploader import StudyUpload
 from xraylab.labels import PNEUMONIA_CLASS, VERDICT_NORMAL, VERDICT_PNEUMONIA
 
-__all__ = ["STANDIN_USER", "StandinReport", "record_standin_verdicts"]
+__all__ = ["STANDIN_USER", "StandinReport", "record_standin_verdicts", "wait_for_scores"]
 
 log = logging.getLogger("xraylab.standin_doctor")
 STANDIN_USER = "standin-doctor"
@@ -45,26 +45,35 @@ def _standin_user(session: Any) -> int:
     return int(user_id)
 
 
+def wait_for_scores(db: Any, bucket: str, keys: list[str], timeout_s: float) -> dict[str, dict[str, Any]]:
+    """The studies of these object keys that have a prediction (``xraylab.db.review.studies_by_keys`` rows, by
+    key), polled once a second until all have one or ``timeout_s`` has passed."""
+    from xraylab.db.review import studies_by_keys
+
+    rows: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout_s
+    while keys:
+        with db.session() as session:
+            for row in studies_by_keys(session, bucket, [k for k in keys if k not in rows]):
+                if row.get("prediction_id"):
+                    rows[row["object_key"]] = row
+        if len(rows) == len(keys) or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    return rows
+
+
 def record_standin_verdicts(db: Any, bucket: str, uploads: Sequence[StudyUpload], *, fraction: float,
                             error_rate: float = 0.0, seed: int = 0, timeout_s: float = 300.0) -> StandinReport:
     """Wait for the chosen uploads' predictions (up to ``timeout_s``), then record one verdict on each."""
-    from xraylab.db.review import record_verdict, studies_by_keys
+    from xraylab.db.review import record_verdict
 
     if not 0.0 <= fraction <= 1.0 or not 0.0 <= error_rate <= 1.0:
         raise ValueError("the label fraction and the error rate are shares in [0, 1]")
     rng = np.random.default_rng(seed)
     chosen = [u for u in uploads if u.label is not None and rng.random() < fraction]
     truth = {u.key: u.label for u in chosen}
-    rows: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + timeout_s
-    while chosen:
-        with db.session() as session:
-            for row in studies_by_keys(session, bucket, [k for k in truth if k not in rows]):
-                if row.get("prediction_id"):
-                    rows[row["object_key"]] = row
-        if len(rows) == len(truth) or time.monotonic() > deadline:
-            break
-        time.sleep(1.0)
+    rows = wait_for_scores(db, bucket, list(truth), timeout_s)
     wrong = 0
     with db.session() as session:
         user_id = _standin_user(session)

@@ -57,8 +57,8 @@ def run_demo(settings: Settings, *, count: int, database: str, timeout_s: float,
              seed: int) -> tuple[Pipeline, DemoSummary]:
     """Run the pipeline, upload ``count`` generated X-rays and wait (up to ``timeout_s``) for their rows.
     The pipeline is left running for the caller to serve or stop."""
+    from ingest.standin_doctor import wait_for_scores
     from ingest.uploader import upload_generated
-    from xraylab.db.review import studies_by_keys
     from xraylab.db.session import Database, upgrade_schema
     from xraylab.storage import make_s3_client
 
@@ -76,14 +76,7 @@ def run_demo(settings: Settings, *, count: int, database: str, timeout_s: float,
     uploads = upload_generated(client, settings.S3_BUCKET, count, prefix=prefix, seed=seed)
     log.info("uploaded %d generated X-rays to s3://%s/%s", count, settings.S3_BUCKET, prefix)
     keys = {u.key: u.label for u in uploads}
-    deadline = time.time() + timeout_s
-    rows: list[dict] = []
-    while time.time() < deadline:
-        with db.session() as session:
-            rows = [r for r in studies_by_keys(session, settings.S3_BUCKET, list(keys)) if r.get("score") is not None]
-        if len(rows) >= count:
-            break
-        time.sleep(1)
+    rows = list(wait_for_scores(db, settings.S3_BUCKET, list(keys), timeout_s).values())
     summary = DemoSummary(uploaded=count, bucket=settings.S3_BUCKET, prefix=prefix, stored=len(rows),
                           bands=Counter(r["band"] for r in rows),
                           agree=sum((r["score"] > 0.5) == (keys[r["object_key"]] == PNEUMONIA_CLASS) for r in rows),

@@ -49,16 +49,22 @@ def _connect_ray(address: str) -> None:
         raise fail(f"no Ray cluster at {address!r} ({exc}); start the pipeline first (`xraylab serve run`)") from None
 
 
+def _in_cluster(model: str, database: str, address: str) -> tuple[Settings, str, Any]:
+    """(settings, model version, database) of a command on the monitor's actor, connected to the cluster."""
+    setup_logging()
+    settings = load_settings()
+    version, db = _version(settings, model), _db(database)
+    _connect_ray(address)
+    return settings, version, db
+
+
 @monitor_cli.command("start")
 def monitor_start(model: ModelOption = "", database: DatabaseOption = "default",
                   address: Annotated[str, typer.Option(help="the Ray cluster")] = "auto") -> None:
     """Start the monitor of a model version inside the running Ray cluster."""
-    setup_logging()
     from serve_app.monitor_actor import start_monitor
 
-    settings = load_settings()
-    version, db = _version(settings, model), _db(database)
-    _connect_ray(address)
+    settings, version, db = _in_cluster(model, database, address)
     state, message = start_monitor(settings, db, version, database)
     print(f"monitor of {version}: {state}" + (f" ({message})" if message else ""))
 
@@ -67,12 +73,9 @@ def monitor_start(model: ModelOption = "", database: DatabaseOption = "default",
 def monitor_stop(model: ModelOption = "", database: DatabaseOption = "default",
                  address: Annotated[str, typer.Option(help="the Ray cluster")] = "auto") -> None:
     """Stop the monitor of a model version (its figures and alerts stay)."""
-    setup_logging()
     from serve_app.monitor_actor import stop_monitor
 
-    settings = load_settings()
-    version, db = _version(settings, model), _db(database)
-    _connect_ray(address)
+    _, version, db = _in_cluster(model, database, address)
     ran = stop_monitor(db, version)
     print(f"monitor of {version}: stopped" + ("" if ran else " (it was not running)"))
 
@@ -140,7 +143,7 @@ def drift_of_folder(settings: Settings, folder: Path, version: str, thresholds: 
     import numpy as np
 
     from train.dataset import IMAGE_SUFFIXES
-    from xraylab.monitor.drift import atypicality, image_drift
+    from xraylab.monitor.drift import atypicality
     from xraylab.monitor.run import MonitorRunner
 
     if not folder.is_dir():
@@ -156,13 +159,9 @@ def drift_of_folder(settings: Settings, folder: Path, version: str, thresholds: 
     feats = runner.features([p.read_bytes() for p in files])
     if len(feats.kept) < 2:
         raise ValueError(f"fewer than 2 readable images under {folder} ({len(feats.errors)} unreadable)")
-    ref = runner.reference
-    assert ref is not None
-    ref_readable = ref.readable if ref.readable is not None else np.zeros((len(ref.embeddings), 0))
-    live_readable = feats.readable if ref.readable is not None else np.zeros((len(feats.kept), 0))
-    result = image_drift(ref.embeddings, feats.embeddings, ref_readable, live_readable, ref.stat_names,
-                         n_permutations=settings.MONITOR_PERMUTATIONS)
-    odd = atypicality(ref.embeddings, feats.embeddings)
+    result = runner.image_drift(feats.embeddings, feats.readable)
+    assert runner.reference is not None
+    odd = atypicality(runner.reference.embeddings, feats.embeddings)
     top = np.argsort(-odd)[: settings.MONITOR_ATYPICAL]
     return {"image_drift": round(result.score, 4), "status": thresholds.status("image", result.score),
             "n_images": len(feats.kept), "n_files": len(found), "unreadable": len(feats.errors),

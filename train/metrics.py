@@ -12,13 +12,9 @@ from typing import Any
 import numpy as np
 
 from xraylab.bands import NORMAL, PNEUMONIA, UNSURE, Bands
-from xraylab.classification_metrics import binary_metrics, roc_auc, roc_curve
+from xraylab.classification_metrics import binary_metrics, roc_auc, roc_curve, safe_div
 
 __all__ = ["roc_auc", "roc_curve", "classification_report"]
-
-
-def _safe_div(a: float, b: float) -> float:
-    return float(a / b) if b else 0.0
 
 
 def classification_report(y: np.ndarray, scores: np.ndarray, *, threshold: float = 0.5,
@@ -55,7 +51,7 @@ def classification_report(y: np.ndarray, scores: np.ndarray, *, threshold: float
         "specificity": metrics["specificity"],
         "precision": metrics["precision"],
         "f1": metrics["f1"],
-        "mcc": _safe_div(tp * tn - fp * fn, denominator),
+        "mcc": safe_div(tp * tn - fp * fn, denominator),
         "confusion_matrix": {"tn": tn, "fp": fp, "fn": fn, "tp": tp},
         "bands": band_table,
         "calibration": {"ece": float(ece), "bins": bins},

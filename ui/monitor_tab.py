@@ -40,31 +40,27 @@ class MonitorView:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def versions(self) -> list[str]:
-        with self.db.session() as session:
-            return [m["model_version"] for m in store.list_monitors(session)]
-
-    def hospitals(self, version: str) -> list[str]:
-        with self.db.session() as session:
-            return store.result_hospitals(session, version)
-
-    def snapshot(self, version: str, hospital: str) -> dict[str, Any]:
+    def snapshot(self, version: str | None, hospital: str | None) -> dict[str, Any] | None:
+        """Everything the tab draws, in one transaction: ``version`` (default: the newest monitored one) and
+        ``hospital`` (default: all) as chosen, or None while no model has a monitor."""
         with self.db.session() as session:
             monitors = {m["model_version"]: m for m in store.list_monitors(session)}
-            thresholds = store.get_thresholds(session)
-            names = DRIFT + PERFORMANCE + [ESTIMATED_PREFIX + m for m in PERFORMANCE] + HEALTH
-            points = store.series(session, version, names, hospital)
-            latest = store.latest_results(session, version, hospital)
+            if not monitors:
+                return None
+            version = version if version in monitors else list(monitors)[-1]
             per_hospital = {h: store.latest_results(session, version, h)
                             for h in store.result_hospitals(session, version)}
-            alert_rows = store.alerts(session, version, limit=100)
-        return {"monitor": monitors.get(version), "thresholds": thresholds, "points": points, "latest": latest,
-                "per_hospital": per_hospital, "alerts": alert_rows}
+            hospital = hospital if hospital in per_hospital else store.ALL
+            names = DRIFT + PERFORMANCE + [ESTIMATED_PREFIX + m for m in PERFORMANCE] + HEALTH
+            return {"versions": list(monitors), "version": version, "hospitals": [store.ALL, *per_hospital],
+                    "hospital": hospital, "monitor": monitors[version], "thresholds": store.get_thresholds(session),
+                    "points": store.series(session, version, names, hospital),
+                    "latest": (per_hospital[hospital] if hospital != store.ALL
+                               else store.latest_results(session, version, store.ALL)),
+                    "per_hospital": per_hospital, "alerts": store.alerts(session, version, limit=100)}
 
     @staticmethod
-    def state_markdown(monitor: dict[str, Any] | None, version: str, hospital: str = store.ALL) -> str:
-        if monitor is None:
-            return NO_MONITOR
+    def state_markdown(monitor: dict[str, Any], version: str, hospital: str = store.ALL) -> str:
         where = "all hospitals" if hospital == store.ALL else f"hospital {hospital}"
         text = (f"**Monitor of model `{version}`: {monitor['state']}** · showing {where}" +
                 (f" — {monitor['message']}" if monitor["message"] else "") +
@@ -142,19 +138,16 @@ def add_monitor_tab(gr: Any, db: Database, user_of: Any) -> Any:
 
     def show(version: str | None, hospital: str | None, request: gr.Request) -> tuple[Any, ...]:
         user_of(request)
-        versions = view.versions()
-        if not versions:
+        snap = view.snapshot(version, hospital)
+        if snap is None:
             return (gr.update(choices=[], value=None), gr.update(choices=[store.ALL], value=store.ALL), NO_MONITOR,
                     "", None, None, None, None, [], "")
-        version = version if version in versions else versions[-1]
-        hospitals = [store.ALL, *view.hospitals(version)]
-        hospital = hospital if hospital in hospitals else store.ALL
-        snap = view.snapshot(version, hospital)
-        figures = view.figures(snap, hospital)
-        return (gr.update(choices=versions, value=version), gr.update(choices=hospitals, value=hospital),
+        version, hospital = snap["version"], snap["hospital"]
+        return (gr.update(choices=snap["versions"], value=version),
+                gr.update(choices=snap["hospitals"], value=hospital),
                 view.state_markdown(snap["monitor"], version, hospital),
                 view.tiles_html(snap["latest"], snap["thresholds"]),
-                *figures, view.alert_table(snap["alerts"]), view.atypical_html(snap["latest"]))
+                *view.figures(snap, hospital), view.alert_table(snap["alerts"]), view.atypical_html(snap["latest"]))
 
     with gr.Tab("Monitor", id="monitor", elem_id="tab-monitor") as tab:
         with gr.Row():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["roc_auc", "roc_curve", "confusion_counts", "binary_metrics"]
+__all__ = ["roc_auc", "roc_curve", "confusion_counts", "binary_metrics", "safe_div"]
 
 
 def roc_auc(y: np.ndarray, scores: np.ndarray) -> float:
@@ -43,7 +43,8 @@ def roc_curve(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return fpr, tpr
 
 
-def _safe_div(a: float, b: float) -> float:
+def safe_div(a: float, b: float) -> float:
+    """``a / b``, 0.0 when ``b`` is 0."""
     return float(a / b) if b else 0.0
 
 
@@ -69,14 +70,14 @@ def binary_metrics(y: np.ndarray, scores: np.ndarray, threshold: float = 0.5) ->
     counts = confusion_counts(y, scores, threshold)
     tp, tn, fp, fn = counts["tp"], counts["tn"], counts["fp"], counts["fn"]
     n = tp + tn + fp + fn
-    precision = _safe_div(tp, tp + fp)
-    recall = _safe_div(tp, tp + fn)
+    precision = safe_div(tp, tp + fp)
+    recall = safe_div(tp, tp + fn)
     return {
-        "accuracy": _safe_div(tp + tn, n),
+        "accuracy": safe_div(tp + tn, n),
         "precision": precision,
         "recall": recall,
-        "specificity": _safe_div(tn, tn + fp),
-        "f1": _safe_div(2 * precision * recall, precision + recall),
+        "specificity": safe_div(tn, tn + fp),
+        "f1": safe_div(2 * precision * recall, precision + recall),
         "auc": roc_auc(y, scores),
         "n": n,
         "n_positive": tp + fn,

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,6 +24,7 @@ from sqlalchemy import delete
 
 from ingest.standin_doctor import record_standin_verdicts
 from ingest.uploader import Drift, upload_generated
+from tests.cli import xraylab
 from tests.e2e.observe import rows_for
 from xraylab.db import monitoring as store
 from xraylab.db.models import MonitorAlert, MonitorResult, MonitorRow
@@ -169,8 +168,7 @@ def test_drift_alerts_fire_once_and_resolve(monitor, settings, s3, monitor_bucke
         [row] = [m for m in store.list_monitors(session) if m["model_version"] == monitor]
     assert len(image_alerts) == 4 and all(a["resolved_at"] is not None for a in image_alerts)
     assert row["state"] == "active" and row["last_drift_at"] is not None
-    status = subprocess.run([sys.executable, "-m", "xraylab_cli", "monitor", "status", "--database", "mariadb",
-                             "--json"], capture_output=True, text=True, timeout=120)
+    status = xraylab("monitor", "status", "--database", "mariadb", "--json", timeout=120)
     assert status.returncode == 0, status.stderr
     [shown] = [m for m in json.loads(status.stdout) if m["model_version"] == monitor]
     assert shown["state"] == "active" and shown["latest"]["image"] < 0.42

@@ -220,7 +220,8 @@ class MonitorResult(Base):
     number of images or labels behind it, its status under the thresholds then in effect, and details (JSON)."""
 
     __tablename__ = "monitor_results"
-    __table_args__ = (Index("ix_monitor_results_series", "model_version", "metric", "hospital", "run_at"),)
+    __table_args__ = (Index("ix_monitor_results_series", "model_version", "metric", "hospital", "run_at"),
+                      Index("ix_monitor_results_age", "model_version", "run_at"))  # retention's range
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     model_version: Mapped[str] = mapped_column(String(64))

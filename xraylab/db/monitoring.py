@@ -171,15 +171,13 @@ def prune_results(session: Session, model_version: str, before: datetime, batch:
     return len(old)
 
 
-def load_streaks(session: Session, model_version: str) -> dict[str, Streak]:
-    row = monitor_row(session, model_version)
-    data = json.loads(row.streaks) if row is not None and row.streaks else {}
-    return {key: Streak(**value) for key, value in data.items()}
+def load_streaks(row: MonitorRow) -> dict[str, Streak]:
+    """The alert streaks of a monitor, by ``<metric>|<hospital>``."""
+    return {key: Streak(**value) for key, value in json.loads(row.streaks or "{}").items()}
 
 
-def save_streaks(session: Session, model_version: str, streaks: dict[str, Streak]) -> None:
-    session.execute(update(MonitorRow).where(MonitorRow.model_version == model_version)
-                    .values(streaks=json.dumps({k: s.to_dict() for k, s in streaks.items()})))
+def save_streaks(row: MonitorRow, streaks: dict[str, Streak]) -> None:
+    row.streaks = json.dumps({k: s.to_dict() for k, s in streaks.items()})
 
 
 def record_alerts(session: Session, events: list[AlertEvent]) -> None:

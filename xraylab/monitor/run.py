@@ -40,7 +40,7 @@ from xraylab.monitor.alerts import (
     deliver,
     expire,
 )
-from xraylab.monitor.drift import atypicality, image_drift, prediction_drift
+from xraylab.monitor.drift import ImageDrift, atypicality, image_drift, prediction_drift
 from xraylab.monitor.features import ImageFeatures, image_features, make_embedder
 from xraylab.monitor.performance import disagreement, estimate_performance, realised
 from xraylab.monitor.reference import Reference, load_reference
@@ -163,6 +163,29 @@ class MonitorRunner:
         self.prepare()
         return image_features(self._embedder, self._card.preprocess_spec(), images, self.settings.image_limits())
 
+    def image_drift(self, embeddings: np.ndarray, readable: np.ndarray) -> ImageDrift:
+        """Live images' features (``features``) against the model's reference; a reference kept without readable
+        statistics (older models) is compared on the embeddings alone."""
+        self.prepare()
+        ref = self.reference
+        assert ref is not None
+        if ref.readable is None:
+            ref_readable, readable = np.zeros((len(ref.embeddings), 0)), np.zeros((len(embeddings), 0))
+        else:
+            ref_readable = ref.readable
+        return image_drift(ref.embeddings, embeddings, ref_readable, readable, ref.stat_names,
+                           n_permutations=self.settings.MONITOR_PERMUTATIONS)
+
+    def _slices(self, hospitals: Sequence[str]) -> dict[str, np.ndarray]:
+        """All hospitals, and each hospital with ``MONITOR_MIN_SLICE`` rows: its mask over ``hospitals``."""
+        names = np.asarray(hospitals)
+        slices = {store.ALL: np.ones(len(names), bool)}
+        for hospital in sorted(set(names)):
+            mask = names == hospital
+            if mask.sum() >= self.settings.MONITOR_MIN_SLICE:
+                slices[hospital] = mask
+        return slices
+
     def _drift_figures(self, live: list[store.LivePrediction], thresholds: Thresholds,
                        summary: RunSummary) -> list[store.ResultRecord]:
         assert self.reference is not None
@@ -178,18 +201,9 @@ class MonitorRunner:
             return results
         bands = Bands.from_card(self._card.bands)
         scores = np.array([p.score for p in rows])
-        hospitals = np.array([p.hospital for p in rows])
-        slices = {store.ALL: np.ones(len(rows), bool)}
-        for hospital in sorted(set(hospitals)):
-            mask = hospitals == hospital
-            if mask.sum() >= self.settings.MONITOR_MIN_SLICE:
-                slices[hospital] = mask
         odd = atypicality(ref.embeddings, feats.embeddings)
-        for hospital, mask in slices.items():
-            readable = feats.readable[mask] if ref.readable is not None else np.zeros((int(mask.sum()), 0))
-            ref_readable = ref.readable if ref.readable is not None else np.zeros((len(ref.embeddings), 0))
-            image = image_drift(ref.embeddings, feats.embeddings[mask], ref_readable, readable, ref.stat_names,
-                                n_permutations=self.settings.MONITOR_PERMUTATIONS)
+        for hospital, mask in self._slices([p.hospital for p in rows]).items():
+            image = self.image_drift(feats.embeddings[mask], feats.readable[mask])
             detail = image.to_dict()
             order = np.argsort(-odd[mask])[: self.settings.MONITOR_ATYPICAL]
             sliced = [r for r, m in zip(rows, mask, strict=True) if m]
@@ -209,14 +223,8 @@ class MonitorRunner:
             return []
         scores = np.asarray(window.scores)
         labels = np.array([-1 if v is None else v for v in window.labels])
-        hospitals = np.asarray(window.hospitals)
         results = []
-        groups = {store.ALL: np.ones(len(scores), bool)}
-        for hospital in sorted(set(hospitals)):
-            mask = hospitals == hospital
-            if mask.sum() >= self.settings.MONITOR_MIN_SLICE:
-                groups[hospital] = mask
-        for hospital, mask in groups.items():
+        for hospital, mask in self._slices(window.hospitals).items():
             labelled = mask & (labels >= 0)
             n_window, n_labelled = int(mask.sum()), int(labelled.sum())
             estimate = estimate_performance(scores[mask], n_draws=N_DRAWS, level=ESTIMATE_LEVEL)
@@ -270,7 +278,7 @@ class MonitorRunner:
         with self.db.session() as session:
             row = store.monitor_row(session, self.model_version, create_state="ready")
             assert row is not None
-            streaks = store.load_streaks(session, self.model_version)
+            streaks = store.load_streaks(row)
             figured: set[str] = set()
             for result in results:
                 limit = thresholds.limits.get(result.metric)
@@ -292,7 +300,7 @@ class MonitorRunner:
             store.save_results(session, self.model_version, run_at, results)
             store.prune_results(session, self.model_version,
                                 run_at - timedelta(days=self.settings.MONITOR_RETENTION_DAYS))
-            store.save_streaks(session, self.model_version, streaks)
+            store.save_streaks(row, streaks)
             store.record_alerts(session, events)
             for name, value in row_updates.items():
                 setattr(row, name, value)

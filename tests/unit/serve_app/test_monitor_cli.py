@@ -4,21 +4,14 @@ of clean or blurred images, one-line errors (exit 2) for bad input."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.cli import xraylab
 from train.bootstrap import train_bootstrap_model
 from xraylab.synthetic import apply_drift, encode_jpeg, generate_xray
-
-
-def xraylab(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "xraylab_cli", *args], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, **env})
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,13 @@
 """`xraylab evaluate`, `xraylab models list|promote` and `xraylab train run` input errors, as a user runs them."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.cli import xraylab
 from train.bootstrap import train_bootstrap_model
 from xraylab.synthetic import write_dataset
-
-
-def xraylab(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "xraylab_cli", *args], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, **env})
 
 
 @pytest.fixture(scope="module")

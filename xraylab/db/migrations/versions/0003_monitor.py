@@ -55,6 +55,7 @@ def upgrade() -> None:
         sa.Column("detail", sa.Text(), nullable=True),
     )
     op.create_index("ix_monitor_results_series", "monitor_results", ["model_version", "metric", "hospital", "run_at"])
+    op.create_index("ix_monitor_results_age", "monitor_results", ["model_version", "run_at"])
     op.create_table(
         "monitor_alerts",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
