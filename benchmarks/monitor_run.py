@@ -90,17 +90,18 @@ def main() -> None:
     from xraylab.db.session import Database, upgrade_schema
     from xraylab.monitor.reference import REFERENCE_FILE
     from xraylab.monitor.run import MonitorRunner
-    from xraylab.registry import list_cards, load_model, resolve_version
+    from xraylab.registry import list_cards, load_model, open_registry, resolve_version
     from xraylab.settings import load_settings
     from xraylab.storage import make_s3_client
 
     settings = load_settings(MONITOR_MIN_IMAGES=2, MONITOR_MAX_IMAGES=args.images, MONITOR_SETTLE_S=0)
-    if not list_cards(settings.model_dir) or not (settings.model_dir / resolve_version(settings.model_dir)
+    registry = open_registry(settings)
+    if not list_cards(registry) or not (registry.local_dir(resolve_version(registry))
                                                   / REFERENCE_FILE).exists():
         from train.bootstrap import train_bootstrap_model
 
-        train_bootstrap_model(settings.model_dir)
-    model, card = load_model(settings.model_dir)
+        train_bootstrap_model(registry)
+    model, card = load_model(registry)
     s3 = make_s3_client(settings.s3_endpoint(None))
     topic_end = TopicEnd(settings)
     events_before = topic_end()

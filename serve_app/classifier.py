@@ -26,7 +26,7 @@ from xraylab.calibration import apply_platt
 from xraylab.errors import RejectedInputError
 from xraylab.imaging import Compose, ImageLimits, InvalidImageError, inference_transforms
 from xraylab.messages import Verdict
-from xraylab.registry import ModelCard, load_model, promoted_version
+from xraylab.registry import ModelCard, RegistryLike, load_model, open_registry, promoted_version
 from xraylab.settings import get_settings
 
 __all__ = ["Classifier", "ClassifierConfig", "ActiveModel", "score_batch"]
@@ -69,10 +69,10 @@ class ActiveModel:
 WARM_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
-def load_active(model_dir: Any, version: str, limits: ImageLimits | None = None) -> ActiveModel:
+def load_active(registry: RegistryLike, version: str, limits: ImageLimits | None = None) -> ActiveModel:
     import keras
 
-    model, card = load_model(model_dir, version)
+    model, card = load_model(registry, version)
     spec = card.preprocess_spec()
     active = ActiveModel(model, card, inference_transforms(spec, limits), Bands.from_card(card.bands),
                          pad_to_buckets=keras.backend.backend() == "jax")
@@ -103,9 +103,9 @@ def score_batch(images: list[np.ndarray], models: list[ActiveModel]) -> list[flo
 class Classifier:
     def __init__(self, model_version: str = "") -> None:
         settings = get_settings()
-        self.model_dir = settings.model_dir
+        self.registry = open_registry(settings)
         self.limits = settings.image_limits()
-        self.active = load_active(self.model_dir, model_version, self.limits)
+        self.active = load_active(self.registry, model_version, self.limits)
         self.poll_s = DEFAULT_CONFIG.model_poll_s
         self.counts = {"batches": 0, "images": 0}  # forward passes and images through them (batch_stats)
         self._stop = threading.Event()
@@ -122,10 +122,10 @@ class Classifier:
     def _follow_promotions(self) -> None:
         while not self._stop.wait(self.poll_s):
             try:
-                wanted = promoted_version(self.model_dir)
+                wanted = promoted_version(self.registry)
                 if wanted and wanted != self.active.card.version:
                     log.info("promoted model %s found; loading", wanted)
-                    self.active = load_active(self.model_dir, wanted, self.limits)
+                    self.active = load_active(self.registry, wanted, self.limits)
                     log.info("now serving model %s", wanted)
             except Exception as exc:  # keep serving the current model
                 log.error("could not switch model: %s: %s", type(exc).__name__, exc)

@@ -15,7 +15,7 @@ from typing import Any
 from serve_app.app import AppArgs
 from serve_app.launch import Pipeline, start_pipeline
 from xraylab.labels import PNEUMONIA_CLASS
-from xraylab.registry import SYNTHETIC_NOTICE, list_cards
+from xraylab.registry import SYNTHETIC_NOTICE, list_cards, open_registry
 from xraylab.settings import Settings
 
 __all__ = ["DemoSummary", "run_demo", "ensure_demo_account", "DEMO_USER"]
@@ -62,11 +62,11 @@ def run_demo(settings: Settings, *, count: int, database: str, timeout_s: float,
     from xraylab.db.session import Database, upgrade_schema
     from xraylab.storage import make_s3_client
 
-    if not list_cards(settings.model_dir):
+    if not list_cards(open_registry(settings)):
         from train.bootstrap import train_bootstrap_model
 
         log.info("no model yet: training the bootstrap CNN on generated images ...")
-        train_bootstrap_model(settings.model_dir, bands=settings.bands())
+        train_bootstrap_model(open_registry(settings), bands=settings.bands())
     db = Database(settings.database_url(database))
     upgrade_schema(db.engine)
     ensure_demo_account(db, settings)
@@ -92,7 +92,7 @@ def _start_monitor(settings: Settings, db: Any, database: str) -> str:
     from xraylab.registry import resolve_version
 
     try:
-        version = resolve_version(settings.model_dir)
+        version = resolve_version(open_registry(settings))
         state, message = start_monitor(settings, db, version, database)
         if state == "active":
             run_monitor_now(version, "drift", timeout_s=120)

@@ -24,7 +24,7 @@ from xraylab.db import monitoring as store
 from xraylab.db.session import Database
 from xraylab.monitor.health import MONITOR_GAUGE, MONITOR_GAUGE_TAGS
 from xraylab.monitor.reference import NoReferenceError, load_reference
-from xraylab.registry import ModelNotFoundError, read_card
+from xraylab.registry import ModelNotFoundError, open_registry, read_card
 from xraylab.settings import Settings, get_settings
 
 __all__ = ["MonitorActor", "MONITOR_NAMESPACE", "monitor_actor_name", "start_monitor", "stop_monitor",
@@ -164,9 +164,10 @@ def monitor_handle(model_version: str) -> Any | None:
 def start_monitor(settings: Settings, db: Database, model_version: str, database: str = "default") -> tuple[str, str]:
     """Start (or keep) the monitor of a model version; returns (state, message). A model without reference
     statistics stays ``pending``; an unknown version raises ``ModelNotFoundError``."""
-    read_card(settings.model_dir, model_version)
+    registry = open_registry(settings)
+    read_card(registry, model_version)
     try:
-        load_reference(settings.model_dir, model_version)
+        load_reference(registry, model_version)
     except NoReferenceError as exc:
         with db.session() as session:
             store.set_state(session, model_version, "pending", str(exc))

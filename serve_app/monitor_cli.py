@@ -30,10 +30,10 @@ def _db(database: str) -> Any:
 
 
 def _version(settings: Settings, model: str) -> str:
-    from xraylab.registry import ModelNotFoundError, resolve_version
+    from xraylab.registry import ModelNotFoundError, open_registry, resolve_version
 
     try:
-        return resolve_version(settings.model_dir, model)
+        return resolve_version(open_registry(settings), model)
     except (ModelNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from None
 

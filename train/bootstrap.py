@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 
@@ -18,7 +17,7 @@ from xraylab.calibration import apply_platt, fit_platt
 from xraylab.classification_metrics import binary_metrics
 from xraylab.imaging import PreprocessSpec, inference_transforms
 from xraylab.monitor.reference import REFERENCE_FILE, encode_reference
-from xraylab.registry import ModelCard, publish
+from xraylab.registry import ModelCard, RegistryLike, publish
 from xraylab.synthetic import encode_jpeg, generate_xray
 
 from .evaluate import predict_scores, reference_statistics
@@ -38,7 +37,7 @@ def _make_arrays(n: int, seed: int, spec: PreprocessSpec) -> tuple[np.ndarray, n
     return images, labels
 
 
-def train_bootstrap_model(model_dir: Path, *, n_train: int = 320, n_test: int = 80, n_val: int = 400,
+def train_bootstrap_model(registry: RegistryLike, *, n_train: int = 320, n_test: int = 80, n_val: int = 400,
                           epochs: int = 8, bands: Bands | None = None, seed: int = 0,
                           promote: bool = True) -> ModelCard:
     """Train ``tiny-cnn`` briefly, calibrate it (Platt, on a validation set of its own), publish it (promoted)
@@ -73,6 +72,6 @@ def train_bootstrap_model(model_dir: Path, *, n_train: int = 320, n_test: int = 
     # calibrated validation scores.
     sizes = np.full((len(x_train), 2), GENERATED_SIZE, np.float64)
     reference = reference_statistics(model, x_train, sizes=sizes, val_images=x_val, seed=seed, calibration=calibration)
-    publish(model, model_dir, card, promote_it=promote, extra_files={REFERENCE_FILE: encode_reference(reference)})
+    publish(model, registry, card, promote_it=promote, extra_files={REFERENCE_FILE: encode_reference(reference)})
     log.info("published bootstrap model %s: test accuracy %.3f, AUC %.3f", version, test["accuracy"], test["auc"])
     return card

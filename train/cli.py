@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from xraylab.cli import fail, setup_logging
+from xraylab.registry import open_registry
 from xraylab.settings import load_settings
 
 __all__ = ["register"]
@@ -31,12 +32,12 @@ def train_bootstrap(force: Annotated[bool, typer.Option(help="train even if a mo
     from xraylab.registry import list_cards
 
     settings = load_settings()
-    if list_cards(settings.model_dir) and not force:
-        print(f"a model already exists in {settings.model_dir}; use --force to train another")
+    if list_cards(open_registry(settings)) and not force:
+        print(f"a model already exists in {open_registry(settings)}; use --force to train another")
         return
     from train.bootstrap import train_bootstrap_model
 
-    card = train_bootstrap_model(settings.model_dir, bands=settings.bands())
+    card = train_bootstrap_model(open_registry(settings), bands=settings.bands())
     print(json.dumps(card.to_dict(), indent=2))
 
 
@@ -65,7 +66,7 @@ def train_run(
                       batch_size=batch_size, learning_rate=learning_rate, patience=patience, seed=seed,
                       storage_path=str(settings.STATE_DIR / "train"))
     try:
-        card, outcome = train_and_publish(cfg, model_dir=settings.model_dir, version=version, promote=promote,
+        card, outcome = train_and_publish(cfg, registry=open_registry(settings), version=version, promote=promote,
                                           bands=settings.bands(), trained_on=trained_on)
     except (DatasetLayoutError, ValueError) as exc:
         raise fail(str(exc)) from None
@@ -88,7 +89,7 @@ def evaluate(
     settings = load_settings()
     out = out or settings.STATE_DIR / "evaluations" / f"{model or 'promoted'}-{int(time.time())}"
     try:
-        report = evaluate_model(settings.model_dir, model, data, out, split=split)
+        report = evaluate_model(open_registry(settings), model, data, out, split=split)
     except (DatasetLayoutError, ModelNotFoundError) as exc:
         raise fail(str(exc)) from None
     summary = {k: report[k] for k in ("model_version", "n", "accuracy", "auc", "sensitivity", "specificity",

@@ -15,7 +15,7 @@ from xraylab.batches import predict_in_batches
 from xraylab.calibration import apply_platt
 from xraylab.imaging import PreprocessSpec
 from xraylab.monitor.reference import REFERENCE_FILE, encode_reference
-from xraylab.registry import ModelCard, load_model, publish
+from xraylab.registry import ModelCard, RegistryLike, load_model, publish
 
 from .dataset import load_images, scan_layout
 from .metrics import classification_report, roc_curve
@@ -44,10 +44,11 @@ def evaluate_arrays(model: Any, images: np.ndarray, labels: np.ndarray, out_dir:
     return report
 
 
-def evaluate_model(model_dir: Path, version: str, data: Path, out_dir: Path, *, split: str = "test") -> dict[str, Any]:
+def evaluate_model(registry: RegistryLike, version: str, data: Path, out_dir: Path, *,
+                   split: str = "test") -> dict[str, Any]:
     """``xraylab evaluate``: any registered version on any folder in the layout (e.g. real X-rays), with the
     bands and calibration of its card, as serving applies them."""
-    model, card = load_model(model_dir, version)
+    model, card = load_model(registry, version)
     index = scan_layout(data, (split,))
     images, labels, skipped = load_images(index.files[split], card.preprocess_spec())
     report = evaluate_arrays(model, images, labels, out_dir, bands=Bands.from_card(card.bands),
@@ -77,7 +78,7 @@ def reference_statistics(model: Any, images: np.ndarray, *, sizes: np.ndarray, v
                             val_scores=apply_platt(predict_scores(model, val_images), calibration))
 
 
-def publish_trained(model: Any, *, model_dir: Path, version: str, arch: str, spec: PreprocessSpec, bands: Bands,
+def publish_trained(model: Any, *, registry: RegistryLike, version: str, arch: str, spec: PreprocessSpec, bands: Bands,
                     metrics: dict[str, Any], fingerprint: str, reference: dict[str, np.ndarray],
                     eval_dir: Path, trained_on: str = "synthetic", promote_it: bool = False,
                     calibration: dict[str, float] | None = None) -> ModelCard:
@@ -90,5 +91,5 @@ def publish_trained(model: Any, *, model_dir: Path, version: str, arch: str, spe
                      metrics=metrics, data_fingerprint=fingerprint)
     if calibration:
         card.calibration = dict(calibration)
-    publish(model, model_dir, card, promote_it=promote_it, extra_files=extra)
+    publish(model, registry, card, promote_it=promote_it, extra_files=extra)
     return card

@@ -13,7 +13,7 @@ from typing import Any
 from xraylab.bands import Bands
 from xraylab.calibration import fit_platt
 from xraylab.imaging import PreprocessSpec
-from xraylab.registry import ModelCard
+from xraylab.registry import ModelCard, RegistryLike
 
 from .dataset import load_images, original_sizes, scan_layout
 from .distributed import TrainConfig, TrainOutcome, run_training
@@ -36,7 +36,7 @@ def load_best_model(outcome: TrainOutcome) -> Any:
     return model
 
 
-def train_and_publish(cfg: TrainConfig, *, model_dir: Path, bands: Bands, version: str = "",
+def train_and_publish(cfg: TrainConfig, *, registry: RegistryLike, bands: Bands, version: str = "",
                       promote: bool = False, trained_on: str = "synthetic") -> tuple[ModelCard, TrainOutcome]:
     outcome = run_training(cfg)
     model = load_best_model(outcome)
@@ -64,7 +64,7 @@ def train_and_publish(cfg: TrainConfig, *, model_dir: Path, bands: Bands, versio
             "config": {k: v for k, v in asdict(cfg).items() if k not in ("storage_path", "progress_dir")},
             "history": outcome.history,
         }
-        card = publish_trained(model, model_dir=model_dir, version=version, arch=cfg.arch, spec=spec, bands=bands,
+        card = publish_trained(model, registry=registry, version=version, arch=cfg.arch, spec=spec, bands=bands,
                                metrics=metrics, fingerprint=outcome.data_fingerprint,
                                reference=reference_statistics(model, x_train, val_images=x_val, sizes=sizes,
                                                                calibration=calibration),

@@ -20,8 +20,6 @@ import html
 import logging
 import os
 from datetime import date, datetime
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from xraylab.accounts import Principal
@@ -40,7 +38,7 @@ from xraylab.db.review import (
 )
 from xraylab.db.session import Database
 from xraylab.labels import VERDICT_LABELS
-from xraylab.registry import SYNTHETIC_NOTICE, ModelNotFoundError, read_card, resolve_version
+from xraylab.registry import SYNTHETIC_NOTICE, RegistryLike, open_registry, read_card, resolve_version
 from xraylab.settings import Settings
 
 __all__ = ["build_review_app", "mount_review_app", "WORKLIST_COLUMNS", "trained_on_synthetic"]
@@ -100,20 +98,14 @@ CSS = """
 """
 
 
-@lru_cache(maxsize=256)
-def _card_synthetic(model_dir: Path, version: str, mtime: float) -> bool:
-    return read_card(model_dir, version).synthetic
-
-
-def trained_on_synthetic(model_dir: Path | None, version: str | None) -> bool:
-    """Whether ``version`` (None: the promoted one) learnt from generated images; True when unknown."""
-    if model_dir is None:
+def trained_on_synthetic(registry: RegistryLike | None, version: str | None) -> bool:
+    """Whether ``version`` (None: the promoted one) learnt from generated images; True when unknown (no
+    registry, no such version, a registry that does not answer)."""
+    if registry is None:
         return True
     try:
-        version = version or resolve_version(model_dir)  # the promoted one, else the newest
-        card = Path(model_dir) / version / "card.json"
-        return _card_synthetic(Path(model_dir), version, card.stat().st_mtime if card.exists() else 0.0)
-    except (ModelNotFoundError, ValueError, OSError):
+        return read_card(registry, version or resolve_version(registry)).synthetic  # promoted, else newest
+    except Exception:
         return True
 
 
@@ -144,14 +136,14 @@ class ReviewActions:
     def __init__(self, db: Database, settings: Settings, images: Any) -> None:
         self.db = db
         self.settings = settings
-        self.model_dir = settings.model_dir
+        self.registry = open_registry(settings)
         self.images = images
 
     def score_label(self, row: dict[str, Any]) -> str:
         """The score, marked when the model that gave it learnt from generated images."""
         if row.get("score") is None:
             return "-"
-        synthetic = trained_on_synthetic(self.model_dir, row.get("model_version"))
+        synthetic = trained_on_synthetic(self.registry, row.get("model_version"))
         return f"{float(row['score']):.3f}" + (f" {SYNTHETIC_MARK}" if synthetic else "")
 
     def filters(self, hospital: str, band: str, status: str, date_from: str, date_to: str) -> WorklistFilter:
@@ -255,7 +247,7 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
         return principal
 
     def banner() -> str:
-        if trained_on_synthetic(actions.model_dir, None):
+        if trained_on_synthetic(actions.registry, None):
             return f"> ⚠️ **{SYNTHETIC_NOTICE}** ({SYNTHETIC_MARK} after a score: from such a model.)"
         return f"> {SYNTHETIC_MARK} after a score: from a model trained on generated images, not clinically meaningful."
 
@@ -299,7 +291,7 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
         except Exception as exc:  # the store cannot be reached: say so, show the rest
             log.warning("study %s: store not reachable: %s", detail["study_uid"], type(exc).__name__)
             available = None
-        synthetic = trained_on_synthetic(actions.model_dir, detail.get("model_version"))
+        synthetic = trained_on_synthetic(actions.registry, detail.get("model_version"))
         # The verdict form starts empty for each study: a choice made for one is never saved on another.
         return (study_id, _viewer_html(study_id, heatmap, zoom, available), _details_markdown(detail, synthetic),
                 _history_markdown(detail["verdicts"]), len(detail["verdicts"]), "", detail.get("prediction_id"),
@@ -433,7 +425,8 @@ def mount_review_app(app: Any, db: Database, settings: Settings) -> Any:
     from ui.study_media import HeatmapMaker, StudyImages, media_router
 
     images = StudyImages(settings)
-    app.include_router(media_router(db, images, HeatmapMaker(db, settings.model_dir, images, settings.image_limits())))
+    heatmaps = HeatmapMaker(db, open_registry(settings), images, settings.image_limits())
+    app.include_router(media_router(db, images, heatmaps))
     demo = build_review_app(db, settings, images)
 
     def user_name(request: Any) -> str | None:  # Gradio's own check of its routes, behind the middleware's

@@ -12,7 +12,6 @@ import io
 import logging
 import threading
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -24,6 +23,7 @@ from xraylab.db.crud import get_study
 from xraylab.db.review import StudyNotFoundError, cached_heatmap, record_audit, store_heatmap
 from xraylab.db.session import Database
 from xraylab.errors import RejectedInputError, RejectReason
+from xraylab.registry import RegistryLike
 from xraylab.settings import Settings
 from xraylab.storage import get_object, make_s3_client, object_exists
 
@@ -79,9 +79,9 @@ class HeatmapMaker:
     """Grad-CAM maps from the model that scored a study, computed once per (study, model) and cached in the
     database; the last two models loaded stay in memory."""
 
-    def __init__(self, db: Database, model_dir: Path, images: StudyImages, limits: Any = None) -> None:
+    def __init__(self, db: Database, registry: RegistryLike, images: StudyImages, limits: Any = None) -> None:
         self.db = db
-        self.model_dir = model_dir
+        self.registry = registry
         self.images = images
         self.limits = limits
         self._models: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
@@ -92,7 +92,7 @@ class HeatmapMaker:
 
         with self._lock:
             if version not in self._models:
-                self._models[version] = load_model(self.model_dir, version)
+                self._models[version] = load_model(self.registry, version)
                 while len(self._models) > 2:
                     self._models.popitem(last=False)
             self._models.move_to_end(version)

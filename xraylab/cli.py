@@ -71,28 +71,88 @@ def db_upgrade(database: DatabaseOption = "default") -> None:
     print(f"{database} database ({engine.dialect.name}) at head")
 
 
-@models_app.command("list")
-def models_list() -> None:
-    """List model versions (the promoted one marked with *)."""
-    from xraylab.registry import list_cards, promoted_version
+RegistryOption = Annotated[str, typer.Option(
+    "--registry", help="s3://BUCKET[/PREFIX] or a folder; default XRAYLAB_MODEL_REGISTRY, else XRAYLAB_MODEL_DIR")]
 
-    settings = load_settings()
-    promoted = promoted_version(settings.model_dir)
-    for card in list_cards(settings.model_dir):
+
+def _registry(location: str):  # -> xraylab.registry.Registry
+    from xraylab.registry import open_registry
+
+    try:
+        return open_registry(load_settings(), location)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+
+def _registry_errors() -> tuple[type[BaseException], ...]:
+    """What a registry raises for a person's mistake or a store that does not answer: one line, exit 2."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from xraylab.registry import ModelNotFoundError
+
+    return ModelNotFoundError, ValueError, FileExistsError, OSError, BotoCoreError, ClientError
+
+
+@models_app.command("list")
+def models_list(registry: RegistryOption = "") -> None:
+    """List model versions, oldest first (the promoted one marked with *)."""
+    reg = _registry(registry)
+    try:
+        promoted = reg.promoted_version()
+        cards = reg.list_cards()
+    except _registry_errors() as exc:
+        raise fail(f"{reg.location}: {exc}") from None
+    for card in cards:
         mark = "*" if card.version == promoted else " "
         print(f"{mark} {card.version}  {card.architecture}  trained_on={card.trained_on}  {json.dumps(card.metrics)}")
 
 
 @models_app.command("promote")
-def models_promote(version: str) -> None:
-    """Make VERSION the one serving loads."""
-    from xraylab.registry import ModelNotFoundError, promote
-
+def models_promote(version: str, registry: RegistryOption = "") -> None:
+    """Make VERSION the one serving loads (every replica that follows promotions switches to it)."""
+    reg = _registry(registry)
     try:
-        promote(load_settings().model_dir, version)
-    except (ModelNotFoundError, ValueError) as exc:
+        reg.promote(version)
+    except _registry_errors() as exc:
         raise fail(str(exc)) from None
-    print(f"promoted {version}")
+    print(f"promoted {version} in {reg.location}")
+
+
+@models_app.command("import")
+def models_import(
+    source: Annotated[Path, typer.Argument(help="a version folder (card.json, model.keras, ...) or a folder "
+                                                "registry whose versions are all imported")],
+    registry: RegistryOption = "",
+    promote: Annotated[bool, typer.Option(help="promote the imported version (one version only)")] = False,
+) -> None:
+    """Copy model versions from a folder into the registry (e.g. the embedded folder into S3); versions the
+    registry already has are left as they are."""
+    from xraylab.registry import FolderRegistry
+
+    reg = _registry(registry)
+    if not source.is_dir():
+        raise fail(f"{source} is not a folder")
+    single = (source / "card.json").is_file()
+    folders = [source] if single else [source / v for v in FolderRegistry(source).versions()]
+    if not folders:
+        raise fail(f"{source} holds no model version (a folder with card.json and model.keras)")
+    if promote and len(folders) != 1:
+        raise fail(f"--promote needs one version; {source} holds {len(folders)}")
+    imported = 0
+    for folder in folders:
+        try:
+            card = reg.import_dir(folder)
+        except FileExistsError as exc:
+            print(f"skipped: {exc}")
+            continue
+        except _registry_errors() as exc:
+            raise fail(str(exc)) from None
+        imported += 1
+        print(f"imported {card.version} into {reg.location}")
+        if promote:
+            reg.promote(card.version)
+            print(f"promoted {card.version}")
+    print(f"{imported} of {len(folders)} versions imported")
 
 
 def _cluster_script(name: str) -> None:

@@ -104,8 +104,13 @@ class Settings(BaseSettings):
     # default <state dir>/seaweedfs/client.
     SEAWEED_CLIENT_CONFIG_DIR: Path | None = None
 
-    # Model registry (a folder of versions). Which version serves is an app argument (AppArgs).
+    # Model registry (xraylab/registry): empty = the folder MODEL_DIR on this machine (the embedded default);
+    # s3://BUCKET[/PREFIX] = a bucket every node shares, on the S3 endpoint MODEL_REGISTRY_ENDPOINT (default
+    # S3_ENDPOINT_ID), cached per node in MODEL_CACHE_DIR. Which version serves is an app argument (AppArgs).
     MODEL_DIR: Path | None = None
+    MODEL_REGISTRY: str = ""
+    MODEL_REGISTRY_ENDPOINT: str = ""
+    MODEL_CACHE_DIR: Path | None = None
 
     # Risk bands written into the card of each newly trained model (serving and evaluation use the card's):
     # score > PNEUMONIA -> "Pneumonia", score >= UNSURE -> "Unsure", else "Normal".
@@ -171,6 +176,10 @@ class Settings(BaseSettings):
             self.KAFKA_BOOTSTRAP = f"127.0.0.1:{self.KAFKA_PORT}"
         if self.MODEL_DIR is None:
             self.MODEL_DIR = self.STATE_DIR / "models"
+        if self.MODEL_CACHE_DIR is None:
+            self.MODEL_CACHE_DIR = self.STATE_DIR / "model-cache"
+        if self.MODEL_REGISTRY and not self.MODEL_REGISTRY.startswith("s3://"):
+            raise ValueError("XRAYLAB_MODEL_REGISTRY must be empty (the folder XRAYLAB_MODEL_DIR) or s3://BUCKET[/PREFIX]")
         if self.SEAWEED_CLIENT_CONFIG_DIR is None:
             self.SEAWEED_CLIENT_CONFIG_DIR = self.STATE_DIR / "seaweedfs" / "client"
         try:
@@ -202,6 +211,11 @@ class Settings(BaseSettings):
     def model_dir(self) -> Path:
         assert self.MODEL_DIR is not None
         return Path(self.MODEL_DIR)
+
+    @property
+    def model_cache_dir(self) -> Path:
+        assert self.MODEL_CACHE_DIR is not None
+        return Path(self.MODEL_CACHE_DIR)
 
     def s3_endpoints(self) -> dict[str, S3Endpoint]:
         endpoints = {

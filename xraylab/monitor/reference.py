@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from xraylab.monitor.image_stats import READABLE_STATS
+from xraylab.registry import RegistryLike, as_registry
 
 __all__ = ["REFERENCE_FILE", "Reference", "NoReferenceError", "reference_arrays", "encode_reference",
            "load_reference"]
@@ -48,8 +48,8 @@ def encode_reference(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def load_reference(model_dir: Path, version: str) -> Reference:
-    path = Path(model_dir) / version / REFERENCE_FILE
+def load_reference(registry: RegistryLike, version: str) -> Reference:
+    path = as_registry(registry).local_dir(version) / REFERENCE_FILE
     if not path.exists():
         raise NoReferenceError(f"model {version} has no {REFERENCE_FILE}: it was published without reference "
                                "statistics (train it with `xraylab train run`, or bootstrap a new one)")

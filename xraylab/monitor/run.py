@@ -45,7 +45,7 @@ from xraylab.monitor.features import ImageFeatures, image_features, make_embedde
 from xraylab.monitor.performance import disagreement, estimate_performance, realised
 from xraylab.monitor.reference import Reference, load_reference
 from xraylab.monitor.thresholds import ESTIMATED_PREFIX, METRICS, Thresholds
-from xraylab.registry import load_model
+from xraylab.registry import open_registry
 from xraylab.settings import Settings
 
 __all__ = ["MonitorRunner", "RunSummary", "default_sinks", "PERFORMANCE_METRICS", "Publish", "ESTIMATE_LEVEL"]
@@ -103,8 +103,9 @@ class MonitorRunner:
 
     def prepare(self) -> None:
         if self.reference is None:
-            self.reference = load_reference(self.settings.model_dir, self.model_version)
-            model, self._card = load_model(self.settings.model_dir, self.model_version)
+            registry = open_registry(self.settings)
+            self.reference = load_reference(registry, self.model_version)
+            model, self._card = registry.load_model(self.model_version)
             self._embedder = make_embedder(model)
 
     # -- image drift, prediction drift, performance -------------------------------------------------------------

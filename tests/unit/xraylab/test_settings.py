@@ -71,3 +71,22 @@ def test_local_endpoints_follow_the_ports(tmp_path: Path, monkeypatch: pytest.Mo
         monkeypatch.delenv(name, raising=False)
     s = Settings(STATE_DIR=tmp_path, S3_PORT=28333, KAFKA_PORT=29092)
     assert (s.S3_ENDPOINT_URL, s.KAFKA_BOOTSTRAP) == ("http://127.0.0.1:28333", "127.0.0.1:29092")
+
+
+def test_the_model_registry_is_the_folder_unless_an_s3_location_is_named(tmp_path: Path) -> None:
+    from xraylab.registry import FolderRegistry, S3Registry, open_registry
+
+    folder = Settings(STATE_DIR=tmp_path)
+    registry = open_registry(folder)
+    assert isinstance(registry, FolderRegistry) and registry.root == tmp_path.resolve() / "models"
+    shared = Settings(STATE_DIR=tmp_path, MODEL_REGISTRY="s3://models/xraylab", S3_EXTRA_ENDPOINTS=(
+        '{"central": {"url": "http://10.0.0.5:9000", "access_key": "a", "secret_key": "b"}}'),
+        MODEL_REGISTRY_ENDPOINT="central")
+    registry = open_registry(shared)
+    assert isinstance(registry, S3Registry) and registry.location == "s3://models/xraylab/"
+    assert registry.client.meta.endpoint_url == "http://10.0.0.5:9000"
+    assert registry.cache.is_relative_to(tmp_path.resolve() / "model-cache")
+    with pytest.raises(ValueError, match="XRAYLAB_MODEL_REGISTRY must be empty"):
+        Settings(STATE_DIR=tmp_path, MODEL_REGISTRY="/some/folder")
+    with pytest.raises(UnknownEndpointError):
+        open_registry(Settings(STATE_DIR=tmp_path, MODEL_REGISTRY="s3://models", MODEL_REGISTRY_ENDPOINT="nope"))

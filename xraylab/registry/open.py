@@ -1,0 +1,34 @@
+"""Which registry the settings name: ``XRAYLAB_MODEL_REGISTRY`` = ``s3://bucket/prefix`` (shared by every
+node, on the S3 endpoint ``XRAYLAB_MODEL_REGISTRY_ENDPOINT``), or empty for the folder ``XRAYLAB_MODEL_DIR``
+(the embedded default)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from xraylab.registry.base import Registry
+from xraylab.registry.folder import FolderRegistry
+from xraylab.registry.s3 import S3Registry
+from xraylab.settings import Settings
+
+__all__ = ["open_registry", "as_registry", "RegistryLike"]
+
+RegistryLike = Registry | Path | str
+
+
+def open_registry(settings: Settings, location: str = "") -> Registry:
+    """The registry at ``location`` (``s3://...`` or a folder), default the one the settings name."""
+    location = location or settings.MODEL_REGISTRY
+    if not location:
+        return FolderRegistry(settings.model_dir)
+    if not location.startswith("s3://"):
+        return FolderRegistry(Path(location).expanduser())
+    from xraylab.storage import make_s3_client
+
+    endpoint = settings.s3_endpoint(settings.MODEL_REGISTRY_ENDPOINT or None)
+    return S3Registry(make_s3_client(endpoint), location, settings.model_cache_dir)
+
+
+def as_registry(where: RegistryLike) -> Registry:
+    """A registry as it is, or a folder path as a folder registry (what tests and tools pass)."""
+    return where if isinstance(where, Registry) else FolderRegistry(where)

@@ -1,0 +1,161 @@
+"""The registry in an S3 bucket, shared by every node, with a cache of its versions on each node.
+
+Layout under ``s3://<bucket>/<prefix>``::
+
+    <version>/model.keras, card.json, reference.npz, ...   the version's files
+    <version>/MANIFEST.json   written last: each file's size and SHA-256
+    PROMOTED                  the version serving loads by default (one object)
+
+S3 has no rename, so a version exists for readers only once its manifest is there: a publish that dies
+half-way leaves files no reader lists or loads, and a reader checks every file it downloads against the
+manifest (a file replaced or cut short is refused, never loaded). PROMOTED is a single PUT, which S3
+makes visible whole. Versions are immutable, so a node's cache (``<cache>/<version>/``, filled through a
+staging folder and a rename) never goes stale; cards are cached the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from xraylab.registry.base import Registry
+from xraylab.registry.card import CARD_FILE, ModelCard, ModelNotFoundError, check_version
+
+__all__ = ["S3Registry", "parse_s3_location", "MANIFEST_FILE"]
+
+MANIFEST_FILE = "MANIFEST.json"
+PROMOTED_KEY = "PROMOTED"
+_MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
+_LOCATION_RE = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?$")
+
+
+def parse_s3_location(location: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` -> (bucket, ``some/prefix/``); ``ValueError`` for anything else."""
+    match = _LOCATION_RE.match(location.strip())
+    if not match:
+        raise ValueError(f"bad registry location {location!r}: expected s3://BUCKET[/PREFIX]")
+    prefix = (match.group(2) or "").strip("/")
+    return match.group(1), (prefix + "/" if prefix else "")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class S3Registry(Registry):
+    def __init__(self, client: Any, location: str, cache_dir: Path) -> None:
+        self.client = client
+        self.bucket, self.prefix = parse_s3_location(location)
+        self.location = f"s3://{self.bucket}/{self.prefix}"
+        key = hashlib.sha256(self.location.encode()).hexdigest()[:12]
+        self.cache = Path(cache_dir) / f"{self.bucket}-{key}"
+
+    # -- S3 -------------------------------------------------------------------------------------------
+
+    def _key(self, *parts: str) -> str:
+        return self.prefix + "/".join(parts)
+
+    def _get(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) in _MISSING:
+                return None
+            raise
+
+    def _manifest(self, version: str) -> dict[str, dict[str, Any]]:
+        raw = self._get(self._key(check_version(version), MANIFEST_FILE))
+        if raw is None:
+            raise ModelNotFoundError(f"model version {version!r} not found in {self.location}")
+        try:
+            files = json.loads(raw)["files"]
+            assert isinstance(files, dict) and CARD_FILE in files
+            return files
+        except (ValueError, KeyError, TypeError, AssertionError):
+            raise ValueError(f"{self.location}{version}/{MANIFEST_FILE} is corrupt") from None
+
+    # -- Registry ---------------------------------------------------------------------------------------
+
+    def versions(self) -> list[str]:
+        found = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for obj in page.get("Contents", []):
+                rest = obj["Key"][len(self.prefix):]
+                version, _, name = rest.partition("/")
+                if name == MANIFEST_FILE:
+                    found.append(version)
+        return sorted(found)
+
+    def read_card(self, version: str) -> ModelCard:
+        cached = self.cache / "cards" / f"{check_version(version)}.json"
+        if cached.exists():
+            return ModelCard.from_json(cached.read_bytes(), str(cached))
+        files = self._manifest(version)
+        raw = self._get(self._key(version, CARD_FILE))
+        if raw is None or hashlib.sha256(raw).hexdigest() != files[CARD_FILE]["sha256"]:
+            raise ValueError(f"{self.location}{version}/{CARD_FILE} does not match its manifest")
+        card = ModelCard.from_json(raw, f"{self.location}{version}/{CARD_FILE}")
+        self._cache_write(cached, raw)
+        return card
+
+    def promoted_version(self) -> str | None:
+        raw = self._get(self._key(PROMOTED_KEY))
+        return (raw.decode().strip() or None) if raw is not None else None
+
+    def _write_promoted(self, version: str) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(PROMOTED_KEY), Body=(version + "\n").encode(),
+                               ContentType="text/plain")
+
+    def publish_dir(self, source: Path, version: str) -> None:
+        check_version(version)
+        if self._get(self._key(version, MANIFEST_FILE)) is not None:
+            raise FileExistsError(f"model version {version!r} already exists in {self.location}")
+        files: dict[str, dict[str, Any]] = {}
+        for path in sorted(Path(source).iterdir()):
+            if not path.is_file() or path.name == MANIFEST_FILE:
+                continue
+            self.client.upload_file(str(path), self.bucket, self._key(version, path.name))
+            files[path.name] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+        manifest = json.dumps({"version": version, "files": files}, indent=2, sort_keys=True).encode()
+        self.client.put_object(Bucket=self.bucket, Key=self._key(version, MANIFEST_FILE), Body=manifest,
+                               ContentType="application/json")
+
+    def local_dir(self, version: str) -> Path:
+        target = self.cache / "versions" / check_version(version)
+        if target.exists():
+            return target
+        files = self._manifest(version)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
+        try:
+            for name, meta in files.items():
+                path = staging / Path(name).name
+                self.client.download_file(self.bucket, self._key(version, name), str(path))
+                if path.stat().st_size != meta["size"] or _sha256(path) != meta["sha256"]:
+                    raise ValueError(f"{self.location}{version}/{name} does not match its manifest: not loaded")
+            try:
+                os.replace(staging, target)
+            except OSError:  # another process of this node filled the cache first: theirs is the same files
+                if not target.exists():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    def _cache_write(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
