@@ -515,6 +515,10 @@ class KafkaIngestActor:
     def pid(self) -> int:
         return os.getpid()
 
+    def node_id(self) -> str:
+        """The Ray node this actor runs on."""
+        return ray.get_runtime_context().get_node_id()
+
     def stats(self) -> dict[str, Any]:
         return {**self.loop.stats, **self.loop.health(), "uptime_s": round(time.time() - self.started, 1),
                 "consuming": self.thread.is_alive()}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 from ray.serve import Application
 
@@ -20,6 +22,11 @@ class AppArgs(BaseModel):
     database: str = Field("default", description="'default' (XRAYLAB_DATABASE_URL) or 'mariadb'")
     classifier_num_gpus: float = 0.0
     classifier_replicas: int = 1
+    classifier_max_replicas_per_node: int | None = Field(
+        None, ge=1, description="at most this many Classifier replicas on one node (e.g. 1: one per GPU node)")
+    classifier_prefer_labels: dict[str, str] = Field(
+        default_factory=dict, description="Ray node labels (`ray start --labels`) the Classifier's replicas prefer, "
+        "e.g. {'xraylab/pool': 'gpu'}; when no alive node has them, replicas run on any node")
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig,
                                          description="batching and model polling (the Classifier's user_config)")
     mount_ui: bool = True
@@ -27,9 +34,15 @@ class AppArgs(BaseModel):
 
 def build_app(args: AppArgs | dict | None = None) -> Application:
     args = AppArgs.model_validate(args or {})
+    actor_options: dict[str, Any] = {"num_cpus": 0, "num_gpus": args.classifier_num_gpus}
+    if args.classifier_prefer_labels:
+        # A preference, not a requirement: a replica whose node dies is replaced on any node that lives.
+        actor_options |= {"label_selector": dict(args.classifier_prefer_labels),
+                          "fallback_strategy": [{"label_selector": {}}]}
     classifier = Classifier.options(
         num_replicas=args.classifier_replicas,
-        ray_actor_options={"num_cpus": 0, "num_gpus": args.classifier_num_gpus},
+        max_replicas_per_node=args.classifier_max_replicas_per_node,
+        ray_actor_options=actor_options,
         user_config=args.classifier.model_dump(),
     ).bind(args.model_version)
     return Ingress.bind(Fetcher.bind(), classifier, Writer.bind(args.database), args.database, args.mount_ui)

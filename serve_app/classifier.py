@@ -170,5 +170,13 @@ class Classifier:
     def model_card(self) -> dict[str, Any]:
         return self.active.card.to_dict()
 
+    def serving(self) -> dict[str, str]:
+        """Which model this replica serves, and where it runs (its Ray node): what an operator checks after
+        a promotion on a cluster."""
+        import ray
+
+        return {"model_version": self.active.card.version, "node_id": ray.get_runtime_context().get_node_id(),
+                "replica": serve.get_replica_context().replica_id.unique_id}
+
     def __del__(self) -> None:
         self._stop.set()

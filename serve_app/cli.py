@@ -45,14 +45,17 @@ def _wait_forever(pipeline: Any) -> None:
 
 @serve_app_cli.command("run")
 def serve_run(database: DatabaseOption = "default", ingest: bool = True, ui: bool = True,
-              model_version: str = "", num_gpus: float = 0.0) -> None:
-    """Run the Serve app (and the Kafka ingest actor) until Ctrl-C. Run `xraylab db upgrade` first."""
+              model_version: str = "", num_gpus: float = 0.0,
+              address: Annotated[str, typer.Option(
+                  help="a running Ray cluster to deploy on (`ray start --head`'s address, or 'auto'); "
+                       "default: a Ray of its own")] = "") -> None:
+    """Run the Serve app (and the Kafka ingest actors) until Ctrl-C. Run `xraylab db upgrade` first."""
     setup_logging()
     from serve_app.app import AppArgs
     from serve_app.launch import start_pipeline
 
     args = AppArgs(database=database, mount_ui=ui, model_version=model_version, classifier_num_gpus=num_gpus)
-    pipeline = start_pipeline(load_settings(), args, ingest=ingest)
+    pipeline = start_pipeline(load_settings(), args, ingest=ingest, address=address)
     print(f"serving at {pipeline.url} (UI at {pipeline.url}/ui); Ctrl-C to stop")
     _wait_forever(pipeline)
 

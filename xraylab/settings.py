@@ -121,6 +121,8 @@ class Settings(BaseSettings):
     SERVE_APP_NAME: str = "xraylab"
     SERVE_HTTP_HOST: str = "127.0.0.1"
     SERVE_HTTP_PORT: int = 8000
+    # Where Serve runs its HTTP proxies: on every node (behind a load balancer), the head only, or none.
+    SERVE_PROXY_LOCATION: Literal["EveryNode", "HeadOnly", "Disabled"] = "EveryNode"
     MAX_IMAGE_BYTES: int = 32 * 1024 * 1024
     # Decoded pixels one image may have (JPEGs count at their reduced decode size): 40 MP of 8-bit grey is
     # 40 MB, about 0.3 GB through the float conversions; four at once stay under 1.5 GB in a Classifier.

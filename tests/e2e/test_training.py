@@ -65,7 +65,7 @@ def test_train_kill_resume_publish_and_hot_swap(tmp_path: Path, monkeypatch: pyt
         killer.start()
         cfg = TrainConfig(data=str(data), arch="seed-cnn", workers=2, epochs=4, batch_size=16, learning_rate=1e-3,
                           patience=4, storage_path=str(tmp_path / "runs"), progress_dir=str(progress))
-        card, outcome = train_and_publish(cfg, model_dir=settings.model_dir, bands=Bands(), promote=True)
+        card, outcome = train_and_publish(cfg, registry=settings.model_dir, bands=Bands(), promote=True)
         done.set()
 
         assert killed, "a worker was killed mid-run"
