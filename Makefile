@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-unit bench bench-worklist bench-monitor chaos lint up down status clean
+.PHONY: install system-deps demo test test-unit bench bench-worklist bench-monitor chaos multinode lint up down status clean
 
 install: system-deps $(STAMP)
 
@@ -31,6 +31,11 @@ bench: install
 # The chaos suite at full size (make test runs it with 150 uploads per fault).
 chaos: install
 	bash scripts/chaos.sh $(CHAOS_ARGS)
+
+# The multi-node suite at full size (make test runs it with 150 uploads): two Ray nodes from `ray start`, one
+# killed mid-stream of 1,000 uploads, then a training job through `ray job submit`.
+multinode: install
+	bash scripts/multinode.sh $(MULTINODE_ARGS)
 
 test-unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit -q

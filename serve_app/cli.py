@@ -18,10 +18,16 @@ __all__ = ["register"]
 serve_app_cli = typer.Typer(help="The Ray Serve application.", no_args_is_help=True)
 
 
+ingest_cli = typer.Typer(help="The Kafka ingest actors on a running Ray cluster (`serve run` starts its own).",
+                         no_args_is_help=True)
+AddressOption = Annotated[str, typer.Option(help="the Ray cluster (`ray start --head`'s address, or 'auto')")]
+
+
 def register(root: typer.Typer) -> None:
     from serve_app.monitor_cli import monitor_cli
 
     root.add_typer(serve_app_cli, name="serve")
+    root.add_typer(ingest_cli, name="ingest")
     root.add_typer(monitor_cli, name="monitor")
     root.command("demo")(demo)
 
@@ -82,3 +88,62 @@ def demo(count: int = 24, database: DatabaseOption = "default", timeout_s: float
         _wait_forever(pipeline)
     else:
         pipeline.stop()
+
+
+def _connect(address: str) -> Any:
+    from serve_app.launch import init_ray
+
+    settings = load_settings()
+    init_ray(settings, address=address or "auto")
+    return settings
+
+
+@ingest_cli.command("start")
+def ingest_start(address: AddressOption = "auto",
+                 count: Annotated[int, typer.Option(help="actors (default XRAYLAB_INGEST_ACTORS)")] = 0) -> None:
+    """Start the app's ingest actors on the cluster as detached actors (after `serve deploy`, or a RayService),
+    one per node as far as the nodes go; actors already running are kept. They consume until `ingest stop`,
+    and Ray restarts one whose process or node dies."""
+    from serve_app.launch import ingest_actors, start_ingest_actors
+
+    settings = _connect(address)
+    running = {name for name, _ in ingest_actors(settings)}
+    actors = start_ingest_actors(settings, count or settings.INGEST_ACTORS, detached=True)
+    import ray
+
+    nodes = ray.get([actor.node_id.remote() for actor in actors], timeout=120)
+    for index, node in enumerate(nodes):
+        print(f"ingest actor {index} on node {node[:12]}")
+    print(f"{len(actors)} ingest actors consuming {settings.KAFKA_TOPIC} as group {settings.KAFKA_GROUP} "
+          f"({len(running)} were running already)")
+
+
+@ingest_cli.command("stop")
+def ingest_stop(address: AddressOption = "auto") -> None:
+    """Stop the app's ingest actors: each finishes the batch it holds, commits it and leaves the group."""
+    import ray
+
+    from serve_app.launch import ingest_actors
+
+    settings = _connect(address)
+    actors = ingest_actors(settings)
+    ray.get([actor.stop.remote() for _, actor in actors], timeout=60)
+    ray.get([actor.run.remote() for _, actor in actors], timeout=120)
+    for _, actor in actors:
+        ray.kill(actor, no_restart=True)
+    print(f"stopped {len(actors)} ingest actors")
+
+
+@ingest_cli.command("status")
+def ingest_status(address: AddressOption = "auto") -> None:
+    """One JSON line per ingest actor: its node, lag and counters."""
+    import json
+
+    import ray
+
+    from serve_app.launch import ingest_actors
+
+    settings = _connect(address)
+    for name, actor in ingest_actors(settings):
+        stats, node = ray.get([actor.stats.remote(), actor.node_id.remote()], timeout=60)
+        print(json.dumps({"actor": name, "node": node, **stats}, default=str))

@@ -16,7 +16,7 @@ from typing import Any
 from serve_app.app import AppArgs
 from xraylab.settings import Settings
 
-__all__ = ["Pipeline", "start_pipeline", "init_ray"]
+__all__ = ["Pipeline", "start_pipeline", "init_ray", "start_ingest_actors", "ingest_actors"]
 
 log = logging.getLogger("xraylab.launch")
 
@@ -36,16 +36,9 @@ class Pipeline:
         this pipeline's Serve app, spread over the cluster's nodes: actor i prefers the i-th alive node
         (round robin), so N actors on N nodes are one per node. A preference only: an actor whose node dies
         is restarted by Ray on a node that lives, and takes its partitions back."""
-        from ingest.consumer import INGEST_NAMESPACE, KafkaIngestActor, ingest_actor_name
-
-        app_name = self.settings.SERVE_APP_NAME
-        nodes = _alive_nodes()
-        for index in range(len(self.ingest), len(self.ingest) + (count or self.settings.INGEST_ACTORS)):
-            name = ingest_actor_name(app_name, index)
-            actor = KafkaIngestActor.options(name=name, namespace=INGEST_NAMESPACE,
-                                             **_prefer_node(nodes, index)).remote(app_name, name)
-            self.ingest.append(actor)
-            self.ingest_refs.append(actor.run.remote())
+        actors = start_ingest_actors(self.settings, count or self.settings.INGEST_ACTORS, first=len(self.ingest))
+        self.ingest += actors
+        self.ingest_refs += [actor.run.remote() for actor in actors]
 
     def ingest_stats(self) -> dict[str, Any]:
         """The ingest actors' counters added up, and whether all of them consume."""
@@ -77,6 +70,35 @@ class Pipeline:
             self.stop_ingest()
         serve.shutdown()
         ray.shutdown()
+
+
+def start_ingest_actors(settings: Settings, count: int, *, first: int = 0, detached: bool = False) -> list[Any]:
+    """Ingest actors ``first`` .. ``first + count - 1`` of the settings' Serve app, each preferring a node of its
+    own (round robin over the alive nodes). ``detached``: they outlive the caller (``xraylab ingest start`` on a
+    cluster), and one that exists already under its name is kept, not started twice."""
+    from ingest.consumer import INGEST_NAMESPACE, KafkaIngestActor, ingest_actor_name
+
+    app_name = settings.SERVE_APP_NAME
+    nodes = _alive_nodes()
+    actors = []
+    for index in range(first, first + count):
+        name = ingest_actor_name(app_name, index)
+        lifetime = {"lifetime": "detached", "get_if_exists": True} if detached else {}
+        actors.append(KafkaIngestActor.options(name=name, namespace=INGEST_NAMESPACE, **lifetime,
+                                               **_prefer_node(nodes, index)).remote(app_name, name))
+    return actors
+
+
+def ingest_actors(settings: Settings) -> list[tuple[str, Any]]:
+    """(name, handle) of every ingest actor of the settings' Serve app running on the cluster."""
+    import ray
+
+    from ingest.consumer import INGEST_NAMESPACE, ingest_actor_name
+
+    prefix = ingest_actor_name(settings.SERVE_APP_NAME, None)
+    names = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                   if a["namespace"] == INGEST_NAMESPACE and a["name"].startswith(prefix))
+    return [(name, ray.get_actor(name, namespace=INGEST_NAMESPACE)) for name in names]
 
 
 def _alive_nodes() -> list[str]:

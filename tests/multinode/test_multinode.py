@@ -32,6 +32,7 @@ import requests
 
 from serve_app.app import AppArgs, build_app
 from serve_app.classifier import ClassifierConfig
+from tests.cli import xraylab
 from tests.multinode.ray_nodes import RAY, RayNode, start_head, start_worker, wait_for
 from tests.stream import Uploader, drain, jpegs, rows_for
 from xraylab.registry import FolderRegistry, Registry, open_registry
@@ -185,14 +186,21 @@ def cluster(settings, mariadb, request) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def pipeline(cluster):
-    from serve_app.launch import start_pipeline
+    """The Serve app deployed on the cluster, and its ingest actors started as an operator does on a cluster:
+    ``xraylab ingest start --address`` (detached actors, one per node)."""
+    from serve_app.launch import ingest_actors, start_pipeline
 
     args = AppArgs(database="mariadb", mount_ui=False, classifier_replicas=CLASSIFIERS,
                    classifier_prefer_labels=WORKER, classifier=ClassifierConfig(model_poll_s=1.0))
-    pipe = start_pipeline(cluster.settings, args, address=cluster.address)
+    pipe = start_pipeline(cluster.settings, args, ingest=False, address=cluster.address)
     pipe.args = args
+    started = xraylab("ingest", "start", f"--address={cluster.address}", timeout=300)
+    assert started.returncode == 0, started.stderr[-2000:]
+    assert "2 ingest actors consuming" in started.stdout
+    pipe.ingest = [actor for _, actor in ingest_actors(cluster.settings)]
     yield pipe
-    pipe.stop_ingest()
+    stopped = xraylab("ingest", "stop", f"--address={cluster.address}", timeout=300)
+    assert stopped.returncode == 0 and "stopped 2 ingest actors" in stopped.stdout, stopped.stderr[-2000:]
     from ray import serve
 
     serve.shutdown()
@@ -207,13 +215,16 @@ def test_a_node_dies_mid_stream_and_every_image_ends_as_one_row(cluster, pipelin
     ingest_nodes = ray.get([a.node_id.remote() for a in pipeline.ingest], timeout=60)
     assert sorted(ingest_nodes) == sorted([head, node2]), f"one ingest actor per node: {ingest_nodes} {head} {node2}"
 
-    uploader = Uploader(s3, bucket, UPLOADS, jpegs(), pace_s=0.01)
+    # Paced so that the stream lasts about half a minute at any size: the kill lands mid-stream.
+    uploader = Uploader(s3, bucket, UPLOADS, jpegs(), pace_s=30.0 / UPLOADS)
     uploader.start()
-    wait_for(lambda: len(uploader.uploaded) >= UPLOADS // 3 and rows_for(mariadb, bucket), 300, "rows mid-stream")
+    wait_for(lambda: len(rows_for(mariadb, bucket)) >= UPLOADS // 4, 300, "a quarter of the rows")
     progress = RowWatch(mariadb, bucket)
     progress.start()
     killed = cluster.workers[0].kill()
     t_kill = time.time()
+    at_kill = len(uploader.uploaded), len(rows_for(mariadb, bucket))
+    assert at_kill[0] < UPLOADS, "the node dies while the hospital is still uploading"
     print(f"killed node2: pids {killed}")
 
     wait_for(lambda: node2 not in alive_nodes(), 120, "Ray to see node2 dead", every_s=0.2)
@@ -247,7 +258,8 @@ def test_a_node_dies_mid_stream_and_every_image_ends_as_one_row(cluster, pipelin
     stall_s = progress.longest_gap(t_kill)
     duplicates = sum(n - 1 for n in rows.values() if n > 1)
     lost = len(set(uploader.uploaded) - set(rows))
-    line = (f"kill node2 (raylet + {len(killed) - 1} processes under `ray start`) after {UPLOADS // 3} uploads: "
+    line = (f"kill node2 (raylet + {len(killed) - 1} processes under `ray start`) at {at_kill[0]} uploaded, "
+            f"{at_kill[1]} rows: "
             f"uploaded {len(uploader.uploaded)}, rows {len(rows)}, duplicates {duplicates}, lost {lost}; "
             f"node seen dead after {dead_s:.1f} s, app healthy on the head alone after {healthy_s:.1f} s, "
             f"longest wait for a new row {stall_s:.1f} s, every image stored "

@@ -113,3 +113,23 @@ def test_ray_starts_with_the_apps_serve_env_and_metrics_port(source: str) -> Non
         assignments = dict(word.split("=", 1) for word in command.split("ray start")[0].split())
         assert SERVE_ENV.items() <= assignments.items(), command
         assert f"--metrics-export-port={port}" in command
+
+
+def test_every_node_shares_the_s3_registry_and_the_classifier_prefers_a_labelled_pool() -> None:
+    env_file = kuberay()["Secret"]["stringData"]["xraylab.env"]
+    settings = dict(line.split("=", 1) for line in env_file.splitlines() if "=" in line and not line.startswith("#"))
+    assert settings["XRAYLAB_MODEL_REGISTRY"].startswith("s3://"), "a folder registry is not seen by other nodes"
+    import json
+
+    assert json.loads(settings["XRAYLAB_S3_EXTRA_ENDPOINTS"]), "one S3 endpoint per hospital"
+    [kube_app] = yaml.safe_load(kuberay()["RayService"]["spec"]["serveConfigV2"])["applications"]
+    prefer = AppArgs.model_validate(kube_app["args"]).classifier_prefer_labels
+    gpu = next(g for g in groups() if g.get("groupName") == "gpu")
+    assert f"{','.join(f'{k}={v}' for k, v in prefer.items())}" == gpu["rayStartParams"]["labels"]
+    launcher = yaml.safe_load(LAUNCHER.read_text())
+    [head] = [c for c in launcher["head_start_ray_commands"] if "ray start" in c]
+    [worker] = [c for c in launcher["worker_start_ray_commands"] if "ray start" in c]
+    assert "--labels=xraylab/pool=worker" in worker and "xraylab/pool=worker" not in head
+    [(target, _source)] = launcher["file_mounts"].items()
+    for command in (head, worker):
+        assert f"XRAYLAB_ENV_FILE={target} " in command
