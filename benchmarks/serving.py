@@ -538,6 +538,7 @@ def main() -> None:
                               "classifier": {"num_gpus": args.classifier_gpus, "replicas": args.classifier_replicas}}
     model_dir = Path(tempfile.mkdtemp(prefix="xraylab-bench-models-"))
     os.environ["XRAYLAB_MODEL_DIR"] = str(model_dir)  # the Serve replicas load the benchmark's model
+    os.environ["XRAYLAB_MODEL_REGISTRY"] = ""  # from that folder, whatever registry the env file names
     settings = load_settings()
     version = publish_random_model(model_dir, ARCH)
     if "a" in parts:

@@ -120,14 +120,18 @@ class Classifier:
         self.poll_s = cfg.model_poll_s
 
     def _follow_promotions(self) -> None:
+        failed: tuple[str, float] = ("", 0.0)  # a promoted version that would not load, and when to try it again
         while not self._stop.wait(self.poll_s):
+            wanted = ""
             try:
-                wanted = promoted_version(self.registry)
-                if wanted and wanted != self.active.card.version:
+                wanted = promoted_version(self.registry) or ""
+                if wanted and wanted != self.active.card.version and (wanted != failed[0]
+                                                                      or time.monotonic() >= failed[1]):
                     log.info("promoted model %s found; loading", wanted)
                     self.active = load_active(self.registry, wanted, self.limits)
                     log.info("now serving model %s", wanted)
-            except Exception as exc:  # keep serving the current model
+            except Exception as exc:  # keep serving the current model; a broken version is tried every 5 min
+                failed = (wanted, time.monotonic() + 300)
                 log.error("could not switch model: %s: %s", type(exc).__name__, exc)
 
     @serve.batch(max_batch_size=DEFAULT_CONFIG.max_batch_size,

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from xraylab.cli import DatabaseOption, setup_logging
+from xraylab.cli import DatabaseOption, fail, setup_logging
 from xraylab.settings import load_settings
 
 __all__ = ["register"]
@@ -94,8 +94,28 @@ def _connect(address: str) -> Any:
     from serve_app.launch import init_ray
 
     settings = load_settings()
-    init_ray(settings, address=address or "auto")
+    host, _, port = address.rpartition(":")
+    if host and port.isdigit():  # Ray waits for an absent GCS without end: a plain TCP connect first
+        import socket
+
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError as exc:
+            raise fail(f"no Ray cluster at {address}: {exc.strerror or exc}") from None
+    try:
+        init_ray(settings, address=address or "auto")
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        first_line = (str(exc).splitlines() or [repr(exc)])[0]
+        raise fail(f"no Ray cluster at {address or 'auto'}: {first_line}") from None
     return settings
+
+
+def _cluster_errors() -> tuple[type[BaseException], ...]:
+    """What a cluster answers instead: an actor that died or did not start (the Serve app not deployed), no
+    answer in time."""
+    from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+    return GetTimeoutError, RayActorError, RayTaskError, ValueError
 
 
 @ingest_cli.command("start")
@@ -104,14 +124,18 @@ def ingest_start(address: AddressOption = "auto",
     """Start the app's ingest actors on the cluster as detached actors (after `serve deploy`, or a RayService),
     one per node as far as the nodes go; actors already running are kept. They consume until `ingest stop`,
     and Ray restarts one whose process or node dies."""
+    import ray
+
     from serve_app.launch import ingest_actors, start_ingest_actors
 
     settings = _connect(address)
     running = {name for name, _ in ingest_actors(settings)}
     actors = start_ingest_actors(settings, count or settings.INGEST_ACTORS, detached=True)
-    import ray
-
-    nodes = ray.get([actor.node_id.remote() for actor in actors], timeout=120)
+    try:
+        nodes = ray.get([actor.node_id.remote() for actor in actors], timeout=120)
+    except _cluster_errors() as exc:
+        raise fail(f"the ingest actors did not start (is the Serve app {settings.SERVE_APP_NAME!r} deployed?): "
+                   f"{str(exc).splitlines()[0]}") from None
     for index, node in enumerate(nodes):
         print(f"ingest actor {index} on node {node[:12]}")
     print(f"{len(actors)} ingest actors consuming {settings.KAFKA_TOPIC} as group {settings.KAFKA_GROUP} "
@@ -127,9 +151,12 @@ def ingest_stop(address: AddressOption = "auto") -> None:
 
     settings = _connect(address)
     actors = ingest_actors(settings)
-    ray.get([actor.stop.remote() for _, actor in actors], timeout=60)
-    ray.get([actor.run.remote() for _, actor in actors], timeout=120)
-    for _, actor in actors:
+    for name, actor in actors:
+        try:
+            ray.get(actor.stop.remote(), timeout=60)
+            ray.get(actor.run.remote(), timeout=120)  # the batch in hand done and committed
+        except _cluster_errors() as exc:
+            print(f"{name} did not stop cleanly ({str(exc).splitlines()[0]}); killed")
         ray.kill(actor, no_restart=True)
     print(f"stopped {len(actors)} ingest actors")
 
@@ -145,5 +172,9 @@ def ingest_status(address: AddressOption = "auto") -> None:
 
     settings = _connect(address)
     for name, actor in ingest_actors(settings):
-        stats, node = ray.get([actor.stats.remote(), actor.node_id.remote()], timeout=60)
+        try:
+            stats, node = ray.get([actor.stats.remote(), actor.node_id.remote()], timeout=60)
+        except _cluster_errors() as exc:
+            print(json.dumps({"actor": name, "error": str(exc).splitlines()[0]}))
+            continue
         print(json.dumps({"actor": name, "node": node, **stats}, default=str))

@@ -75,7 +75,8 @@ class Pipeline:
 def start_ingest_actors(settings: Settings, count: int, *, first: int = 0, detached: bool = False) -> list[Any]:
     """Ingest actors ``first`` .. ``first + count - 1`` of the settings' Serve app, each preferring a node of its
     own (round robin over the alive nodes). ``detached``: they outlive the caller (``xraylab ingest start`` on a
-    cluster), and one that exists already under its name is kept, not started twice."""
+    cluster). One that exists already under its name (started by ``xraylab ingest start``) is kept, not
+    started twice."""
     from ingest.consumer import INGEST_NAMESPACE, KafkaIngestActor, ingest_actor_name
 
     app_name = settings.SERVE_APP_NAME
@@ -83,8 +84,8 @@ def start_ingest_actors(settings: Settings, count: int, *, first: int = 0, detac
     actors = []
     for index in range(first, first + count):
         name = ingest_actor_name(app_name, index)
-        lifetime = {"lifetime": "detached", "get_if_exists": True} if detached else {}
-        actors.append(KafkaIngestActor.options(name=name, namespace=INGEST_NAMESPACE, **lifetime,
+        lifetime = {"lifetime": "detached"} if detached else {}
+        actors.append(KafkaIngestActor.options(name=name, namespace=INGEST_NAMESPACE, get_if_exists=True, **lifetime,
                                                **_prefer_node(nodes, index)).remote(app_name, name))
     return actors
 

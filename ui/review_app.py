@@ -19,6 +19,7 @@ by its evaluated annotation.
 import html
 import logging
 import os
+import time
 from datetime import date, datetime
 from typing import Any
 
@@ -98,13 +99,27 @@ CSS = """
 """
 
 
+_SERVING: dict[str, tuple[float, str]] = {}  # registry location -> (when read, the version it serves)
+SERVING_TTL_S = 5.0  # as often as the Classifier looks for a promotion: a page render is not an S3 request
+
+
+def _serving_version(registry: RegistryLike) -> str:
+    key = str(registry)
+    now = time.monotonic()
+    cached = _SERVING.get(key)
+    if cached is None or now - cached[0] > SERVING_TTL_S:
+        cached = _SERVING[key] = (now, resolve_version(registry))  # the promoted one, else the newest
+    return cached[1]
+
+
 def trained_on_synthetic(registry: RegistryLike | None, version: str | None) -> bool:
-    """Whether ``version`` (None: the promoted one) learnt from generated images; True when unknown (no
-    registry, no such version, a registry that does not answer)."""
+    """Whether ``version`` (None: the one serving) learnt from generated images; True when unknown (no
+    registry, no such version, a registry that does not answer). Cards are read once (an S3 registry caches
+    them on the node), the serving version at most every ``SERVING_TTL_S``."""
     if registry is None:
         return True
     try:
-        return read_card(registry, version or resolve_version(registry)).synthetic  # promoted, else newest
+        return read_card(registry, version or _serving_version(registry)).synthetic
     except Exception:
         return True
 

@@ -80,17 +80,18 @@ def _registry(location: str):  # -> xraylab.registry.Registry
 
     try:
         return open_registry(load_settings(), location)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
+    except (ValueError, KeyError) as exc:  # a bad location; an unknown XRAYLAB_MODEL_REGISTRY_ENDPOINT
+        raise fail(str(exc).strip('"')) from None
 
 
 def _registry_errors() -> tuple[type[BaseException], ...]:
     """What a registry raises for a person's mistake or a store that does not answer: one line, exit 2."""
+    from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
 
     from xraylab.registry import ModelNotFoundError
 
-    return ModelNotFoundError, ValueError, FileExistsError, OSError, BotoCoreError, ClientError
+    return ModelNotFoundError, ValueError, FileExistsError, OSError, BotoCoreError, ClientError, Boto3Error
 
 
 @models_app.command("list")
@@ -127,7 +128,7 @@ def models_import(
 ) -> None:
     """Copy model versions from a folder into the registry (e.g. the embedded folder into S3); versions the
     registry already has are left as they are."""
-    from xraylab.registry import FolderRegistry
+    from xraylab.registry import FolderRegistry, ModelCard
 
     reg = _registry(registry)
     if not source.is_dir():
@@ -141,17 +142,18 @@ def models_import(
     imported = 0
     for folder in folders:
         try:
-            card = reg.import_dir(folder)
-        except FileExistsError as exc:
-            print(f"skipped: {exc}")
-            continue
+            try:
+                card = reg.import_dir(folder)
+                imported += 1
+                print(f"imported {card.version} into {reg.location}")
+            except FileExistsError as exc:
+                print(f"skipped: {exc}")
+                card = ModelCard.from_json((folder / "card.json").read_bytes(), str(folder / "card.json"))
+            if promote:
+                reg.promote(card.version)
+                print(f"promoted {card.version}")
         except _registry_errors() as exc:
             raise fail(str(exc)) from None
-        imported += 1
-        print(f"imported {card.version} into {reg.location}")
-        if promote:
-            reg.promote(card.version)
-            print(f"promoted {card.version}")
     print(f"{imported} of {len(folders)} versions imported")
 
 

@@ -3,6 +3,7 @@ versions whole or not at all, and ``xraylab models list|promote|import`` against
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -78,10 +79,41 @@ def test_a_half_published_version_is_invisible_and_a_changed_file_is_refused(s3,
         registry.promote("v0")
     # A whole version whose model file is replaced afterwards: the manifest's digest refuses it.
     registry.publish(tiny_model(), card("v1"))
-    s3.put_object(Bucket=bucket, Key="v1/model.keras", Body=b"not the model that was published")
+    upload = json.loads(s3.get_object(Bucket=bucket, Key=f"v1/{MANIFEST_FILE}")["Body"].read())["upload"]
+    s3.put_object(Bucket=bucket, Key=f"v1/{upload}/model.keras", Body=b"not the model that was published")
     with pytest.raises(ValueError, match="does not match its manifest"):
         registry.local_dir("v1")
     assert not any(p.name == "v1" for p in (tmp_path / "cache").rglob("v1") if p.is_dir())
+    # A manifest naming a file outside the version (or missing a digest) is refused, not followed; the other
+    # versions stay listed.
+    registry.publish(tiny_model(), card("v2"))
+    for files in ({"card.json": {"size": 1, "sha256": "0" * 64}, "../../escape": {"size": 1, "sha256": "0" * 64}},
+                  {"card.json": {"size": 1}}):
+        s3.put_object(Bucket=bucket, Key=f"v3/{MANIFEST_FILE}", Body=json.dumps({"upload": "u", "files": files}))
+        with pytest.raises(ValueError, match="is corrupt"):
+            S3Registry(s3, f"s3://{bucket}", tmp_path / "other").local_dir("v3")
+    assert [c.version for c in S3Registry(s3, f"s3://{bucket}", tmp_path / "other").list_cards()] == ["v1", "v2"]
+    assert not (tmp_path / "escape").exists()
+
+
+def test_two_publishers_of_one_version_cannot_mix_their_files(s3, bucket, tmp_path: Path) -> None:
+    """Both upload under ids of their own; the manifest is written only if none exists (If-None-Match)."""
+    errors: list[BaseException] = []
+
+    def publish(n: int) -> None:
+        try:
+            S3Registry(s3, f"s3://{bucket}", tmp_path / f"p{n}").publish(tiny_model(n), card("same"))
+        except FileExistsError as exc:
+            errors.append(exc)
+
+    publishers = [threading.Thread(target=publish, args=(n,)) for n in range(2)]
+    for t in publishers:
+        t.start()
+    for t in publishers:
+        t.join(60)
+    assert len(errors) == 1, "one publisher wins, the other is told the version exists"
+    loaded, loaded_card = S3Registry(s3, f"s3://{bucket}", tmp_path / "reader").load_model("same")
+    assert loaded_card.version == "same"
 
 
 def test_readers_never_see_a_version_half_there(s3, bucket, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ or a node's cache of the S3 registry). TensorFlow is imported inside the functio
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
@@ -16,6 +17,8 @@ from typing import Any
 from xraylab.registry.card import CARD_FILE, MODEL_FILE, ModelCard, ModelNotFoundError, check_version
 
 __all__ = ["Registry"]
+
+log = logging.getLogger("xraylab.registry")
 
 
 class Registry(ABC):
@@ -54,7 +57,15 @@ class Registry(ABC):
         return self.location
 
     def list_cards(self) -> list[ModelCard]:
-        return sorted((self.read_card(v) for v in self.versions()), key=lambda c: (c.created_at, c.version))
+        """The cards of the versions, oldest first; a version whose card or manifest cannot be read is left
+        out with a warning, so that one damaged version does not hide the others."""
+        cards = []
+        for version in self.versions():
+            try:
+                cards.append(self.read_card(version))
+            except (ModelNotFoundError, ValueError) as exc:
+                log.warning("model version %s left out: %s", version, exc)
+        return sorted(cards, key=lambda c: (c.created_at, c.version))
 
     def promote(self, version: str) -> ModelCard:
         card = self.read_card(check_version(version))

@@ -10,7 +10,8 @@ from typing import Any
 
 from xraylab.imaging import PreprocessSpec
 
-__all__ = ["ModelCard", "ModelNotFoundError", "SYNTHETIC_NOTICE", "CARD_FILE", "MODEL_FILE", "check_version"]
+__all__ = ["ModelCard", "ModelNotFoundError", "SYNTHETIC_NOTICE", "CARD_FILE", "MODEL_FILE", "check_version",
+           "check_version_or_none"]
 
 CARD_FILE = "card.json"
 MODEL_FILE = "model.keras"
@@ -65,6 +66,11 @@ class ModelCard:
             return cls(**known)
         except (ValueError, TypeError, AttributeError) as exc:
             raise ValueError(f"{where} is not a model card: {exc}") from None
+
+
+def check_version_or_none(version: str) -> str | None:
+    """``version`` when it is a valid version name, else None."""
+    return version if _VERSION_RE.match(version) else None
 
 
 def check_version(version: str) -> str:

@@ -31,4 +31,8 @@ def open_registry(settings: Settings, location: str = "") -> Registry:
 
 def as_registry(where: RegistryLike) -> Registry:
     """A registry as it is, or a folder path as a folder registry (what tests and tools pass)."""
-    return where if isinstance(where, Registry) else FolderRegistry(where)
+    if isinstance(where, Registry):
+        return where
+    if str(where).startswith("s3://"):
+        raise ValueError(f"{where}: an S3 registry needs its endpoint's credentials: use open_registry(settings, ...)")
+    return FolderRegistry(where)

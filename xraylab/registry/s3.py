@@ -2,36 +2,45 @@
 
 Layout under ``s3://<bucket>/<prefix>``::
 
-    <version>/model.keras, card.json, reference.npz, ...   the version's files
-    <version>/MANIFEST.json   written last: each file's size and SHA-256
+    <version>/<upload id>/model.keras, card.json, reference.npz, ...   the version's files
+    <version>/MANIFEST.json   written last: the upload id, each file's size and SHA-256
     PROMOTED                  the version serving loads by default (one object)
 
 S3 has no rename, so a version exists for readers only once its manifest is there: a publish that dies
 half-way leaves files no reader lists or loads, and a reader checks every file it downloads against the
-manifest (a file replaced or cut short is refused, never loaded). PROMOTED is a single PUT, which S3
-makes visible whole. Versions are immutable, so a node's cache (``<cache>/<version>/``, filled through a
-staging folder and a rename) never goes stale; cards are cached the same way.
+manifest (a file replaced or cut short is refused, never loaded). Each publish uploads under an id of its
+own, and the manifest is written only if none exists (``If-None-Match: *``), so two publishers of one
+version cannot mix their files; on a store that ignores the condition the last manifest wins, still whole.
+PROMOTED is a single PUT, which S3 makes visible whole. Versions are immutable, so a node's cache
+(``<cache>/versions/<version>/``, filled through a staging folder and a rename) never goes stale; cards are
+cached the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 from xraylab.registry.base import Registry
-from xraylab.registry.card import CARD_FILE, ModelCard, ModelNotFoundError, check_version
+from xraylab.registry.card import CARD_FILE, ModelCard, ModelNotFoundError, check_version, check_version_or_none
 
 __all__ = ["S3Registry", "parse_s3_location", "MANIFEST_FILE"]
 
 MANIFEST_FILE = "MANIFEST.json"
 PROMOTED_KEY = "PROMOTED"
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
+_EXISTS = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+log = logging.getLogger("xraylab.registry")
 _LOCATION_RE = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?$")
 
 
@@ -75,16 +84,24 @@ class S3Registry(Registry):
                 return None
             raise
 
-    def _manifest(self, version: str) -> dict[str, dict[str, Any]]:
+    def _manifest(self, version: str) -> tuple[str, dict[str, dict[str, Any]]]:
+        """(the key prefix of the version's files, {file name: {size, sha256}}); ``ValueError`` for a
+        manifest that is not one (a file name that is not a plain name, a size or digest missing)."""
         raw = self._get(self._key(check_version(version), MANIFEST_FILE))
         if raw is None:
             raise ModelNotFoundError(f"model version {version!r} not found in {self.location}")
         try:
-            files = json.loads(raw)["files"]
-            assert isinstance(files, dict) and CARD_FILE in files
-            return files
-        except (ValueError, KeyError, TypeError, AssertionError):
-            raise ValueError(f"{self.location}{version}/{MANIFEST_FILE} is corrupt") from None
+            doc = json.loads(raw)
+            upload, files = str(doc["upload"]), doc["files"]
+            ok = (_FILE_RE.match(upload) and isinstance(files, dict) and CARD_FILE in files
+                  and all(isinstance(name, str) and _FILE_RE.match(name) and isinstance(meta, dict)
+                          and isinstance(meta.get("size"), int) and _SHA256_RE.match(str(meta.get("sha256")))
+                          for name, meta in files.items()))
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{self.location}{version}/{MANIFEST_FILE} is corrupt")
+        return self._key(version, upload, ""), files
 
     # -- Registry ---------------------------------------------------------------------------------------
 
@@ -94,7 +111,9 @@ class S3Registry(Registry):
             for obj in page.get("Contents", []):
                 rest = obj["Key"][len(self.prefix):]
                 version, _, name = rest.partition("/")
-                if name == MANIFEST_FILE:
+                if name == MANIFEST_FILE and version != check_version_or_none(version):
+                    log.warning("ignoring %s%s: not a version name", self.location, rest)
+                elif name == MANIFEST_FILE:
                     found.append(version)
         return sorted(found)
 
@@ -102,8 +121,8 @@ class S3Registry(Registry):
         cached = self.cache / "cards" / f"{check_version(version)}.json"
         if cached.exists():
             return ModelCard.from_json(cached.read_bytes(), str(cached))
-        files = self._manifest(version)
-        raw = self._get(self._key(version, CARD_FILE))
+        where, files = self._manifest(version)
+        raw = self._get(where + CARD_FILE)
         if raw is None or hashlib.sha256(raw).hexdigest() != files[CARD_FILE]["sha256"]:
             raise ValueError(f"{self.location}{version}/{CARD_FILE} does not match its manifest")
         card = ModelCard.from_json(raw, f"{self.location}{version}/{CARD_FILE}")
@@ -122,27 +141,38 @@ class S3Registry(Registry):
         check_version(version)
         if self._get(self._key(version, MANIFEST_FILE)) is not None:
             raise FileExistsError(f"model version {version!r} already exists in {self.location}")
+        from botocore.exceptions import ClientError
+
+        upload = uuid.uuid4().hex
         files: dict[str, dict[str, Any]] = {}
         for path in sorted(Path(source).iterdir()):
             if not path.is_file() or path.name == MANIFEST_FILE:
                 continue
-            self.client.upload_file(str(path), self.bucket, self._key(version, path.name))
+            if not _FILE_RE.match(path.name):
+                raise ValueError(f"{path}: a model file needs a plain name (letters, digits, '.', '_', '-')")
+            self.client.upload_file(str(path), self.bucket, self._key(version, upload, path.name))
             files[path.name] = {"size": path.stat().st_size, "sha256": _sha256(path)}
-        manifest = json.dumps({"version": version, "files": files}, indent=2, sort_keys=True).encode()
-        self.client.put_object(Bucket=self.bucket, Key=self._key(version, MANIFEST_FILE), Body=manifest,
-                               ContentType="application/json")
+        manifest = json.dumps({"version": version, "upload": upload, "files": files}, indent=2,
+                              sort_keys=True).encode()
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(version, MANIFEST_FILE), Body=manifest,
+                                   ContentType="application/json", IfNoneMatch="*")
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) in _EXISTS:
+                raise FileExistsError(f"model version {version!r} was published meanwhile in {self.location}") from None
+            raise
 
     def local_dir(self, version: str) -> Path:
         target = self.cache / "versions" / check_version(version)
         if target.exists():
             return target
-        files = self._manifest(version)
+        where, files = self._manifest(version)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
         try:
             for name, meta in files.items():
-                path = staging / Path(name).name
-                self.client.download_file(self.bucket, self._key(version, name), str(path))
+                path = staging / name  # a plain file name: _manifest refused any other
+                self.client.download_file(self.bucket, where + name, str(path))
                 if path.stat().st_size != meta["size"] or _sha256(path) != meta["sha256"]:
                     raise ValueError(f"{self.location}{version}/{name} does not match its manifest: not loaded")
             try:
@@ -156,6 +186,7 @@ class S3Registry(Registry):
 
     def _cache_write(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)

@@ -12,7 +12,8 @@ def write_card(root: Path, version: str, trained_on: str) -> None:
     (root / version / "card.json").write_text(json.dumps(card.to_dict()))
 
 
-def test_warning_follows_the_model_that_scored(tmp_path: Path) -> None:
+def test_warning_follows_the_model_that_scored(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("ui.review_app.SERVING_TTL_S", 0.0)  # the serving version read again at every call
     assert trained_on_synthetic(None, "anything")  # no registry: always warn
     assert trained_on_synthetic(tmp_path, None)  # empty registry: warn
     write_card(tmp_path, "synth-1", "synthetic")
@@ -23,3 +24,17 @@ def test_warning_follows_the_model_that_scored(tmp_path: Path) -> None:
     promote(tmp_path, "real-1")
     assert not trained_on_synthetic(tmp_path, None)
     assert trained_on_synthetic(tmp_path, "unknown-version")  # unknown: warn
+
+
+def test_the_serving_version_is_read_at_most_every_few_seconds(tmp_path: Path, monkeypatch) -> None:
+    import ui.review_app as review_app
+
+    monkeypatch.setattr(review_app, "_SERVING", {})
+    write_card(tmp_path, "synth-1", "synthetic")
+    write_card(tmp_path, "real-1", "Kaggle chest-xray (real)")
+    promote(tmp_path, "synth-1")
+    assert trained_on_synthetic(tmp_path, None)
+    promote(tmp_path, "real-1")
+    assert trained_on_synthetic(tmp_path, None), "within the TTL the version read before still counts"
+    monkeypatch.setattr(review_app, "SERVING_TTL_S", 0.0)
+    assert not trained_on_synthetic(tmp_path, None)
