@@ -140,6 +140,15 @@ def cluster(settings, mariadb, request) -> Iterator[Cluster]:
     s3 = make_s3_client(settings.s3_endpoint(None))
     bucket = f"models-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=bucket)
+    # Ray 2.60's token authentication, on for this cluster whatever ran before: the nodes, this driver and the
+    # `ray` commands all use the token in ~/.ray/auth_token (made if missing). Left to itself, a head enables
+    # it when that file exists, while a process that did not start a cluster (`ray status`, this driver when no
+    # test before it started a Ray) does not. Ray's own switch: RAY_AUTH_MODE=token, for this process (its
+    # config read again) and the processes it starts; it stays on, as a local Ray turns it on with a token.
+    from ray._private.authentication.authentication_token_setup import _enable_token_auth
+
+    subprocess.run([RAY, "get-auth-token", "--generate"], check=True, capture_output=True, timeout=60)
+    _enable_token_auth()
     env = {"XRAYLAB_MODEL_REGISTRY": f"s3://{bucket}/registry", "XRAYLAB_SERVE_PROXY_LOCATION": "HeadOnly"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # before `ray start`: both nodes' processes read the same settings
