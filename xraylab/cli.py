@@ -31,6 +31,7 @@ def register(root: typer.Typer) -> None:
                       (users_app, "users")):
         root.add_typer(sub, name=name)
     root.command("audit")(audit)
+    root.command("predict")(predict)
 
 
 def fail(message: str) -> typer.Exit:
@@ -155,6 +156,26 @@ def models_import(
         except _registry_errors() as exc:
             raise fail(str(exc)) from None
     print(f"{imported} of {len(folders)} versions imported")
+
+
+def predict(
+    files: Annotated[list[Path], typer.Argument(help="JPEG or PNG files to score")],
+    model: Annotated[str, typer.Option(help="model version; default the promoted one")] = "",
+    registry: RegistryOption = "",
+) -> None:
+    """Score files with the registry's model through the preprocessing serving uses: one JSON line per file,
+    {file, score, band, model_version}, or {file, error, reason} for a file it refuses (exit 0 either way)."""
+    from xraylab.file_scoring import score_files
+
+    settings = load_settings()
+    reg = _registry(registry)
+    try:
+        reg.resolve_version(model)
+    except _registry_errors() as exc:
+        raise fail(str(exc)) from None
+    for result in score_files(reg, files, version=model, limits=settings.image_limits(),
+                              max_bytes=settings.MAX_IMAGE_BYTES):
+        print(json.dumps(result), flush=True)
 
 
 def _cluster_script(name: str) -> None:
