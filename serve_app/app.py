@@ -12,7 +12,7 @@ from serve_app.fetcher import Fetcher
 from serve_app.ingress import Ingress
 from serve_app.writer import Writer
 
-__all__ = ["AppArgs", "build_app"]
+__all__ = ["AppArgs", "build_app", "preferring"]
 
 
 class AppArgs(BaseModel):
@@ -32,13 +32,17 @@ class AppArgs(BaseModel):
     mount_ui: bool = True
 
 
+def preferring(labels: dict[str, str]) -> dict[str, Any]:
+    """Ray actor options that prefer nodes with ``labels`` and, when no alive node has them, take any node: a
+    preference, not a requirement, so an actor whose node dies is replaced on a node that lives."""
+    return {"label_selector": dict(labels), "fallback_strategy": [{"label_selector": {}}]}
+
+
 def build_app(args: AppArgs | dict | None = None) -> Application:
     args = AppArgs.model_validate(args or {})
     actor_options: dict[str, Any] = {"num_cpus": 0, "num_gpus": args.classifier_num_gpus}
     if args.classifier_prefer_labels:
-        # A preference, not a requirement: a replica whose node dies is replaced on any node that lives.
-        actor_options |= {"label_selector": dict(args.classifier_prefer_labels),
-                          "fallback_strategy": [{"label_selector": {}}]}
+        actor_options |= preferring(args.classifier_prefer_labels)
     classifier = Classifier.options(
         num_replicas=args.classifier_replicas,
         max_replicas_per_node=args.classifier_max_replicas_per_node,

@@ -105,9 +105,13 @@ def _connect(address: str) -> Any:
     try:
         init_ray(settings, address=address or "auto")
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        first_line = (str(exc).splitlines() or [repr(exc)])[0]
-        raise fail(f"no Ray cluster at {address or 'auto'}: {first_line}") from None
+        raise fail(f"no Ray cluster at {address or 'auto'}: {_first_line(exc)}") from None
     return settings
+
+
+def _first_line(exc: BaseException) -> str:
+    """What to print of a Ray error: its first line (Ray's messages go on with tracebacks)."""
+    return (str(exc).splitlines() or [repr(exc)])[0]
 
 
 def _cluster_errors() -> tuple[type[BaseException], ...]:
@@ -135,7 +139,7 @@ def ingest_start(address: AddressOption = "auto",
         nodes = ray.get([actor.node_id.remote() for actor in actors], timeout=120)
     except _cluster_errors() as exc:
         raise fail(f"the ingest actors did not start (is the Serve app {settings.SERVE_APP_NAME!r} deployed?): "
-                   f"{str(exc).splitlines()[0]}") from None
+                   f"{_first_line(exc)}") from None
     for index, node in enumerate(nodes):
         print(f"ingest actor {index} on node {node[:12]}")
     print(f"{len(actors)} ingest actors consuming {settings.KAFKA_TOPIC} as group {settings.KAFKA_GROUP} "
@@ -156,7 +160,7 @@ def ingest_stop(address: AddressOption = "auto") -> None:
             ray.get(actor.stop.remote(), timeout=60)
             ray.get(actor.run.remote(), timeout=120)  # the batch in hand done and committed
         except _cluster_errors() as exc:
-            print(f"{name} did not stop cleanly ({str(exc).splitlines()[0]}); killed")
+            print(f"{name} did not stop cleanly ({_first_line(exc)}); killed")
         ray.kill(actor, no_restart=True)
     print(f"stopped {len(actors)} ingest actors")
 
@@ -175,6 +179,6 @@ def ingest_status(address: AddressOption = "auto") -> None:
         try:
             stats, node = ray.get([actor.stats.remote(), actor.node_id.remote()], timeout=60)
         except _cluster_errors() as exc:
-            print(json.dumps({"actor": name, "error": str(exc).splitlines()[0]}))
+            print(json.dumps({"actor": name, "error": _first_line(exc)}))
             continue
         print(json.dumps({"actor": name, "node": node, **stats}, default=str))

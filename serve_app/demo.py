@@ -62,11 +62,12 @@ def run_demo(settings: Settings, *, count: int, database: str, timeout_s: float,
     from xraylab.db.session import Database, upgrade_schema
     from xraylab.storage import make_s3_client
 
-    if not list_cards(open_registry(settings)):
+    registry = open_registry(settings)
+    if not list_cards(registry):
         from train.bootstrap import train_bootstrap_model
 
         log.info("no model yet: training the bootstrap CNN on generated images ...")
-        train_bootstrap_model(open_registry(settings), bands=settings.bands())
+        train_bootstrap_model(registry, bands=settings.bands())
     db = Database(settings.database_url(database))
     upgrade_schema(db.engine)
     ensure_demo_account(db, settings)

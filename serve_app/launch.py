@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from serve_app.app import AppArgs
+from serve_app.app import AppArgs, preferring
 from xraylab.settings import Settings
 
 __all__ = ["Pipeline", "start_pipeline", "init_ray", "start_ingest_actors", "ingest_actors"]
@@ -118,8 +118,7 @@ def _prefer_node(nodes: list[str], index: int) -> dict[str, Any]:
     ``NodeAffinitySchedulingStrategy`` put actors on the other node about half of the time."""
     if len(nodes) < 2:
         return {"scheduling_strategy": "SPREAD"}
-    return {"label_selector": {"ray.io/node-id": nodes[index % len(nodes)]},
-            "fallback_strategy": [{"label_selector": {}}]}
+    return preferring({"ray.io/node-id": nodes[index % len(nodes)]})
 
 
 def init_ray(settings: Settings, *, address: str = "", num_cpus: int | None = None) -> None:

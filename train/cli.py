@@ -32,12 +32,13 @@ def train_bootstrap(force: Annotated[bool, typer.Option(help="train even if a mo
     from xraylab.registry import list_cards
 
     settings = load_settings()
-    if list_cards(open_registry(settings)) and not force:
-        print(f"a model already exists in {open_registry(settings)}; use --force to train another")
+    registry = open_registry(settings)
+    if list_cards(registry) and not force:
+        print(f"a model already exists in {registry}; use --force to train another")
         return
     from train.bootstrap import train_bootstrap_model
 
-    card = train_bootstrap_model(open_registry(settings), bands=settings.bands())
+    card = train_bootstrap_model(registry, bands=settings.bands())
     print(json.dumps(card.to_dict(), indent=2))
 
 

@@ -170,10 +170,10 @@ def predict(
     settings = load_settings()
     reg = _registry(registry)
     try:
-        reg.resolve_version(model)
+        version = reg.resolve_version(model)  # checked before any output; and a promotion meanwhile changes nothing
     except _registry_errors() as exc:
         raise fail(str(exc)) from None
-    for result in score_files(reg, files, version=model, limits=settings.image_limits(),
+    for result in score_files(reg, files, version=version, limits=settings.image_limits(),
                               max_bytes=settings.MAX_IMAGE_BYTES):
         print(json.dumps(result), flush=True)
 

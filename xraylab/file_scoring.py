@@ -31,6 +31,8 @@ def score_files(registry: RegistryLike, paths: Iterable[Path], *, version: str =
     batch: list[tuple[str, np.ndarray]] = []
 
     def flush() -> Iterator[dict[str, Any]]:
+        if not batch:
+            return
         raw = np.asarray(model.predict_on_batch(np.stack([image for _, image in batch]))).reshape(-1)
         for (name, _), score in zip(batch, apply_platt(raw, card.calibration), strict=True):
             yield {"file": name, "score": round(float(score), 6), "band": bands.band(float(score)),
@@ -40,18 +42,17 @@ def score_files(registry: RegistryLike, paths: Iterable[Path], *, version: str =
     for path in paths:
         name = str(path)
         try:
-            if path.stat().st_size > max_bytes:
-                raise InvalidImageError(f"{path.stat().st_size} bytes > {max_bytes}", RejectReason.TOO_LARGE)
+            if (size := path.stat().st_size) > max_bytes:
+                raise InvalidImageError(f"{size} bytes > {max_bytes}", RejectReason.TOO_LARGE)
             batch.append((name, transform(path.read_bytes())))
         except InvalidImageError as exc:
-            yield from flush() if batch else ()
+            yield from flush()  # the files before it first: results come in the order given
             yield {"file": name, "error": str(exc)[:300], "reason": str(exc.reason)}
             continue
         except OSError as exc:
-            yield from flush() if batch else ()
+            yield from flush()
             yield {"file": name, "error": exc.strerror or str(exc), "reason": "unreadable"}
             continue
         if len(batch) >= BATCH:
             yield from flush()
-    if batch:
-        yield from flush()
+    yield from flush()

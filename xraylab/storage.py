@@ -9,9 +9,14 @@ from xraylab.errors import RejectedInputError, RejectReason
 from xraylab.messages import FetchedObject, StudyMetadata
 from xraylab.settings import S3Endpoint
 
-__all__ = ["make_s3_client", "get_object", "object_exists", "check_reachable"]
+__all__ = ["make_s3_client", "get_object", "object_exists", "check_reachable", "error_code", "MISSING_CODES"]
 
 MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchBucket"})  # what S3 answers for "not there"
+
+
+def error_code(exc: Any) -> str:
+    """The S3 error code of a botocore ``ClientError`` (``NoSuchKey``, ``PreconditionFailed``, ``404``...)."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def make_s3_client(endpoint: S3Endpoint) -> Any:
@@ -55,7 +60,7 @@ def _get_object(client: Any, bucket: str, key: str, *, max_bytes: int, endpoint_
     except ParamValidationError as exc:  # refused before any request: retrying cannot help
         raise RejectedInputError(RejectReason.INVALID_NAME, str(exc).replace("\n", " ")[:300]) from exc
     except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
+        code = error_code(exc)
         if code in MISSING_CODES:
             raise RejectedInputError(RejectReason.MISSING_OBJECT, f"{code} for s3://{bucket}/<key>") from exc
         raise
@@ -85,7 +90,7 @@ def object_exists(client: Any, bucket: str, key: str) -> bool:
     try:
         client.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        if str(exc.response.get("Error", {}).get("Code", "")) in MISSING_CODES:
+        if error_code(exc) in MISSING_CODES:
             return False
         raise
     return True

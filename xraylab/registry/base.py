@@ -90,8 +90,6 @@ class Registry(ABC):
         """Save ``model``, its card and any extra files (metrics, plots, reference statistics) as a new
         version; the version's location."""
         check_version(card.version)
-        if card.version in self.versions():
-            raise FileExistsError(f"model version {card.version!r} already exists in {self.location}")
         staging = Path(tempfile.mkdtemp(prefix=f"xraylab-publish-{card.version}-"))
         try:
             model.save(staging / MODEL_FILE)
@@ -121,8 +119,5 @@ class Registry(ABC):
         if not (source / CARD_FILE).is_file() or not (source / MODEL_FILE).is_file():
             raise ValueError(f"{source} is not a model version: it needs {CARD_FILE} and {MODEL_FILE}")
         card = ModelCard.from_json((source / CARD_FILE).read_bytes(), str(source / CARD_FILE))
-        check_version(card.version)
-        if card.version in self.versions():
-            raise FileExistsError(f"model version {card.version!r} already exists in {self.location}")
-        self.publish_dir(source, card.version)
+        self.publish_dir(source, card.version)  # FileExistsError when the registry has it
         return card

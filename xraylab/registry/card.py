@@ -11,7 +11,7 @@ from typing import Any
 from xraylab.imaging import PreprocessSpec
 
 __all__ = ["ModelCard", "ModelNotFoundError", "SYNTHETIC_NOTICE", "CARD_FILE", "MODEL_FILE", "check_version",
-           "check_version_or_none"]
+           "is_version"]
 
 CARD_FILE = "card.json"
 MODEL_FILE = "model.keras"
@@ -68,12 +68,12 @@ class ModelCard:
             raise ValueError(f"{where} is not a model card: {exc}") from None
 
 
-def check_version_or_none(version: str) -> str | None:
-    """``version`` when it is a valid version name, else None."""
-    return version if _VERSION_RE.match(version) else None
+def is_version(name: str) -> bool:
+    """Whether ``name`` is a valid version name (letters, digits, '.', '_' and '-')."""
+    return bool(_VERSION_RE.match(name))
 
 
 def check_version(version: str) -> str:
-    if not _VERSION_RE.match(version):
+    if not is_version(version):
         raise ValueError(f"bad model version {version!r}: letters, digits, '.', '_' and '-' only")
     return version

@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from xraylab.registry.base import Registry
-from xraylab.registry.card import CARD_FILE, ModelCard, ModelNotFoundError, check_version, check_version_or_none
+from xraylab.registry.card import CARD_FILE, ModelCard, ModelNotFoundError, check_version, is_version
+from xraylab.storage import MISSING_CODES, error_code
 
 __all__ = ["S3Registry", "parse_s3_location", "MANIFEST_FILE"]
 
 MANIFEST_FILE = "MANIFEST.json"
 PROMOTED_KEY = "PROMOTED"
-_MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 _EXISTS = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -80,7 +80,7 @@ class S3Registry(Registry):
         try:
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code", "")) in _MISSING:
+            if error_code(exc) in MISSING_CODES:
                 return None
             raise
 
@@ -111,10 +111,10 @@ class S3Registry(Registry):
             for obj in page.get("Contents", []):
                 rest = obj["Key"][len(self.prefix):]
                 version, _, name = rest.partition("/")
-                if name == MANIFEST_FILE and version != check_version_or_none(version):
-                    log.warning("ignoring %s%s: not a version name", self.location, rest)
-                elif name == MANIFEST_FILE:
+                if name == MANIFEST_FILE and is_version(version):
                     found.append(version)
+                elif name == MANIFEST_FILE:
+                    log.warning("ignoring %s%s: not a version name", self.location, rest)
         return sorted(found)
 
     def read_card(self, version: str) -> ModelCard:
@@ -158,7 +158,7 @@ class S3Registry(Registry):
             self.client.put_object(Bucket=self.bucket, Key=self._key(version, MANIFEST_FILE), Body=manifest,
                                    ContentType="application/json", IfNoneMatch="*")
         except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code", "")) in _EXISTS:
+            if error_code(exc) in _EXISTS:
                 raise FileExistsError(f"model version {version!r} was published meanwhile in {self.location}") from None
             raise
 
