@@ -13,7 +13,7 @@ from xraylab.settings import load_settings
 
 __all__ = ["register"]
 
-notifier_app = typer.Typer(help="The SeaweedFS -> Kafka S3 event notifier.", no_args_is_help=True)
+notifier_app = typer.Typer(help="The SeaweedFS -> Kafka and PACS -> Kafka event notifiers.", no_args_is_help=True)
 dlq_app = typer.Typer(help="The dead-letter topic: what was refused and why; replay after a fix.",
                       no_args_is_help=True)
 
@@ -39,14 +39,34 @@ def upload(
     label_error_rate: Annotated[float, typer.Option(help="share of those verdicts that are wrong")] = 0.0,
     label_timeout: Annotated[float, typer.Option(help="seconds to wait for the scores")] = 300.0,
     database: DatabaseOption = "default",
+    dicom: Annotated[bool, typer.Option("--dicom", help="generate DICOM files (patient data in the tags)")] = False,
+    syntax: Annotated[str, typer.Option(help="their transfer syntax: explicit, implicit, rle, jpeg2000, "
+                                             "jpeg2000-lossless or jpeg-baseline")] = "explicit",
+    bits: Annotated[int, typer.Option(help="their bits per pixel: 8, or 16 (12 stored, with a window)")] = 8,
+    monochrome1: Annotated[bool, typer.Option("--monochrome1", help="stored inverted (MONOCHROME1)")] = False,
+    burn_in: Annotated[bool, typer.Option("--burn-in", help="the patient's name and id burned into the pixels "
+                                                            "too")] = False,
+    to_pacs: Annotated[bool, typer.Option("--to-pacs", help="send DICOM to the PACS by C-STORE (as the modality "
+                                                            "XRAYLAB_MODALITY_AET) instead of to S3")] = False,
 ) -> None:
-    """Upload X-ray images with study metadata to the source bucket (the simulated hospital)."""
+    """Upload X-ray images with study metadata to the source bucket, or send DICOM to the PACS (the simulated
+    hospital)."""
     setup_logging()
-    from ingest.uploader import Drift, upload_files, upload_generated
+    from ingest.dicom_files import TRANSFER_SYNTAXES
+    from ingest.uploader import DicomOptions, Drift, send_generated_to_pacs, upload_files, upload_generated
     from xraylab.storage import make_s3_client
 
     settings = load_settings()
     try:
+        if to_pacs and not dicom and not paths:
+            raise ValueError("--to-pacs sends DICOM: add --dicom, or name DICOM files")
+        if syntax not in TRANSFER_SYNTAXES:
+            raise ValueError(f"--syntax {syntax!r}: one of {', '.join(TRANSFER_SYNTAXES)}")
+        if bits not in (8, 16) or (bits == 16 and syntax == "jpeg-baseline"):
+            raise ValueError("--bits is 8 or 16, and JPEG baseline holds 8")
+        options = DicomOptions(syntax, bits, "MONOCHROME1" if monochrome1 else "MONOCHROME2", burn_in)
+        if paths and (dicom or monochrome1 or burn_in):
+            raise ValueError("--dicom, --monochrome1 and --burn-in apply to generated images, not to files")
         if not drift and (drift_strength is not None or drift_hospital):
             raise ValueError("--drift-strength and --drift-hospital need --drift")
         injected = Drift(drift, drift_strength or 1.0, frozenset(drift_hospital or ())) if drift else None
@@ -56,13 +76,37 @@ def upload(
             raise ValueError("--drift and --label-fraction apply to generated images, not to files")
     except ValueError as exc:
         raise fail(str(exc)) from None
-    client = make_s3_client(settings.s3_endpoint(None))
-    bucket = bucket or settings.S3_BUCKET
-    if paths:
-        done = upload_files(client, bucket, paths, hospital=hospital, seed=seed)
+    if to_pacs:
+        from ingest.pacs_sender import PacsSendError, PacsTarget, send_to_pacs
+        from xraylab.orthanc import PACS_BUCKET
+
+        target = PacsTarget.from_settings(settings)
+        try:
+            if paths:
+                from xraylab.dicom import is_dicom
+
+                files = [p.read_bytes() for p in paths]
+                if not_dicom := [str(p) for p, data in zip(paths, files, strict=True) if not is_dicom(data)]:
+                    raise ValueError(f"not DICOM Part 10 files: {', '.join(not_dicom[:5])}")
+                sent = send_to_pacs(files, target)
+                print(f"sent {len(sent)} DICOM files to the PACS {target.called_aet}")
+                return
+            done = send_generated_to_pacs(target, count, dicom=options, seed=seed, drift=injected)
+        except (PacsSendError, OSError, ValueError) as exc:
+            raise fail(f"PACS: {exc}") from None
+        bucket = PACS_BUCKET
+        print(f"sent {len(done)} DICOM studies to the PACS {target.called_aet}"
+              + (f" with {drift} drift" if injected else ""))
     else:
-        done = upload_generated(client, bucket, count, seed=seed, drift=injected)
-    print(f"uploaded {len(done)} images to s3://{bucket}" + (f" with {drift} drift" if injected else ""))
+        client = make_s3_client(settings.s3_endpoint(None))
+        bucket = bucket or settings.S3_BUCKET
+        if paths:
+            done = upload_files(client, bucket, paths, hospital=hospital, seed=seed)
+        else:
+            done = upload_generated(client, bucket, count, seed=seed, drift=injected,
+                                    dicom=options if dicom else None)
+        print(f"uploaded {len(done)} {'DICOM files' if dicom else 'images'} to s3://{bucket}"
+              + (f" with {drift} drift" if injected else ""))
     if label_fraction > 0:
         from ingest.standin_doctor import record_standin_verdicts
         from xraylab.db.session import Database
@@ -75,14 +119,20 @@ def upload(
 
 
 @notifier_app.command("run")
-def notifier_run() -> None:
-    """Follow the SeaweedFS filer and produce S3 event JSON to Kafka until stopped."""
+def notifier_run(
+    source: Annotated[str, typer.Option(help="'seaweedfs' (the S3 store's filer) or 'pacs' (Orthanc's "
+                                             "/changes)")] = "seaweedfs",
+) -> None:
+    """Follow the SeaweedFS filer, or the PACS's change log, and produce S3 event JSON to Kafka until stopped."""
     setup_logging()
     import signal
 
     from ingest.notifier import SeaweedNotifier
+    from ingest.pacs_notifier import PacsNotifier
 
-    notifier = SeaweedNotifier(load_settings())
+    if source not in ("seaweedfs", "pacs"):
+        raise fail(f"--source {source!r}: 'seaweedfs' or 'pacs'")
+    notifier = SeaweedNotifier(load_settings()) if source == "seaweedfs" else PacsNotifier(load_settings())
     signal.signal(signal.SIGTERM, lambda *_: notifier.stop_event.set())
     try:
         notifier.run()

@@ -1,15 +1,19 @@
-"""The hospital side, simulated: puts X-ray images with study metadata into the source bucket.
+"""The hospital side, simulated: puts X-ray images with study metadata into the source bucket, as JPEGs or as
+DICOM files, or sends DICOM to the PACS by C-STORE (``ingest.pacs_sender``).
 
-Metadata travels as S3 user metadata (``xraylab.messages.StudyMetadata``: ``x-amz-meta-hospital``,
-``-patient-id``, ``-patient-name``, ``-study-date``); the pipeline's Fetcher reads it back. Patient
-names here are invented.
+A JPEG's metadata travels as S3 user metadata (``xraylab.messages.StudyMetadata``: ``x-amz-meta-hospital``,
+``-patient-id``, ``-patient-name``, ``-study-date``); a DICOM file carries it in its tags
+(``ingest.dicom_files``), with only ``x-amz-meta-hospital`` beside it. The pipeline's Fetcher reads either back.
+Patient names here are invented.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import mimetypes
 import uuid
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -18,10 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from xraylab.dicom import DICOM_MEDIA_TYPE
 from xraylab.labels import NORMAL_CLASS, PNEUMONIA_CLASS
 from xraylab.messages import StudyMetadata
 
-__all__ = ["StudyUpload", "Drift", "upload_study", "upload_generated", "upload_files"]
+__all__ = ["StudyUpload", "Drift", "DicomOptions", "upload_study", "upload_generated", "upload_files",
+           "generated_studies", "GeneratedStudy", "send_generated_to_pacs"]
 
 log = logging.getLogger("xraylab.uploader")
 
@@ -32,9 +38,29 @@ LAST = ("Moreau", "Okafor", "Novak", "Silva", "Berg", "Haddad", "Kowalski", "Lin
 
 @dataclass(frozen=True)
 class StudyUpload:
-    key: str
+    key: str  # the S3 key, or for a study sent to the PACS its Orthanc instance id
     metadata: StudyMetadata
     label: str | None = None  # only known for generated images
+
+
+@dataclass(frozen=True)
+class DicomOptions:
+    """How generated studies are written as DICOM (``ingest.dicom_files``)."""
+
+    syntax: str = "explicit"
+    bits: int = 8  # 8, or 16 (12 stored)
+    photometric: str = "MONOCHROME2"
+    burn_in: bool = False  # the patient's name and id burned into the pixels too
+
+
+@dataclass(frozen=True)
+class GeneratedStudy:
+    """One generated study: where it goes, its metadata, its 8-bit pixels and the label they were drawn with."""
+
+    key: str  # without its file suffix
+    metadata: StudyMetadata
+    pixels: np.ndarray
+    label: str
 
 
 def upload_study(client: Any, bucket: str, key: str, data: bytes, metadata: StudyMetadata, *,
@@ -68,41 +94,118 @@ class Drift:
             raise ValueError(f"unknown hospital(s) {', '.join(sorted(unknown))}: one of {', '.join(HOSPITALS)}")
 
 
-def upload_generated(client: Any, bucket: str, count: int, *, seed: int = 0, pneumonia_ratio: float = 0.5,
-                     prefix: str = "", drift: Drift | None = None,
-                     hospitals: Sequence[str] = HOSPITALS) -> list[StudyUpload]:
-    """Upload ``count`` synthetic radiographs from ``hospitals`` (each drawn at random), with ``drift`` injected
-    if given; returns what was uploaded (with the generating label)."""
-    from xraylab.synthetic import apply_drift, encode_jpeg, generate_xray
+def generated_studies(count: int, *, seed: int = 0, pneumonia_ratio: float = 0.5, prefix: str = "",
+                      drift: Drift | None = None, hospitals: Sequence[str] = HOSPITALS) -> Iterable[GeneratedStudy]:
+    """``count`` synthetic radiographs from ``hospitals`` (each drawn at random), with ``drift`` injected if
+    given, and invented patients."""
+    from xraylab.synthetic import apply_drift, generate_xray
 
     rng = np.random.default_rng(seed)
-    uploads = []
     for _ in range(count):
         hospital = str(rng.choice(list(hospitals)))
         patient_id, patient_name = _fake_patient(rng)
         study_date = (date(2026, 11, 1) + timedelta(days=int(rng.integers(0, 22)))).isoformat()
         pneumonia = bool(rng.random() < pneumonia_ratio)
-        key = f"{prefix}{hospital}/{study_date}/{uuid.uuid4().hex[:12]}.jpeg"
-        metadata = StudyMetadata(hospital, patient_id, patient_name, study_date)
         pixels = generate_xray(rng, pneumonia)
         if drift is not None and (not drift.hospitals or hospital in drift.hospitals):
             pixels = apply_drift(pixels, drift.kind, drift.strength, rng)
-        upload_study(client, bucket, key, encode_jpeg(pixels), metadata, content_type="image/jpeg")
-        uploads.append(StudyUpload(key, metadata, PNEUMONIA_CLASS if pneumonia else NORMAL_CLASS))
+        yield GeneratedStudy(f"{prefix}{hospital}/{study_date}/{uuid.uuid4().hex[:12]}",
+                             StudyMetadata(hospital, patient_id, patient_name, study_date), pixels,
+                             PNEUMONIA_CLASS if pneumonia else NORMAL_CLASS)
+
+
+def upload_generated(client: Any, bucket: str, count: int, *, seed: int = 0, pneumonia_ratio: float = 0.5,
+                     prefix: str = "", drift: Drift | None = None, hospitals: Sequence[str] = HOSPITALS,
+                     dicom: DicomOptions | None = None) -> list[StudyUpload]:
+    """Upload ``count`` generated studies (``generated_studies``) as JPEGs, or as DICOM files with ``dicom``;
+    returns what was uploaded (with the generating label)."""
+    from xraylab.synthetic import encode_jpeg
+
+    uploads = []
+    for study in generated_studies(count, seed=seed, pneumonia_ratio=pneumonia_ratio, prefix=prefix, drift=drift,
+                                   hospitals=hospitals):
+        if dicom is None:
+            key = study.key + ".jpeg"
+            upload_study(client, bucket, key, encode_jpeg(study.pixels), study.metadata, content_type="image/jpeg")
+        else:
+            key = study.key + ".dcm"
+            upload_study(client, bucket, key, dicom_of(study, dicom), StudyMetadata(hospital=study.metadata.hospital),
+                         content_type=DICOM_MEDIA_TYPE)
+        uploads.append(StudyUpload(key, study.metadata, study.label))
     log.info("uploaded %d generated studies to bucket %s", count, bucket)
     return uploads
 
 
+def send_generated_to_pacs(target: Any, count: int, *, dicom: DicomOptions, seed: int = 0,
+                           pneumonia_ratio: float = 0.5, drift: Drift | None = None,
+                           hospitals: Sequence[str] = HOSPITALS, batch: int = 32) -> list[StudyUpload]:
+    """Send ``count`` generated studies to the PACS by C-STORE (``ingest.pacs_sender.PacsTarget``), ``batch`` per
+    association; each upload's key is the instance id the PACS gives it."""
+    import pydicom
+
+    from ingest.pacs_sender import send_to_pacs
+    from xraylab.orthanc import orthanc_instance_id
+
+    uploads: list[StudyUpload] = []
+    pending: list[tuple[bytes, StudyUpload]] = []
+
+    def flush() -> None:
+        send_to_pacs([data for data, _ in pending], target)
+        uploads.extend(upload for _, upload in pending)
+        pending.clear()
+
+    for study in generated_studies(count, seed=seed, pneumonia_ratio=pneumonia_ratio, drift=drift,
+                                   hospitals=hospitals):
+        data = dicom_of(study, dicom)
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        key = orthanc_instance_id(ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+        pending.append((data, StudyUpload(key, study.metadata, study.label)))
+        if len(pending) >= batch:
+            flush()
+    if pending:
+        flush()
+    log.info("sent %d generated studies to the PACS", len(uploads))
+    return uploads
+
+
+def modality_study(metadata: StudyMetadata, rng: np.random.Generator | None = None):  # -> ModalityStudy
+    """What a modality would write in the tags for a study with this metadata."""
+    from ingest.dicom_files import ModalityStudy
+
+    rng = rng or np.random.default_rng(zlib.crc32((metadata.patient_id or "").encode()))
+    return ModalityStudy(patient_id=metadata.patient_id or "", patient_name=metadata.patient_name or "",
+                         study_date=date.fromisoformat(metadata.study_date or date.today().isoformat()),
+                         hospital=metadata.hospital or "", accession=f"A{rng.integers(10**6, 10**7)}",
+                         birth_date=date(int(rng.integers(1930, 2010)), int(rng.integers(1, 13)),
+                                         int(rng.integers(1, 29))))
+
+
+def dicom_of(study: GeneratedStudy, options: DicomOptions) -> bytes:
+    """A generated study as a DICOM file."""
+    from ingest.dicom_files import dicom_bytes
+
+    return dicom_bytes(study.pixels, modality_study(study.metadata), syntax=options.syntax, bits=options.bits,
+                       photometric=options.photometric, burn_in=options.burn_in)
+
+
 def upload_files(client: Any, bucket: str, paths: Iterable[Path], *, hospital: str, prefix: str = "",
                  seed: int = 0) -> list[StudyUpload]:
-    """Upload image files from disk (JPEG/PNG), each with invented patient metadata."""
+    """Upload image files from disk: a JPEG or PNG with invented patient metadata, a DICOM file with its own
+    tags (and ``hospital`` beside them)."""
+    from xraylab.dicom import is_dicom
+
     rng = np.random.default_rng(seed)
     uploads = []
     for path in paths:
+        data = Path(path).read_bytes()
         patient_id, patient_name = _fake_patient(rng)
         study_date = date.today().isoformat()
         key = f"{prefix}{hospital}/{study_date}/{Path(path).name}"
-        metadata = StudyMetadata(hospital, patient_id, patient_name, study_date)
-        upload_study(client, bucket, key, Path(path).read_bytes(), metadata)
+        if is_dicom(data):
+            metadata = StudyMetadata(hospital)
+            upload_study(client, bucket, key, data, metadata, content_type=DICOM_MEDIA_TYPE)
+        else:
+            metadata = StudyMetadata(hospital, patient_id, patient_name, study_date)
+            upload_study(client, bucket, key, data, metadata)
         uploads.append(StudyUpload(key, metadata))
     return uploads

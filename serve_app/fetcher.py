@@ -1,18 +1,18 @@
-"""Fetcher: reads an object from whichever S3 endpoint the event names (credentials from settings)."""
+"""Fetcher: reads an object from whichever S3 endpoint the event names, or an instance from the PACS when it names
+``ORTHANC_ENDPOINT_ID`` (``xraylab.sources``: credentials from settings; a DICOM object's patient and study
+metadata from its tags)."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from ray import serve
 
-from xraylab.errors import RejectedInputError, RejectReason
+from xraylab.errors import RejectedInputError
 from xraylab.messages import FetchedObject, ObjectToProcess
-from xraylab.settings import UnknownEndpointError, get_settings
-from xraylab.storage import check_reachable, get_object, make_s3_client
+from xraylab.settings import get_settings
+from xraylab.sources import Sources
 
 __all__ = ["Fetcher"]
 
@@ -21,25 +21,13 @@ __all__ = ["Fetcher"]
 class Fetcher:
     def __init__(self, concurrency: int = 16) -> None:
         self._settings = get_settings()
-        self._clients: dict[str, Any] = {}
-        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="fetch")  # boto3 clients are thread-safe
-        self._lock = threading.Lock()  # one client per endpoint: creating one costs ~0.1 s of CPU
-
-    def _client(self, endpoint_id: str) -> Any:
-        with self._lock:
-            if endpoint_id not in self._clients:
-                try:
-                    endpoint = self._settings.s3_endpoint(endpoint_id)
-                except UnknownEndpointError as exc:
-                    raise RejectedInputError(RejectReason.UNKNOWN_ENDPOINT, str(exc)) from exc
-                self._clients[endpoint_id] = make_s3_client(endpoint)
-            return self._clients[endpoint_id]
+        self._sources = Sources(self._settings)
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="fetch")  # the clients are thread-safe
 
     def fetch(self, item: ObjectToProcess) -> FetchedObject:
         """The object's bytes, eTag, content type and study metadata; bad input raises ``RejectedInputError``."""
         endpoint_id = item.endpoint_id or self._settings.S3_ENDPOINT_ID
-        return get_object(self._client(endpoint_id), item.bucket, item.key, alt_key=item.alt_key,
-                          max_bytes=self._settings.MAX_IMAGE_BYTES, endpoint_id=endpoint_id)
+        return self._sources.fetch(endpoint_id, item.bucket, item.key, alt_key=item.alt_key)
 
     def _fetch_or_reject(self, item: ObjectToProcess) -> FetchedObject | RejectedInputError:
         try:
@@ -55,10 +43,9 @@ class Fetcher:
                                            for item in items)))
 
     async def check_health(self, endpoint_ids: list[str] | None = None) -> None:
-        """Raise unless each named S3 endpoint (default: this deployment's own) answers; an unknown id is
-        skipped (its objects are rejected as ``unknown_endpoint``, which is no outage)."""
+        """Raise unless each named S3 endpoint or the PACS (default: this deployment's own S3 endpoint) answers;
+        an unknown id is skipped (its objects are rejected as ``unknown_endpoint``, which is no outage)."""
         ids = set(endpoint_ids or [self._settings.S3_ENDPOINT_ID])
-        configured = self._settings.s3_endpoints()
-        known = [i for i in ids if i in configured]
         loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self._pool, check_reachable, self._client(i)) for i in known))
+        await asyncio.gather(*(loop.run_in_executor(self._pool, self._sources.check, i)
+                               for i in ids if self._sources.known(i)))

@@ -16,16 +16,16 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from PIL import Image
 
 from ui.access import principal_of
 from xraylab.db.crud import get_study
 from xraylab.db.review import StudyNotFoundError, cached_heatmap, record_audit, store_heatmap
 from xraylab.db.session import Database
 from xraylab.errors import RejectedInputError, RejectReason
+from xraylab.imaging import open_picture
 from xraylab.registry import RegistryLike
 from xraylab.settings import Settings
-from xraylab.storage import get_object, make_s3_client, object_exists
+from xraylab.sources import Sources
 
 __all__ = ["StudyImages", "HeatmapMaker", "media_router", "ImageGoneError", "image_url", "heatmap_url"]
 
@@ -48,31 +48,22 @@ class ImageGoneError(LookupError):
 
 
 class StudyImages:
-    """Reads a study's object from its S3 endpoint, with one client per endpoint id."""
+    """Reads a study's object from where it came from: its S3 endpoint or the PACS (``xraylab.sources``)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._clients: dict[str, Any] = {}
-        self._lock = threading.Lock()
-
-    def _client(self, endpoint_id: str) -> Any:
-        with self._lock:
-            if endpoint_id not in self._clients:
-                self._clients[endpoint_id] = make_s3_client(self.settings.s3_endpoint(endpoint_id))
-            return self._clients[endpoint_id]
+        self.sources = Sources(settings)
 
     def original(self, study: dict[str, Any]) -> bytes:
         try:
-            obj = get_object(self._client(study["endpoint_id"]), study["bucket"], study["object_key"],
-                             max_bytes=self.settings.MAX_IMAGE_BYTES, endpoint_id=study["endpoint_id"])
+            return self.sources.fetch(study["endpoint_id"], study["bucket"], study["object_key"]).data
         except RejectedInputError as exc:
             if exc.reason is RejectReason.MISSING_OBJECT:
                 raise ImageGoneError(f"study {study['id']}: the image is no longer in its store") from exc
             raise
-        return obj.data
 
     def exists(self, study: dict[str, Any]) -> bool:
-        return object_exists(self._client(study["endpoint_id"]), study["bucket"], study["object_key"])
+        return self.sources.exists(study["endpoint_id"], study["bucket"], study["object_key"])
 
 
 class HeatmapMaker:
@@ -121,18 +112,16 @@ class HeatmapMaker:
         from xraylab.gradcam import overlay
 
         original = self.images.original(study)
-        picture = Image.open(io.BytesIO(original))
-        picture.draft("L", (OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE))  # a JPEG decodes at a reduced size
-        picture.load()
-        picture.thumbnail((OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE))
+        picture = open_picture(original, OVERLAY_MAX_SIDE)  # a JPEG decodes at a reduced size
         out = io.BytesIO()
         overlay(picture, self.heat(study, original)).save(out, "PNG", optimize=False, compress_level=3)
         return out.getvalue()
 
 
 def _as_served(data: bytes) -> tuple[bytes, str]:
-    """The stored bytes when the browser shows them as they are (JPEG, PNG), else a PNG of the picture."""
-    picture = Image.open(io.BytesIO(data))
+    """The stored bytes when the browser shows them as they are (JPEG, PNG), else a PNG of the picture (a DICOM
+    file as the classifier sees it: windowed, MONOCHROME1 inverted)."""
+    picture = open_picture(data)
     if picture.format in SERVED_AS_IS:
         return data, SERVED_AS_IS[picture.format]
     out = io.BytesIO()

@@ -159,7 +159,7 @@ def models_import(
 
 
 def predict(
-    files: Annotated[list[Path], typer.Argument(help="JPEG or PNG files to score")],
+    files: Annotated[list[Path], typer.Argument(help="JPEG, PNG or DICOM files to score")],
     model: Annotated[str, typer.Option(help="model version; default the promoted one")] = "",
     registry: RegistryOption = "",
 ) -> None:

@@ -25,6 +25,11 @@ class RejectReason(StrEnum):
     NOT_RADIOGRAPH = "not_radiograph"
     TOO_MANY_RECORDS = "too_many_records"
     RETRIES_EXHAUSTED = "retries_exhausted"
+    NOT_DICOM = "not_dicom"
+    UNSUPPORTED_TRANSFER_SYNTAX = "unsupported_transfer_syntax"
+    MULTI_FRAME = "multi_frame"
+    NOT_IMAGE_DICOM = "not_image_dicom"
+    UNSUPPORTED_DICOM = "unsupported_dicom"
 
     @property
     def description(self) -> str:
@@ -36,13 +41,18 @@ _DESCRIPTIONS = {
     RejectReason.UNKNOWN_ENDPOINT: "the event names an S3 endpoint with no configured credentials",
     RejectReason.MISSING_OBJECT: "the object named by the event does not exist",
     RejectReason.TOO_LARGE: "the object is larger than the configured limit",
-    RejectReason.NOT_IMAGE: "the object is not a readable JPEG/PNG image",
+    RejectReason.NOT_IMAGE: "the object is not a readable JPEG, PNG or DICOM image",
     RejectReason.INVALID_NAME: "the event names a bucket or key that the S3 client refuses as invalid",
     RejectReason.BAD_METADATA: "the object's study metadata cannot be decoded (e.g. a broken RFC 2047 word)",
     RejectReason.TOO_MANY_PIXELS: "the image would decode to more pixels than XRAYLAB_MAX_IMAGE_PIXELS",
     RejectReason.NOT_RADIOGRAPH: "the image is too small or too uniform to be a radiograph",
     RejectReason.TOO_MANY_RECORDS: "the event carries more object records than XRAYLAB_INGEST_MAX_RECORDS_PER_EVENT",
     RejectReason.RETRIES_EXHAUSTED: "the object failed on every attempt while the pipeline was healthy",
+    RejectReason.NOT_DICOM: "its name or media type says DICOM, but it has no DICOM Part 10 header",
+    RejectReason.UNSUPPORTED_TRANSFER_SYNTAX: "a DICOM transfer syntax with no pixel data decoder installed",
+    RejectReason.MULTI_FRAME: "a DICOM instance with several frames (one radiograph per instance is scored)",
+    RejectReason.NOT_IMAGE_DICOM: "a DICOM object with no pixel data (a report, a plan: not an image SOP class)",
+    RejectReason.UNSUPPORTED_DICOM: "a DICOM image whose photometric interpretation or bit depth is not handled",
 }
 
 

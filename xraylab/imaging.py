@@ -23,6 +23,7 @@ from xraylab.errors import RejectReason
 __all__ = [
     "InvalidImageError",
     "ImageLimits",
+    "check_size",
     "CheckDynamicRange",
     "PreprocessSpec",
     "DecodeImage",
@@ -32,6 +33,8 @@ __all__ = [
     "AddChannel",
     "Compose",
     "inference_transforms",
+    "open_picture",
+    "picture_size",
 ]
 
 # Pillow refuses images above this many pixels (decompression bombs); X-rays are well below.
@@ -85,11 +88,25 @@ class PreprocessSpec:
         return cls(**known)
 
 
+def check_size(size: tuple[int, int], limits: ImageLimits) -> None:
+    """Refuse a ``(width, height)`` with more pixels than ``limits`` allow, or a side under their minimum."""
+    width, height = size
+    if width * height > limits.max_pixels:
+        raise InvalidImageError(f"{width}x{height} pixels to decode ({width * height / 1e6:.1f} MP) "
+                                f"> {limits.max_pixels / 1e6:.1f} MP", RejectReason.TOO_MANY_PIXELS)
+    if min(width, height) < limits.min_side:
+        raise InvalidImageError(f"{width}x{height} pixels: a side under {limits.min_side}",
+                                RejectReason.NOT_RADIOGRAPH)
+
+
 class DecodeImage:
-    """Bytes of a JPEG or PNG -> a Pillow image, fully loaded (so truncation fails here).
+    """Bytes of a JPEG, PNG or DICOM file -> a Pillow image, fully loaded (so truncation fails here).
 
     With ``draft_size`` (width, height), a JPEG is decoded at reduced scale in grayscale, never smaller
-    than that size (see ``PreprocessSpec.version``); PNGs are always decoded whole."""
+    than that size (see ``PreprocessSpec.version``); PNGs are always decoded whole. A DICOM file (``DICM`` at
+    byte 128) becomes the grey picture its tags describe (``xraylab.dicom.to_grey``: Modality LUT, VOI LUT or
+    window, MONOCHROME1 inverted) as a 32-bit float image in [0, 255], so that the rest of the chain treats it
+    as it treats an 8-bit JPEG of the same picture."""
 
     formats: tuple[str, ...] = ("JPEG", "PNG")
 
@@ -100,34 +117,33 @@ class DecodeImage:
     def __call__(self, data: bytes) -> Image.Image:
         if not data:
             raise InvalidImageError("empty object")
+        from xraylab.dicom import decode_grey, is_dicom  # here: xraylab.dicom builds on this module
+
+        if is_dicom(data):
+            return Image.fromarray(decode_grey(data, self.limits), mode="F")
         try:
             image = Image.open(io.BytesIO(data), formats=self.formats)
             if self.draft_size and image.format == "JPEG":
                 image.draft("L", self.draft_size)
             if self.limits:
-                self._check_size(image.size, self.limits)
+                check_size(image.size, self.limits)
             image.load()
         except Image.DecompressionBombError as exc:  # Pillow's own ceiling, above any ImageLimits
             raise InvalidImageError(f"more pixels than Pillow decodes: {exc}", RejectReason.TOO_MANY_PIXELS) from exc
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise InvalidImageError(f"not a readable JPEG/PNG image: {exc}") from exc
+        except UnidentifiedImageError as exc:
+            raise InvalidImageError("not a JPEG, PNG or DICOM Part 10 file") from exc
+        except (OSError, SyntaxError) as exc:
+            raise InvalidImageError(f"not a readable JPEG, PNG or DICOM image: {exc}") from exc
         return image
-
-    @staticmethod
-    def _check_size(size: tuple[int, int], limits: ImageLimits) -> None:
-        width, height = size
-        if width * height > limits.max_pixels:
-            raise InvalidImageError(f"{width}x{height} pixels to decode ({width * height / 1e6:.1f} MP) "
-                                    f"> {limits.max_pixels / 1e6:.1f} MP", RejectReason.TOO_MANY_PIXELS)
-        if min(width, height) < limits.min_side:
-            raise InvalidImageError(f"{width}x{height} pixels: a side under {limits.min_side}",
-                                    RejectReason.NOT_RADIOGRAPH)
 
 
 class ToGrayscale:
-    """Any Pillow mode (RGB, RGBA, I;16, P, ...) -> a float32 2-D array of luminance in [0, 255]."""
+    """Any Pillow mode (RGB, RGBA, I;16, P, ...) -> a float32 2-D array of luminance in [0, 255]; a float
+    image ("F", a decoded DICOM) is in [0, 255] already."""
 
     def __call__(self, image: Image.Image) -> np.ndarray:
+        if image.mode == "F":
+            return np.asarray(image, dtype=np.float32)
         if image.mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(image, dtype=np.float32)
             top = float(arr.max()) or 1.0
@@ -215,3 +231,34 @@ def inference_transforms(spec: PreprocessSpec | None = None, limits: ImageLimits
         ScaleIntensity(spec.scale),
         AddChannel(),
     ])
+
+
+def open_picture(data: bytes, max_side: int | None = None) -> Image.Image:
+    """The picture of a JPEG, PNG or DICOM file for people to look at: an 8-bit grey (or the file's own mode,
+    for JPEG and PNG) Pillow image, at most ``max_side`` pixels a side when given (a JPEG decodes at a reduced
+    scale). A DICOM file shows as the chain sees it (``DecodeImage``), rounded to 8 bits."""
+    from xraylab.dicom import is_dicom
+
+    if is_dicom(data):
+        picture = Image.fromarray(np.round(ToGrayscale()(DecodeImage()(data))).astype(np.uint8), mode="L")
+    else:
+        picture = Image.open(io.BytesIO(data))
+        if max_side:
+            picture.draft("L", (max_side, max_side))
+        picture.load()
+    if max_side:
+        picture.thumbnail((max_side, max_side))
+    return picture
+
+
+def picture_size(data: bytes) -> tuple[int, int]:
+    """``(width, height)`` of a JPEG, PNG or DICOM file, read from its header."""
+    from xraylab.dicom import dicom_size, is_dicom, read_dataset
+
+    if is_dicom(data):
+        return dicom_size(read_dataset(data, header_only=True))
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            return header.size
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InvalidImageError(f"not a readable JPEG, PNG or DICOM image: {exc}") from exc

@@ -69,7 +69,8 @@ def _decode_header(name: str, value: str) -> str:
 
 @dataclass(frozen=True)
 class StudyMetadata:
-    """Patient and study data of one upload, carried as S3 user metadata (``x-amz-meta-<name>``).
+    """Patient and study data of one upload: carried as S3 user metadata (``x-amz-meta-<name>``) for a JPEG or
+    PNG, read from the tags for a DICOM object (``xraylab.dicom.tag_metadata``, which also fills the last four).
 
     ``S3_KEYS`` is the one place the metadata names are spelled: the uploader writes them with
     ``to_s3_metadata`` and the Fetcher reads them with ``from_s3_metadata``."""
@@ -78,6 +79,10 @@ class StudyMetadata:
     patient_id: str | None = None
     patient_name: str | None = None
     study_date: str | None = None
+    study_instance_uid: str | None = None  # DICOM only, as are the three below
+    modality: str | None = None
+    view_position: str | None = None
+    manufacturer: str | None = None
 
     S3_KEYS = {"hospital": "hospital", "patient_id": "patient-id", "patient_name": "patient-name",
                "study_date": "study-date"}

@@ -104,6 +104,19 @@ class Settings(BaseSettings):
     # default <state dir>/seaweedfs/client.
     SEAWEED_CLIENT_CONFIG_DIR: Path | None = None
 
+    # The PACS (Orthanc, cluster/local/orthanc.sh): modalities send it DICOM by C-STORE; the PACS notifier follows
+    # its /changes feed and the Fetcher reads instances through its REST API with these credentials. Events name it
+    # by ORTHANC_ENDPOINT_ID, as they name an S3 endpoint by its id.
+    ORTHANC_HTTP_PORT: int = 18042
+    ORTHANC_DICOM_PORT: int = 14242
+    ORTHANC_URL: str = ""  # default: http://127.0.0.1:<ORTHANC_HTTP_PORT>
+    ORTHANC_AET: str = "XRAYLAB"
+    ORTHANC_USER: str = "xraylab"
+    ORTHANC_PASSWORD: SecretStr = SecretStr("")  # generated into the env file by cluster/local/orthanc.sh
+    ORTHANC_ENDPOINT_ID: str = "pacs"
+    ORTHANC_HOSPITAL: str = ""  # the hospital of studies from this PACS; empty: each study's InstitutionName
+    MODALITY_AET: str = "XRAYLAB_MOD"  # the calling AE title of the simulated modality (xraylab upload --to-pacs)
+
     # Model registry (xraylab/registry): empty = the folder MODEL_DIR on this machine (the embedded default);
     # s3://BUCKET[/PREFIX] = a bucket every node shares, on the S3 endpoint MODEL_REGISTRY_ENDPOINT (default
     # S3_ENDPOINT_ID), cached per node in MODEL_CACHE_DIR. Which version serves is an app argument (AppArgs).
@@ -172,6 +185,10 @@ class Settings(BaseSettings):
         webhook = self.ALERT_WEBHOOK_URL.get_secret_value()
         if webhook and not webhook.startswith(("http://", "https://")):
             raise ValueError("XRAYLAB_ALERT_WEBHOOK_URL must start with http:// or https://")
+        if not self.ORTHANC_URL:
+            self.ORTHANC_URL = f"http://127.0.0.1:{self.ORTHANC_HTTP_PORT}"
+        if self.ORTHANC_ENDPOINT_ID in self.s3_endpoints():
+            raise ValueError(f"XRAYLAB_ORTHANC_ENDPOINT_ID {self.ORTHANC_ENDPOINT_ID!r} is also an S3 endpoint id")
         if not self.PROMETHEUS_URL:
             self.PROMETHEUS_URL = f"http://127.0.0.1:{self.PROMETHEUS_PORT}"
         if not self.KAFKA_BOOTSTRAP:

@@ -4,6 +4,7 @@
     probe.py kafka [TOPIC:N...]  metadata request (creates the topics named, N partitions)
     probe.py mariadb             SELECT 1 as the application user
     probe.py prometheus [URL]    GET URL/-/ready answers 200 (default URL: XRAYLAB_PROMETHEUS_URL)
+    probe.py orthanc [URL]       GET URL/system with the Orthanc user's basic auth (default URL: XRAYLAB_ORTHANC_URL)
 """
 
 from __future__ import annotations
@@ -70,13 +71,32 @@ def probe_prometheus(url: str | None) -> None:
         assert response.status == 200, f"{url}/-/ready answered {response.status}"
 
 
+def probe_orthanc(url: str | None) -> None:
+    import base64
+    import json
+    import urllib.request
+
+    from xraylab.settings import load_settings
+
+    settings = load_settings()
+    url = (url or settings.ORTHANC_URL).rstrip("/")
+    password = settings.ORTHANC_PASSWORD.get_secret_value()
+    assert password, "XRAYLAB_ORTHANC_PASSWORD is not set: start Orthanc with cluster/local/orthanc.sh"
+    token = base64.b64encode(f"{settings.ORTHANC_USER}:{password}".encode()).decode()
+    request = urllib.request.Request(url + "/system", headers={"Authorization": f"Basic {token}"})
+    with urllib.request.urlopen(request, timeout=3) as response:
+        assert response.status == 200, f"{url}/system answered {response.status}"
+        assert "Version" in json.load(response), f"{url}/system did not answer like Orthanc"
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__, file=sys.stderr)  # noqa: T201
         return 2
     kind, rest = argv[0], argv[1:]
     {"s3": lambda: probe_s3(rest), "kafka": lambda: probe_kafka(rest), "mariadb": probe_mariadb,
-     "prometheus": lambda: probe_prometheus(rest[0] if rest else None)}[kind]()
+     "prometheus": lambda: probe_prometheus(rest[0] if rest else None),
+     "orthanc": lambda: probe_orthanc(rest[0] if rest else None)}[kind]()
     return 0
 
 

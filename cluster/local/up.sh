@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Start the whole local stack (idempotent): SeaweedFS, Kafka, MariaDB, Prometheus, the notifier; then migrate.
+# Start the whole local stack (idempotent): SeaweedFS, Kafka, MariaDB, Orthanc, Prometheus, the two notifiers;
+# then migrate.
 source "$(dirname "$0")/lib.sh"
 "$LOCAL_DIR/seaweedfs.sh" start
 "$LOCAL_DIR/kafka.sh" start
 "$LOCAL_DIR/mariadb.sh" start
+"$LOCAL_DIR/orthanc.sh" start
 "$LOCAL_DIR/prometheus.sh" start
 "$LOCAL_DIR/notifier.sh" start
+"$LOCAL_DIR/pacs-notifier.sh" start
 "$ROOT/.venv/bin/xraylab" db upgrade
 "$ROOT/.venv/bin/xraylab" db upgrade --database mariadb
 log "local stack up; settings and generated credentials in $ENV_FILE"

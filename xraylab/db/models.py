@@ -34,7 +34,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = ["Base", "Study", "Prediction", "User", "ApiKey", "UserSession", "VerdictRow", "AuditEvent", "Heatmap",
-           "MonitorRow", "MonitorSetting", "MonitorResult", "MonitorAlert", "utcnow"]
+           "MonitorRow", "MonitorSetting", "MonitorResult", "MonitorAlert", "ResearchExport", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -66,6 +66,11 @@ class Study(Base):
     patient_id: Mapped[str | None] = mapped_column(String(128))
     patient_name: Mapped[str | None] = mapped_column(String(256))
     study_date: Mapped[str | None] = mapped_column(String(32))
+    # A DICOM study's own attributes (empty for a JPEG or PNG).
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    modality: Mapped[str | None] = mapped_column(String(16))
+    view_position: Mapped[str | None] = mapped_column(String(16))
+    manufacturer: Mapped[str | None] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # The worklist's sort keys: the latest prediction's band (index in xraylab.bands.BAND_ORDER) and score,
     # and whether any doctor recorded a verdict (with how many verdicts and when the last one came).
@@ -251,3 +256,23 @@ class MonitorAlert(Base):
     message: Mapped[str] = mapped_column(String(512))
     fired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ResearchExport(Base):
+    """The export log: one de-identified copy of a study sent to the research bucket under one key. It names
+    the study by its row id and the patient by the keyed pseudonym only: never a name, a patient id or a UID."""
+
+    __tablename__ = "research_exports"
+    __table_args__ = (UniqueConstraint("study_id", "key_id", name="uq_research_export_study_key"),
+                      Index("ix_research_exports_exported_at", "exported_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    key_id: Mapped[str] = mapped_column(String(16))  # which pseudonymisation key (a digest of it, not the key)
+    pseudonym: Mapped[str] = mapped_column(String(64))
+    bucket: Mapped[str] = mapped_column(String(255))
+    object_key: Mapped[str] = mapped_column(String(1024))
+    band: Mapped[str | None] = mapped_column(String(16))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(255))  # the de-identification method, as written in the file
+    exported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

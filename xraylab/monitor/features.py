@@ -5,16 +5,14 @@ traffic: the model's own embedding (its penultimate layer) and the readable stat
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from xraylab.batches import predict_in_batches
-from xraylab.imaging import ImageLimits, InvalidImageError, PreprocessSpec, inference_transforms
+from xraylab.imaging import ImageLimits, InvalidImageError, PreprocessSpec, inference_transforms, picture_size
 from xraylab.monitor.image_stats import readable_statistics_batch
 
 __all__ = ["embedding_layer_name", "make_embedder", "ImageFeatures", "image_features", "features_of_arrays"]
@@ -49,13 +47,12 @@ def features_of_arrays(embedder: Any, pixels: np.ndarray, sizes: np.ndarray) -> 
 
 def image_features(embedder: Any, spec: PreprocessSpec, images: Sequence[bytes],
                    limits: ImageLimits | None = None) -> ImageFeatures:
-    """Features of encoded images (JPEG/PNG bytes); unreadable ones are listed in ``errors``, not raised."""
+    """Features of encoded images (JPEG, PNG or DICOM bytes); unreadable ones are listed in ``errors``, not raised."""
     transform = inference_transforms(spec, limits)
     pixels, sizes, kept, errors = [], [], [], {}
     for index, data in enumerate(images):
         try:
-            with Image.open(io.BytesIO(data)) as header:
-                size = header.size
+            size = picture_size(data)
             pixels.append(transform(data))
         except (InvalidImageError, OSError, ValueError) as exc:
             errors[index] = str(exc)[:200]

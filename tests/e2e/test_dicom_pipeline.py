@@ -1,0 +1,137 @@
+"""DICOM through the whole system: files in S3 in every transfer syntax the uploader writes, with the unsupported
+ones dead-lettered naming what; and studies sent by C-STORE to the PACS (Orthanc), followed by the PACS notifier
+through a crash, each one row with the metadata of its tags, in the same tables and worklist as the JPEGs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from sqlalchemy import select
+
+from ingest.dicom_files import TRANSFER_SYNTAXES
+from ingest.pacs_sender import PacsTarget
+from ingest.uploader import DicomOptions, StudyUpload, send_generated_to_pacs, upload_generated
+from tests.e2e.observe import rows_for
+from tests.e2e.test_pipeline import dead_letters
+from xraylab.db.models import Study
+from xraylab.orthanc import PACS_BUCKET, OrthancClient
+from xraylab.settings import project_root
+
+pytestmark = pytest.mark.e2e
+WAIT_S = 240
+TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+
+
+def wait_for(mariadb, bucket: str, keys: set[str], settings=None, dlq: dict[str, str] | None = None):
+    """Rows (key -> predictions) of ``keys`` once all have one, and the dead letters of ``dlq``'s keys."""
+    deadline, rows, letters = time.time() + WAIT_S, {}, {}
+    while time.time() < deadline:
+        rows = {k: n for k, n in rows_for(mariadb, bucket) if k in keys}
+        if dlq:
+            letters = {d["object_key"]: d for d in dead_letters(settings, lambda d: d.get("bucket") == bucket)}
+        if len(rows) >= len(keys) and (not dlq or set(dlq) <= set(letters)):
+            break
+        time.sleep(2)
+    return rows, letters
+
+
+def studies(mariadb, keys: set[str]) -> dict[str, Study]:
+    with mariadb.session() as session:
+        found = session.scalars(select(Study).where(Study.object_key.in_(keys))).all()
+        session.expunge_all()
+        return {s.object_key: s for s in found}
+
+
+def mpeg2_dicom() -> bytes:
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import MPEG2MPML
+
+    ds = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+    ds.PixelData = encapsulate([b"\x00\x00\x01\xb3" + bytes(64)])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = MPEG2MPML
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"mpeg2-{os.getpid()}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+def test_dicom_in_s3_is_scored_with_its_tags_or_dead_lettered_naming_what(pipeline, settings, s3, bucket,
+                                                                          mariadb) -> None:
+    uploads: list[StudyUpload] = []
+    for i, syntax in enumerate(TRANSFER_SYNTAXES):
+        uploads += upload_generated(s3, bucket, 1, seed=70 + i, prefix=f"{syntax}/", dicom=DicomOptions(syntax))
+    uploads += upload_generated(s3, bucket, 1, seed=80, prefix="mono1/",
+                                dicom=DicomOptions("rle", bits=16, photometric="MONOCHROME1", burn_in=True))
+    bad = {"bad/plan.dcm": ((TEST_FILES / "rtplan.dcm").read_bytes(), "not_image_dicom"),
+           "bad/dose.dcm": ((TEST_FILES / "rtdose.dcm").read_bytes(), "multi_frame"),
+           "bad/video.dcm": (mpeg2_dicom(), "unsupported_transfer_syntax"),
+           "bad/renamed.dcm": (b"\xff\xd8\xff\xe0 a JPEG, or so its first bytes say", "not_dicom")}
+    for key, (data, _) in bad.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/dicom")
+
+    keys = {u.key for u in uploads}
+    rows, letters = wait_for(mariadb, bucket, keys, settings, {k: r for k, (_, r) in bad.items()})
+    assert rows == dict.fromkeys(keys, 1), "each DICOM file scored once"
+    assert {k: d["reason"] for k, d in letters.items()} == {k: r for k, (_, r) in bad.items()}
+    assert "RT Plan Storage" in letters["bad/plan.dcm"]["detail"]
+    assert "MPEG2" in letters["bad/video.dcm"]["detail"]
+    stored = studies(mariadb, keys)
+    for upload in uploads:  # the patient data came from the tags: the S3 metadata held only the hospital
+        study = stored[upload.key]
+        assert (study.patient_id, study.patient_name, study.study_date, study.hospital) == (
+            upload.metadata.patient_id, upload.metadata.patient_name, upload.metadata.study_date,
+            upload.metadata.hospital)
+        assert (study.modality, study.view_position, study.content_type) == ("DX", "PA", "application/dicom")
+        assert study.study_instance_uid and study.study_instance_uid.startswith("1.2.826.0.1.3680043")
+
+
+def kill_pacs_notifier(settings) -> int:
+    pid = int((settings.STATE_DIR / "run" / "pacs-notifier.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def test_pacs_studies_become_one_row_each_across_a_notifier_crash(pipeline, settings, mariadb) -> None:
+    target = PacsTarget.from_settings(settings)
+    sent: list[StudyUpload] = []
+
+    def modality(seed: int, count: int) -> None:
+        for batch in range(count // 4):
+            sent.extend(send_generated_to_pacs(target, 4, seed=seed + batch, batch=4,
+                                               dicom=DicomOptions("jpeg2000-lossless", bits=16)))
+            time.sleep(0.3)
+
+    sender = threading.Thread(target=modality, args=(9000 + int(time.time()) % 1000 * 10, 24))
+    sender.start()
+    time.sleep(2)
+    kill_pacs_notifier(settings)  # mid-stream: the modality keeps sending while the notifier is down
+    time.sleep(3)
+    subprocess.run(["bash", str(project_root() / "cluster/local/pacs-notifier.sh"), "start"], check=True,
+                   capture_output=True, timeout=120)
+    sender.join(180)
+    assert len(sent) == 24
+
+    pacs = OrthancClient.from_settings(settings)
+    assert all(pacs.has_instance(u.key) for u in sent), "the instance ids computed here are Orthanc's"
+    keys = {u.key for u in sent}
+    rows, _ = wait_for(mariadb, PACS_BUCKET, keys)
+    assert rows == dict.fromkeys(keys, 1), "every study once: none lost, none twice"
+    stored = studies(mariadb, keys)
+    for upload in sent:
+        study = stored[upload.key]
+        assert study.endpoint_id == settings.ORTHANC_ENDPOINT_ID and study.bucket == PACS_BUCKET
+        assert (study.patient_id, study.patient_name, study.hospital) == (
+            upload.metadata.patient_id, upload.metadata.patient_name, upload.metadata.hospital)
+        assert study.score is not None and 0.0 <= study.score <= 1.0
+    scores = np.array([stored[u.key].score for u in sent])
+    assert scores.std() > 0, "each study scored on its own pixels"

@@ -1,0 +1,264 @@
+"""DICOM objects as the pipeline reads them (pydicom 3, with the pylibjpeg plugins for compressed pixel data).
+
+Two things come out of a DICOM Part 10 file: its pixels as the 0-255 grey picture a radiologist would see
+(``to_grey``), which ``xraylab.imaging.DecodeImage`` feeds to the one preprocessing chain, and its patient and
+study attributes (``tag_metadata``), which the Fetcher stores instead of S3 user metadata. What cannot be scored
+is refused with ``InvalidImageError`` and a reason naming it: ``not_dicom`` (named or typed DICOM but no Part 10
+header), ``unsupported_transfer_syntax`` (no decoder installed), ``multi_frame``, ``not_image_dicom`` (a report,
+an RT plan: no pixel data), ``unsupported_dicom`` (a photometric interpretation or bit depth it cannot render).
+
+From stored value to grey level, as PS3.3 C.11 orders the steps: the Modality LUT (or Rescale Slope/Intercept),
+then the VOI LUT (its first one) or the first Window Center/Width with its VOI LUT Function, then MONOCHROME1
+inverted so that bone is white, as in a JPEG. An image with neither a VOI LUT nor a window maps its nominal
+range when it has at most 8 bits stored (an 8-bit DICOM and the same picture as an 8-bit JPEG are the same
+input), else the range its pixels really use.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from xraylab.errors import RejectedInputError, RejectReason
+from xraylab.imaging import ImageLimits, InvalidImageError, check_size
+from xraylab.messages import FetchedObject, StudyMetadata
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
+
+__all__ = ["is_dicom", "claims_dicom", "refuse_misnamed", "read_dataset", "check_supported", "to_grey",
+           "decode_grey", "tag_metadata", "with_tags", "dicom_size", "DICOM_SUFFIXES", "DICOM_MEDIA_TYPE"]
+
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+DICOM_MEDIA_TYPE = "application/dicom"
+_MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
+_COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR")
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def is_dicom(data: bytes) -> bool:
+    """A DICOM Part 10 file: 128 bytes of preamble, then ``DICM``."""
+    return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def claims_dicom(name: str | None, content_type: str | None) -> bool:
+    """Whether a file's name or media type says it is DICOM."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    return media == DICOM_MEDIA_TYPE or (name or "").lower().endswith(DICOM_SUFFIXES)
+
+
+def refuse_misnamed(data: bytes, name: str | None, content_type: str | None) -> None:
+    """Refuse (``not_dicom``) an object whose name or media type says DICOM while its bytes are not."""
+    if claims_dicom(name, content_type) and not is_dicom(data):
+        said = "media type application/dicom" if not (name or "").lower().endswith(DICOM_SUFFIXES) else "name"
+        raise InvalidImageError(f"its {said} says DICOM, but there is no DICOM Part 10 header ('DICM' at byte 128)",
+                                RejectReason.NOT_DICOM)
+
+
+def read_dataset(data: bytes, *, header_only: bool = False) -> Dataset:
+    """The dataset of a Part 10 file; ``header_only`` stops before the pixel data (cheap: the tags only)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    if not is_dicom(data):
+        raise InvalidImageError("no DICOM Part 10 header ('DICM' at byte 128)", RejectReason.NOT_DICOM)
+    try:
+        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=header_only)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError, NotImplementedError) as exc:
+        raise InvalidImageError(f"unreadable DICOM: {type(exc).__name__}: {str(exc)[:200]}") from exc
+
+
+def _sop_class(ds: Dataset) -> str:
+    uid = ds.get("SOPClassUID")
+    return f"{uid.name} ({uid})" if uid else "no SOP Class UID"
+
+
+def check_supported(ds: Dataset) -> None:
+    """Refuse what the classifier cannot score, naming what: no pixel data (a non-image SOP class), several
+    frames, a transfer syntax with no decoder installed, a photometric interpretation or bit depth not handled."""
+    from pydicom.pixels import get_decoder
+
+    if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
+        raise InvalidImageError(f"no pixel data: SOP class {_sop_class(ds)} is not an image",
+                                RejectReason.NOT_IMAGE_DICOM)
+    if "PixelData" not in ds:
+        raise InvalidImageError("float pixel data (a parametric map) is not a radiograph",
+                                RejectReason.UNSUPPORTED_DICOM)
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if frames > 1:
+        raise InvalidImageError(f"{frames} frames in one instance ({_sop_class(ds)}); one radiograph per instance "
+                                "is scored", RejectReason.MULTI_FRAME)
+    file_meta = getattr(ds, "file_meta", None)
+    syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    if not syntax:
+        raise InvalidImageError("no Transfer Syntax UID in the file meta information", RejectReason.NOT_IMAGE)
+    try:
+        available = get_decoder(syntax).is_available
+    except NotImplementedError:
+        available = False
+    if not available:
+        raise InvalidImageError(f"transfer syntax {syntax.name} ({syntax}) has no pixel data decoder here",
+                                RejectReason.UNSUPPORTED_TRANSFER_SYNTAX)
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if photometric not in _MONOCHROME + _COLOUR:
+        raise InvalidImageError(f"photometric interpretation {photometric or '(none)'} is not handled",
+                                RejectReason.UNSUPPORTED_DICOM)
+    bits = int(ds.get("BitsAllocated") or 0)
+    if bits not in (1, 8, 16, 32):
+        raise InvalidImageError(f"{bits} bits allocated per sample is not handled", RejectReason.UNSUPPORTED_DICOM)
+
+
+def dicom_size(ds: Dataset) -> tuple[int, int]:
+    """(width, height) from Columns and Rows, before any pixel is decoded."""
+    return int(ds.get("Columns") or 0), int(ds.get("Rows") or 0)
+
+
+def _window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """Window Center/Width to [0, 1] (PS3.3 C.11.2.1.2: LINEAR, LINEAR_EXACT, SIGMOID)."""
+    if function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / max(width, 1e-6)))
+    if function == "LINEAR_EXACT":
+        low, span = center - width / 2.0, max(width, 1e-6)
+    else:  # LINEAR: the width must be at least 1
+        width = max(width, 1.0)
+        low, span = center - 0.5 - (width - 1.0) / 2.0, max(width - 1.0, 1e-6)
+    return np.clip((values - low) / span, 0.0, 1.0)
+
+
+def _first(value: Any) -> float:
+    """The first of a multi-valued DS (several windows: the first is the default one)."""
+    from pydicom.multival import MultiValue
+
+    if isinstance(value, MultiValue | list | tuple):
+        value = value[0]
+    return float(value)
+
+
+def _to_unit(ds: Dataset, stored: np.ndarray) -> np.ndarray:
+    """Stored monochrome values -> [0, 1] presentation values (Modality LUT, VOI, then MONOCHROME1 inverted)."""
+    from pydicom.pixels import apply_modality_lut, apply_voi
+
+    modality = apply_modality_lut(stored, ds)
+    values = np.asarray(modality, dtype=np.float64)
+    voi_luts = ds.get("VOILUTSequence")
+    if voi_luts:  # a LUT is indexed by (integer) modality values
+        entry_bits = int(voi_luts[0].LUTDescriptor[2]) or 16
+        indices = modality if np.issubdtype(modality.dtype, np.integer) else np.round(values).astype(np.int64)
+        unit = np.asarray(apply_voi(indices, ds, index=0), np.float64) / float(2 ** entry_bits - 1)
+    elif ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
+        function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+        unit = _window(values, _first(ds.WindowCenter), _first(ds.WindowWidth), function)
+    else:
+        bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
+        rescaled = "ModalityLUTSequence" in ds or float(ds.get("RescaleSlope", 1) or 1) != 1 or float(
+            ds.get("RescaleIntercept", 0) or 0) != 0
+        if bits <= 8 and not rescaled and int(ds.get("PixelRepresentation", 0) or 0) == 0:
+            low, high = 0.0, float(2 ** bits - 1)
+        else:
+            low, high = float(values.min()), float(values.max())
+        unit = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    unit = np.clip(unit, 0.0, 1.0)
+    if str(ds.PhotometricInterpretation).strip() == "MONOCHROME1":
+        unit = 1.0 - unit
+    return unit
+
+
+def to_grey(ds: Dataset) -> np.ndarray:
+    """The picture as ``float32 (rows, columns)`` grey levels in [0, 255]; call ``check_supported`` first."""
+    from pydicom.pixels import apply_color_lut
+
+    try:
+        stored = ds.pixel_array  # YBR colour is converted to RGB here
+    except Exception as exc:  # a decoder's own error: truncated or corrupt pixel data
+        raise InvalidImageError(f"pixel data does not decode: {type(exc).__name__}: {str(exc)[:200]}") from exc
+    photometric = str(ds.PhotometricInterpretation).strip()
+    if photometric in _MONOCHROME:
+        return (_to_unit(ds, stored) * 255.0).astype(np.float32)
+    if photometric == "PALETTE COLOR":
+        stored = apply_color_lut(stored, ds)
+    if stored.ndim != 3 or stored.shape[-1] != 3:
+        raise InvalidImageError(f"{photometric} pixels of shape {stored.shape} are not one RGB picture",
+                                RejectReason.UNSUPPORTED_DICOM)
+    top = float(2 ** int(ds.get("BitsStored") or 8) - 1) if photometric != "PALETTE COLOR" else 65535.0
+    if photometric == "PALETTE COLOR" and stored.dtype == np.uint8:
+        top = 255.0
+    luma = stored.astype(np.float64) @ np.array([0.299, 0.587, 0.114])  # ITU-R 601-2, as Pillow's "L"
+    return np.clip(luma * (255.0 / top), 0.0, 255.0).astype(np.float32)
+
+
+def decode_grey(data: bytes, limits: ImageLimits | None = None) -> np.ndarray:
+    """Bytes of a DICOM file -> its grey picture (``to_grey``), refused before decoding when it is not a single
+    image this module can render or has more pixels than ``limits`` allow."""
+    ds = read_dataset(data)
+    try:
+        check_supported(ds)
+        if limits is not None:
+            check_size(dicom_size(ds), limits)
+        return to_grey(ds)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        if isinstance(exc, InvalidImageError):
+            raise
+        # pydicom reads values lazily: an attribute that does not parse (an IS of "1A") fails here
+        raise InvalidImageError(f"malformed DICOM attribute: {type(exc).__name__}: {str(exc)[:200]}") from exc
+
+
+def _text(value: Any, limit: int) -> str | None:
+    """A tag's value as printable text (control characters dropped), or None when empty."""
+    if value is None:
+        return None
+    text = "".join(ch for ch in str(value) if ch.isprintable()).strip()
+    return text[:limit] or None
+
+
+def _person_name(value: Any) -> str | None:
+    """``Family^Given^Middle`` as ``Given Middle Family``, the way the uploader writes names for JPEGs."""
+    if not value:
+        return None
+    parts = [getattr(value, attr, "") for attr in ("given_name", "middle_name", "family_name")]
+    name = " ".join(p for p in parts if p) or str(value).replace("^", " ")
+    return _text(name, 256)
+
+
+def _iso_date(value: Any) -> str | None:
+    """A DA ``YYYYMMDD`` as ``YYYY-MM-DD``; anything else as it is."""
+    text = _text(value, 32)
+    if text and len(text) == 8 and text.isdigit():
+        return f"{text[:4]}-{text[4:6]}-{text[6:]}"
+    return text
+
+
+def tag_metadata(ds: Dataset, fallback: StudyMetadata | None = None) -> StudyMetadata:
+    """Patient and study data from the tags (PatientID, PatientName, StudyInstanceUID, StudyDate, Modality,
+    ViewPosition, Manufacturer; the hospital from InstitutionName). Where a tag is absent, ``fallback`` (the
+    object's S3 user metadata) fills in; the hospital of ``fallback`` wins, since it names the sending site."""
+    base = fallback or StudyMetadata()
+    return StudyMetadata(
+        hospital=base.hospital or _text(ds.get("InstitutionName"), 128),
+        patient_id=_text(ds.get("PatientID"), 128) or base.patient_id,
+        patient_name=_person_name(ds.get("PatientName")) or base.patient_name,
+        study_date=_iso_date(ds.get("StudyDate")) or base.study_date,
+        study_instance_uid=_text(ds.get("StudyInstanceUID"), 64),
+        modality=_text(ds.get("Modality"), 16),
+        view_position=_text(ds.get("ViewPosition"), 16),
+        manufacturer=_text(ds.get("Manufacturer"), 64),
+    )
+
+
+def with_tags(fetched: FetchedObject) -> FetchedObject:
+    """A fetched object as the pipeline stores it: a DICOM one with the metadata of its tags (its S3 metadata
+    filling gaps); a JPEG or PNG as it is. Raises ``RejectedInputError``: ``not_dicom`` for an object named or
+    typed DICOM that is not, or the reason its header cannot be read."""
+    try:
+        refuse_misnamed(fetched.data, fetched.key, fetched.content_type)
+        if not is_dicom(fetched.data):
+            return fetched
+        ds = read_dataset(fetched.data, header_only=True)
+    except InvalidImageError as exc:
+        raise RejectedInputError(exc.reason, str(exc)) from exc
+    try:
+        return replace(fetched, metadata=tag_metadata(ds, fetched.metadata))
+    except (ValueError, TypeError, LookupError, AttributeError) as exc:  # the message may quote a patient's name
+        raise RejectedInputError(RejectReason.BAD_METADATA, f"DICOM tags do not decode: {type(exc).__name__}") from exc
