@@ -17,11 +17,13 @@ from datetime import date
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from xraylab.deid_pixels import TEXT_BAND  # where burned-in text goes, and what the research export blurs
+
 __all__ = ["ModalityStudy", "dicom_bytes", "build_dataset", "burn_in_text", "TRANSFER_SYNTAXES", "TEXT_BAND"]
 
 # Names accepted by ``dicom_bytes(syntax=...)`` and ``xraylab upload --dicom --syntax``.
 TRANSFER_SYNTAXES = ("explicit", "implicit", "rle", "jpeg2000", "jpeg2000-lossless", "jpeg-baseline")
-TEXT_BAND = 0.12  # burned-in text stays inside this top share of the rows (xraylab.deid blurs that band)
+
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 
 

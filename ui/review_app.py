@@ -200,16 +200,27 @@ class ReviewActions:
         return verdict_id
 
 
+def _tag(detail: dict[str, Any], name: str) -> str:
+    """A study attribute as Markdown-safe text (the tags come from outside: no markup of theirs)."""
+    value = detail.get(name)
+    return html.escape(str(value)).replace("`", "'") if value else "-"
+
+
 def _details_markdown(detail: dict[str, Any], synthetic: bool) -> str:
     score = detail.get("score")
     lines = [f"### Study {detail['id']}: **{detail.get('band') or 'no prediction'}**"]
     if score is not None:
         lines.append(f"- Pneumonia score **{float(score):.3f}** from model `{detail.get('model_version')}`, "
                      f"scored {_when(detail.get('predicted_at'))} UTC")
-    lines += [f"- Patient: {detail.get('patient_name') or '-'} (ID {detail.get('patient_id') or '-'})",
-              f"- Hospital: {detail.get('hospital') or '-'}; study date {detail.get('study_date') or '-'}; "
+    lines += [f"- Patient: {_tag(detail, 'patient_name')} (ID {_tag(detail, 'patient_id')})",
+              f"- Hospital: {_tag(detail, 'hospital')}; study date {_tag(detail, 'study_date')}; "
               f"received {_when(detail.get('received_at'))} UTC",
-              f"- Image: {detail.get('content_type') or '-'}, {detail.get('size_bytes') or '-'} bytes"]
+              f"- Image: {detail.get('content_type') or '-'}, {detail.get('size_bytes') or '-'} bytes, "
+              f"from `{detail.get('endpoint_id') or '-'}`"]
+    if detail.get("study_instance_uid") or detail.get("modality"):  # a DICOM study: what its tags say
+        lines.append(f"- DICOM: modality {_tag(detail, 'modality')}, view {_tag(detail, 'view_position')}, "
+                     f"manufacturer {_tag(detail, 'manufacturer')}; Study Instance UID "
+                     f"`{_tag(detail, 'study_instance_uid')}`")
     if len(detail.get("predictions") or []) > 1:
         lines.append("- Earlier scores: " + "; ".join(
             f"{p['model_version']}: {p['score']:.3f} ({p['band']})" for p in detail["predictions"][:-1]))

@@ -24,11 +24,12 @@ db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
 cluster_app = typer.Typer(help="The local stack (cluster/local).", no_args_is_help=True)
 users_app = typer.Typer(help="Accounts of the review app and the HTTP API.", no_args_is_help=True)
+export_app = typer.Typer(help="De-identified exports.", no_args_is_help=True)
 
 
 def register(root: typer.Typer) -> None:
     for sub, name in ((events_app, "events"), (db_app, "db"), (models_app, "models"), (cluster_app, "cluster"),
-                      (users_app, "users")):
+                      (users_app, "users"), (export_app, "export")):
         root.add_typer(sub, name=name)
     root.command("audit")(audit)
     root.command("predict")(predict)
@@ -176,6 +177,30 @@ def predict(
     for result in score_files(reg, files, version=version, limits=settings.image_limits(),
                               max_bytes=settings.MAX_IMAGE_BYTES):
         print(json.dumps(result), flush=True)
+
+
+@export_app.command("research")
+def export_research_command(
+    band: Annotated[list[str] | None, typer.Option("--band", help="a band to export (repeatable); default "
+                                                                  "XRAYLAB_RESEARCH_BANDS")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many studies in this run", min=1)] = 1000,
+    database: DatabaseOption = "default",
+) -> None:
+    """Copy the DICOM studies of a band, de-identified (PS3.15 E.1, keyed pseudonyms and UIDs, shifted dates,
+    burned-in text blurred), to XRAYLAB_RESEARCH_BUCKET; prints {"exported", "skipped": {why: n}}."""
+    setup_logging()
+    from xraylab.bands import BAND_ORDER
+    from xraylab.db.session import Database
+    from xraylab.research_export import export_research
+
+    settings = load_settings()
+    if unknown := [b for b in band or [] if b not in BAND_ORDER]:
+        raise fail(f"unknown band(s) {', '.join(unknown)}: use {', '.join(BAND_ORDER)}")
+    try:
+        report = export_research(Database(settings.database_url(database)), settings, bands=band or None, limit=limit)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    print(json.dumps(report.to_dict()))
 
 
 def _cluster_script(name: str) -> None:

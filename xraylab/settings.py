@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from xraylab.bands import DEFAULT_BANDS, Bands
+from xraylab.bands import BAND_ORDER, DEFAULT_BANDS, Bands
 
 if TYPE_CHECKING:
     from xraylab.imaging import ImageLimits
@@ -117,6 +117,16 @@ class Settings(BaseSettings):
     ORTHANC_HOSPITAL: str = ""  # the hospital of studies from this PACS; empty: each study's InstitutionName
     MODALITY_AET: str = "XRAYLAB_MOD"  # the calling AE title of the simulated modality (xraylab upload --to-pacs)
 
+    # The de-identified research export (xraylab/research_export.py, `xraylab export research`): studies whose
+    # latest band is one of RESEARCH_BANDS (comma-separated) go to RESEARCH_BUCKET on the S3 endpoint
+    # RESEARCH_ENDPOINT (default S3_ENDPOINT_ID), de-identified under the HMAC key RESEARCH_KEY (pseudonyms, UIDs,
+    # date shifts: keep it secret and keep it; cluster/local/up.sh generates one into the env file).
+    RESEARCH_BUCKET: str = "xray-research"
+    RESEARCH_ENDPOINT: str = ""
+    RESEARCH_BANDS: str = "Unsure"
+    RESEARCH_KEY: SecretStr = SecretStr("")
+    RESEARCH_MAX_SHIFT_DAYS: int = Field(365, ge=1, description="dates move back 1 to this many days per patient")
+
     # Model registry (xraylab/registry): empty = the folder MODEL_DIR on this machine (the embedded default);
     # s3://BUCKET[/PREFIX] = a bucket every node shares, on the S3 endpoint MODEL_REGISTRY_ENDPOINT (default
     # S3_ENDPOINT_ID), cached per node in MODEL_CACHE_DIR. Which version serves is an app argument (AppArgs).
@@ -207,6 +217,10 @@ class Settings(BaseSettings):
             raise ValueError(f"XRAYLAB_BAND_UNSURE / XRAYLAB_BAND_PNEUMONIA: {exc}") from None
         if self.COOKIE_SECURE is None:
             self.COOKIE_SECURE = self.ENV == "production"
+        unknown = [band for band in self.research_bands() if band not in BAND_ORDER]
+        if unknown:
+            raise ValueError(f"XRAYLAB_RESEARCH_BANDS: unknown band(s) {', '.join(unknown)}: "
+                             f"use {', '.join(BAND_ORDER)}")
         for name in ("S3_SECRET_KEY",):
             value = getattr(self, name).get_secret_value()
             if value in PLACEHOLDER_SECRETS or "changethis" in value:
@@ -221,6 +235,10 @@ class Settings(BaseSettings):
 
         return ImageLimits(max_pixels=self.MAX_IMAGE_PIXELS, min_side=self.MIN_IMAGE_SIDE,
                            min_dynamic_range=self.MIN_DYNAMIC_RANGE)
+
+    def research_bands(self) -> list[str]:
+        """The bands whose studies the research export copies (``RESEARCH_BANDS``)."""
+        return [band.strip() for band in self.RESEARCH_BANDS.split(",") if band.strip()]
 
     def bands(self) -> Bands:
         """The bands a newly trained model gets in its card."""

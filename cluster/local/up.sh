@@ -2,6 +2,8 @@
 # Start the whole local stack (idempotent): SeaweedFS, Kafka, MariaDB, Orthanc, Prometheus, the two notifiers;
 # then migrate.
 source "$(dirname "$0")/lib.sh"
+# The research export's pseudonymisation key (xraylab/research_export.py), generated once and kept.
+[[ -n "$(env_get XRAYLAB_RESEARCH_KEY)" ]] || env_set XRAYLAB_RESEARCH_KEY "$(random_secret)"
 "$LOCAL_DIR/seaweedfs.sh" start
 "$LOCAL_DIR/kafka.sh" start
 "$LOCAL_DIR/mariadb.sh" start

@@ -4,11 +4,13 @@ through a crash, each one row with the metadata of its tags, in the same tables 
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +137,52 @@ def test_pacs_studies_become_one_row_each_across_a_notifier_crash(pipeline, sett
         assert study.score is not None and 0.0 <= study.score <= 1.0
     scores = np.array([stored[u.key].score for u in sent])
     assert scores.std() > 0, "each study scored on its own pixels"
+
+
+@pytest.mark.browser
+def test_the_worklist_holds_pacs_and_s3_studies_alike_and_shows_the_tags(pipeline, settings, s3, bucket, mariadb,
+                                                                          browser) -> None:
+    from playwright.sync_api import expect
+
+    from ingest.uploader import upload_study
+    from tests.accounts import new_account
+    from tests.e2e.browser import log_in
+    from xraylab.messages import StudyMetadata
+    from xraylab.synthetic import encode_jpeg, generate_xray
+
+    hospital = f"pacs-{uuid.uuid4().hex[:6]}"
+    [dicom] = send_generated_to_pacs(PacsTarget.from_settings(settings), 1, seed=5, hospitals=[hospital],
+                                     dicom=DicomOptions("rle", bits=16, photometric="MONOCHROME1"))
+    upload_study(s3, bucket, f"{hospital}/plain.jpeg", encode_jpeg(generate_xray(np.random.default_rng(1), False)),
+                 StudyMetadata(hospital, "P-JPEG-1", "Jay Peg", "2026-11-20"), content_type="image/jpeg")
+    rows_pacs, _ = wait_for(mariadb, PACS_BUCKET, {dicom.key})
+    rows_s3, _ = wait_for(mariadb, bucket, {f"{hospital}/plain.jpeg"})
+    assert rows_pacs and rows_s3
+    study_id = studies(mariadb, {dicom.key})[dicom.key].id
+
+    doctor, password = new_account(mariadb)
+    context = browser.new_context(viewport={"width": 1600, "height": 1100})
+    page = context.new_page()
+    log_in(page, pipeline.url, doctor, password)
+    page.locator("#filter-hospital input").click()
+    page.get_by_role("option", name=hospital).click()
+    expect(page.locator("#page-info")).to_contain_text("2 studies", timeout=30000)
+    ids = [page.locator(f'#worklist [data-testid="cell-{row}-0"]').inner_text() for row in (0, 1)]
+    row = ids.index(str(study_id))
+    page.locator(f'#worklist [data-testid="cell-{row}-6"]').click()
+    details = page.locator("#study-details")
+    expect(details).to_contain_text(f"Study {study_id}", timeout=30000)
+    expect(details).to_contain_text(dicom.metadata.patient_name)
+    expect(details).to_contain_text("DICOM: modality DX, view PA, manufacturer xraylab simulated modality")
+    expect(details).to_contain_text(f"from {settings.ORTHANC_ENDPOINT_ID}")
+    page.wait_for_function("() => { const i = document.querySelector('#study-img'); return i && i.naturalWidth > 0 }")
+    # The picture shown is the one the tags describe: MONOCHROME1 stored inverted, shown the right way round.
+    shown = page.request.get(f"{pipeline.url}/review/studies/{study_id}/image")
+    assert shown.headers["content-type"] == "image/png"
+    from PIL import Image
+
+    from ingest.uploader import generated_studies
+
+    [original] = generated_studies(1, seed=5, hospitals=[hospital])
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(shown.body())).convert("L")), original.pixels)
+    context.close()

@@ -71,3 +71,30 @@ def test_the_command_prints_one_json_line_per_file_and_refuses_bad_arguments(tmp
     unknown = xraylab("predict", str(image), "--model", "nope", env=env)
     assert unknown.returncode == 2 and "not found" in unknown.stderr
     assert xraylab("predict", env=env).returncode == 2  # no file
+
+
+def test_dicom_files_score_as_their_jpeg_does_and_unsupported_ones_are_refused(tmp_path: Path) -> None:
+    from datetime import date
+
+    import pydicom
+
+    from ingest.dicom_files import ModalityStudy, dicom_bytes
+
+    publish_model(tmp_path / "models")
+    env = {"XRAYLAB_MODEL_DIR": str(tmp_path / "models"), "XRAYLAB_MODEL_REGISTRY": ""}
+    study = ModalityStudy("P1", "Ana Okafor", date(2026, 11, 4), "st-mary")
+    pixels = generate_xray(np.random.default_rng(4), True)
+    files = {"chest.jpeg": encode_jpeg(pixels),
+             "chest.dcm": dicom_bytes(pixels, study, syntax="jpeg2000-lossless", bits=16, photometric="MONOCHROME1"),
+             "chest-rle.dcm": dicom_bytes(pixels, study, syntax="rle"),
+             "renamed.dcm": encode_jpeg(pixels),
+             "plan.dcm": (Path(pydicom.__file__).parent / "data" / "test_files" / "rtplan.dcm").read_bytes()}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    done = xraylab("predict", *(str(tmp_path / name) for name in files), env=env)
+    assert done.returncode == 0, done.stderr[-500:]
+    lines = {Path(d["file"]).name: d for d in map(json.loads, done.stdout.splitlines())}
+    assert abs(lines["chest.dcm"]["score"] - lines["chest.jpeg"]["score"]) < 0.01
+    assert lines["chest-rle.dcm"]["score"] == lines["chest.dcm"]["score"], "lossless: the same input"
+    assert lines["renamed.dcm"]["reason"] == "not_dicom"
+    assert lines["plan.dcm"]["reason"] == "not_image_dicom" and "RT Plan" in lines["plan.dcm"]["error"]
