@@ -67,17 +67,21 @@ def serve_run(database: DatabaseOption = "default", ingest: bool = True, ui: boo
 
 
 def demo(count: int = 24, database: DatabaseOption = "default", timeout_s: float = 300.0, seed: int = -1,
-         serve_forever: Annotated[bool, typer.Option(help="keep serving the UI until Ctrl-C")] = True) -> None:
-    """Bootstrap a model if none, run the pipeline, upload COUNT generated X-rays, summarise, serve the UI."""
+         serve_forever: Annotated[bool, typer.Option(help="keep serving the UI until Ctrl-C")] = True,
+         pacs: Annotated[int, typer.Option(help="generated DICOM studies sent to the PACS by C-STORE", min=0)] = 4,
+         ) -> None:
+    """Bootstrap a model if none, run the pipeline, upload COUNT generated X-rays and send PACS DICOM studies,
+    summarise, serve the UI."""
     setup_logging()
     from serve_app.demo import run_demo
 
     settings = load_settings()
     pipeline, summary = run_demo(settings, count=count, database=database, timeout_s=timeout_s,
-                                 seed=seed if seed >= 0 else int(time.time()))
+                                 seed=seed if seed >= 0 else int(time.time()), pacs=pacs)
     print("\n" + "\n".join(summary.lines()))
     if not summary.complete:
-        print(f"error: only {summary.stored}/{count} predictions within {timeout_s:.0f}s", file=sys.stderr)
+        print(f"error: only {summary.stored}/{count + summary.pacs} predictions within {timeout_s:.0f}s",
+              file=sys.stderr)
         pipeline.stop()
         raise typer.Exit(1)
     login_file = settings.STATE_DIR / "demo-login.txt"

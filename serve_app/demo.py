@@ -30,6 +30,7 @@ class DemoSummary:
     uploaded: int
     bucket: str
     prefix: str
+    pacs: int = 0  # DICOM studies sent to the PACS by C-STORE
     stored: int = 0
     bands: Counter[str] = field(default_factory=Counter)
     agree: int = 0  # score > 0.5 matches the generator's label
@@ -39,11 +40,12 @@ class DemoSummary:
 
     @property
     def complete(self) -> bool:
-        return self.stored >= self.uploaded
+        return self.stored >= self.uploaded + self.pacs
 
     def lines(self) -> list[str]:
         out = ["=== xraylab demo summary ===",
                f"images uploaded: {self.uploaded} to s3://{self.bucket}/{self.prefix}",
+               f"DICOM studies sent to the PACS by C-STORE: {self.pacs}",
                f"predictions stored: {self.stored}",
                "risk bands: " + ", ".join(f"{b}={n}" for b, n in sorted(self.bands.items()))]
         if self.stored:
@@ -53,13 +55,16 @@ class DemoSummary:
         return out
 
 
-def run_demo(settings: Settings, *, count: int, database: str, timeout_s: float,
-             seed: int) -> tuple[Pipeline, DemoSummary]:
-    """Run the pipeline, upload ``count`` generated X-rays and wait (up to ``timeout_s``) for their rows.
-    The pipeline is left running for the caller to serve or stop."""
+def run_demo(settings: Settings, *, count: int, database: str, timeout_s: float, seed: int,
+             pacs: int = 0) -> tuple[Pipeline, DemoSummary]:
+    """Run the pipeline, upload ``count`` generated X-rays and send ``pacs`` generated DICOM studies (patient data
+    burned into the pixels too) to the PACS, and wait (up to ``timeout_s``) for their rows. The pipeline is left
+    running for the caller to serve or stop."""
+    from ingest.pacs_sender import PacsTarget
     from ingest.standin_doctor import wait_for_scores
-    from ingest.uploader import upload_generated
+    from ingest.uploader import DicomOptions, send_generated_to_pacs, upload_generated
     from xraylab.db.session import Database, upgrade_schema
+    from xraylab.orthanc import PACS_BUCKET
     from xraylab.storage import make_s3_client
 
     registry = open_registry(settings)
@@ -76,9 +81,16 @@ def run_demo(settings: Settings, *, count: int, database: str, timeout_s: float,
     client = make_s3_client(settings.s3_endpoint(None))
     uploads = upload_generated(client, settings.S3_BUCKET, count, prefix=prefix, seed=seed)
     log.info("uploaded %d generated X-rays to s3://%s/%s", count, settings.S3_BUCKET, prefix)
-    keys = {u.key: u.label for u in uploads}
-    rows = list(wait_for_scores(db, settings.S3_BUCKET, list(keys), timeout_s).values())
-    summary = DemoSummary(uploaded=count, bucket=settings.S3_BUCKET, prefix=prefix, stored=len(rows),
+    sent = send_generated_to_pacs(PacsTarget.from_settings(settings), pacs, seed=seed + 1,
+                                  dicom=DicomOptions("jpeg2000-lossless", bits=16, burn_in=True)) if pacs else []
+    log.info("sent %d generated DICOM studies to the PACS", len(sent))
+    keys = {u.key: u.label for u in [*uploads, *sent]}
+    started = time.monotonic()
+    rows = list(wait_for_scores(db, settings.S3_BUCKET, [u.key for u in uploads], timeout_s).values())
+    if sent:
+        rows += wait_for_scores(db, PACS_BUCKET, [u.key for u in sent],
+                                max(1.0, timeout_s - (time.monotonic() - started))).values()
+    summary = DemoSummary(uploaded=count, bucket=settings.S3_BUCKET, prefix=prefix, pacs=len(sent), stored=len(rows),
                           bands=Counter(r["band"] for r in rows),
                           agree=sum((r["score"] > 0.5) == (keys[r["object_key"]] == PNEUMONIA_CLASS) for r in rows),
                           database=db.engine.url.render_as_string(hide_password=True),

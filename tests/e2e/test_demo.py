@@ -10,9 +10,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_runs_the_pipeline_and_summarises() -> None:
-    result = subprocess.run([str(ROOT / ".venv/bin/xraylab"), "demo", "--count", "4", "--no-serve-forever",
-                             "--timeout-s", "240"], capture_output=True, text=True, timeout=600)
+    result = subprocess.run([str(ROOT / ".venv/bin/xraylab"), "demo", "--count", "4", "--pacs", "2",
+                             "--no-serve-forever", "--timeout-s", "240"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "predictions stored: 4" in result.stdout
+    assert "DICOM studies sent to the PACS by C-STORE: 2" in result.stdout
+    assert "predictions stored: 6" in result.stdout
     assert "Review app: http://127.0.0.1:8000/ui" in result.stdout
     assert "synthetic" in result.stdout
