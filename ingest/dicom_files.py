@@ -17,7 +17,8 @@ from datetime import date
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from xraylab.deid_pixels import TEXT_BAND  # where burned-in text goes, and what the research export blurs
+# Where burned-in text goes, and what the research export blurs on this manufacturer's images.
+from xraylab.deid_pixels import SIMULATED_MANUFACTURER, TEXT_BAND
 
 __all__ = ["ModalityStudy", "dicom_bytes", "build_dataset", "burn_in_text", "TRANSFER_SYNTAXES", "TEXT_BAND"]
 
@@ -37,7 +38,7 @@ class ModalityStudy:
     hospital: str
     birth_date: date | None = None
     accession: str = ""
-    manufacturer: str = "xraylab simulated modality"
+    manufacturer: str = SIMULATED_MANUFACTURER
     view_position: str = "PA"
 
 

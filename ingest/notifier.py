@@ -55,8 +55,11 @@ def _is_multipart_part(key: str) -> bool:
     return len(segments) == 3 and segments[0] == ".uploads" and segments[2].endswith(".part")
 
 
-def filer_event_to_object(event: dict[str, Any], endpoint_id: str) -> ObjectToProcess | None:
-    """One ``filer.meta.tail`` event -> an ``ObjectToProcess`` (create or delete), or None to skip it."""
+def filer_event_to_object(event: dict[str, Any], endpoint_id: str,
+                          skip_buckets: frozenset[str] = frozenset()) -> ObjectToProcess | None:
+    """One ``filer.meta.tail`` event -> an ``ObjectToProcess`` (create or delete), or None to skip it (a
+    directory, a multipart part, a hidden bucket or one of ``skip_buckets``: the project's own, such as the
+    research export's, whose objects are no uploads)."""
     note = event.get("eventNotification") or {}
     new, old = note.get("newEntry"), note.get("oldEntry")
     entry = new or old
@@ -70,7 +73,7 @@ def filer_event_to_object(event: dict[str, Any], endpoint_id: str) -> ObjectToPr
         return None
     bucket = parts[1]
     key = "/".join([*parts[2:], entry["name"]])
-    if bucket.startswith(".") or _is_multipart_part(key):
+    if bucket.startswith(".") or bucket in skip_buckets or _is_multipart_part(key):
         return None
     attrs = entry.get("attributes") or {}
     etag = _b64((entry.get("extended") or {}).get("Seaweed-X-Amz-ETag"))
@@ -175,7 +178,7 @@ class SeaweedNotifier:
         newest = saved = self._last_ts() or 0
         produced, pending = 0, []
         for event in events:
-            item = filer_event_to_object(event, self.settings.S3_ENDPOINT_ID)
+            item = filer_event_to_object(event, self.settings.S3_ENDPOINT_ID, self.settings.internal_buckets())
             if item is not None:
                 payload = json.dumps(make_s3_event(item)).encode("utf-8")
                 pending.append(producer.send(self.settings.KAFKA_TOPIC, key=item.key.encode("utf-8"), value=payload))

@@ -19,6 +19,7 @@ by its evaluated annotation.
 import html
 import logging
 import os
+import re
 import time
 from datetime import date, datetime
 from typing import Any
@@ -203,7 +204,9 @@ class ReviewActions:
 def _tag(detail: dict[str, Any], name: str) -> str:
     """A study attribute as Markdown-safe text (the tags come from outside: no markup of theirs)."""
     value = detail.get(name)
-    return html.escape(str(value)).replace("`", "'") if value else "-"
+    if not value:
+        return "-"
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~<>&])", r"\\\1", str(value))  # CommonMark: \ escapes punctuation
 
 
 def _details_markdown(detail: dict[str, Any], synthetic: bool) -> str:
@@ -220,7 +223,7 @@ def _details_markdown(detail: dict[str, Any], synthetic: bool) -> str:
     if detail.get("study_instance_uid") or detail.get("modality"):  # a DICOM study: what its tags say
         lines.append(f"- DICOM: modality {_tag(detail, 'modality')}, view {_tag(detail, 'view_position')}, "
                      f"manufacturer {_tag(detail, 'manufacturer')}; Study Instance UID "
-                     f"`{_tag(detail, 'study_instance_uid')}`")
+                     f"{_tag(detail, 'study_instance_uid')}")
     if len(detail.get("predictions") or []) > 1:
         lines.append("- Earlier scores: " + "; ".join(
             f"{p['model_version']}: {p['score']:.3f} ({p['band']})" for p in detail["predictions"][:-1]))

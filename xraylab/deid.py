@@ -57,6 +57,11 @@ _CATEGORY_ACTIONS = {"D_TAGS": "D", "Z_TAGS": "Z", "X_TAGS": "X", "U_TAGS": "U",
 _DUMMY = {**dict.fromkeys(("AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"), "ANONYMIZED"),
           "DS": "0", "IS": "0", **dict.fromkeys(("FL", "FD", "SL", "SS", "SV", "UL", "US", "UV"), 0)}
 _PATIENT_ID, _BIRTH_DATE, _BIRTH_TIME = Tag("PatientID"), Tag("PatientBirthDate"), Tag("PatientBirthTime")
+# Identifying attributes that table E.1-1 of this edition does not list: removed as well.
+_ALSO_REMOVED = frozenset(Tag(k) for k in (
+    "PatientBirthDateInAlternativeCalendar", "PatientDeathDateInAlternativeCalendar", "PatientAlternativeCalendar",
+    "UniversalEntityID", "TextValue"))
+_FREE_TEXT = ("LT", "ST", "UT", "UC")  # unlisted free text can name anyone: removed; unlisted PN: emptied
 _OPTIONS = {  # the method text (LO: 64 characters a value) and CID 7050 code of the profile and each option
     "basic": ("PS3.15 E.1 Basic Application Confidentiality Profile",
               codes.DCM.BasicApplicationConfidentialityProfile),
@@ -174,8 +179,8 @@ def _with(elem: DataElement, values: list) -> DataElement:
 
 def _clean_element(elem: DataElement, ctx: _Context) -> DataElement | None:
     tag: BaseTag = elem.tag
-    if tag.is_private or (tag.group & 0xFF00) in (0x5000, 0x6000):  # private, curves, overlays
-        return None
+    if tag.is_private or (tag.group & 0xFF00) in (0x5000, 0x6000) or tag in _ALSO_REMOVED:  # private, curves,
+        return None  # overlays
     if tag == _BIRTH_DATE:
         return DataElement(tag, elem.VR, elem.empty_value)
     if tag == _BIRTH_TIME:
@@ -199,6 +204,10 @@ def _clean_element(elem: DataElement, ctx: _Context) -> DataElement | None:
         return DataElement(tag, "SQ", Sequence([_clean_dataset(item, ctx) for item in items]))
     if elem.VR == "UI" and action is not None:
         return _with(elem, [remap_uid(v, ctx.key) for v in _values(elem)])
+    if action is None and elem.VR in _FREE_TEXT:
+        return None
+    if action is None and elem.VR == "PN":  # a person's name the table does not list (reviewers, evaluators)
+        return DataElement(tag, elem.VR, elem.empty_value)
     if action is None:
         return copy.deepcopy(elem)
     if action == "D" and elem.VR in _DUMMY:
@@ -237,15 +246,15 @@ def deidentify(ds: Dataset, policy: DeidPolicy) -> Dataset:
     meta.MediaStorageSOPClassUID = ds.get("SOPClassUID") or source_meta.get("MediaStorageSOPClassUID")
     meta.MediaStorageSOPInstanceUID = out.get("SOPInstanceUID") or remap_uid(
         source_meta.get("MediaStorageSOPInstanceUID", ""), policy.key)
-    meta.TransferSyntaxUID = source_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian  # the pixels are written anew, uncompressed (any input)
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     options = ["basic", "dates"]
     if "PixelData" in ds:
+        burned_in = str(ds.get("BurnedInAnnotation", "")).upper() == "YES"
         if clean_pixel_data(ds, out, policy.text_rules):
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian  # set_pixel_data moves only compressed ones there
             out.BurnedInAnnotation = "NO"
             options.append("pixels")
-        elif str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
+        elif burned_in:
             raise ValueError("the image has burned-in annotation and no text rule says where: not exported")
     out.PatientIdentityRemoved = "YES"
     out.LongitudinalTemporalInformationModified = "MODIFIED"

@@ -4,12 +4,14 @@ signatures) and how it is made illegible (a Gaussian blur inside those regions, 
 A ``TextRule`` names the datasets it applies to (Manufacturer / model containing a string, Modality, Rows,
 Columns: every condition given must hold) and the regions to clean, in pixels (``Region``) or as fractions of
 the image (``FractionalRegion``, for a band whatever the size). The regions of every matching rule are cleaned.
-The default rule matches every image and cleans the top 12% of the rows, full width: the band where the
-project's uploader burns the patient's name and id (``ingest.dicom_files.TEXT_BAND``).
+The default rule matches the project's simulated modality (Manufacturer ``SIMULATED_MANUFACTURER``) and cleans the
+top 12% of the rows, full width, where it burns the patient's name and id (``ingest.dicom_files``). A real
+device's images need rules of their own: one that says it has burned-in text (Burned In Annotation YES) and
+that no rule covers is refused by ``xraylab.deid``, never exported with its text.
 
-``clean_pixel_data`` decodes the pixels (compressed ones too, through the pylibjpeg plugins), blurs the regions
-and writes them back uncompressed: the caller sets Explicit VR Little Endian; Bits Allocated, Bits Stored and
-Pixel Representation stay those of the input.
+``clean_pixel_data`` decodes the pixels (compressed or big endian ones too, through pydicom and the pylibjpeg
+plugins), blurs the regions and writes them back uncompressed: the caller sets Explicit VR Little Endian; Bits
+Allocated, Bits Stored and Pixel Representation stay those of the input.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ from pydicom import Dataset
 from pydicom.pixels import get_decoder
 from scipy import ndimage
 
-__all__ = ["Region", "FractionalRegion", "TextRule", "DEFAULT_TEXT_RULES", "TEXT_BAND", "blur_regions",
-           "text_regions", "clean_pixel_data"]
+__all__ = ["Region", "FractionalRegion", "TextRule", "DEFAULT_TEXT_RULES", "TEXT_BAND", "SIMULATED_MANUFACTURER",
+           "blur_regions", "text_regions", "clean_pixel_data"]
 
 TEXT_BAND = 0.12  # the share of rows, from the top, where the uploader burns the patient's name and id
-_MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
+SIMULATED_MANUFACTURER = "xraylab simulated modality"  # the Manufacturer the project's uploader writes
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,8 @@ class TextRule:
         return [clipped for r in regions if (clipped := r.clip(rows, columns))]
 
 
-DEFAULT_TEXT_RULES: tuple[TextRule, ...] = (TextRule(regions=(FractionalRegion(0.0, 0.0, 1.0, TEXT_BAND),)),)
+DEFAULT_TEXT_RULES: tuple[TextRule, ...] = (
+    TextRule(regions=(FractionalRegion(0.0, 0.0, 1.0, TEXT_BAND),), manufacturer=SIMULATED_MANUFACTURER),)
 
 
 def text_regions(ds: Dataset, rules: Sequence[TextRule]) -> list[Region]:
@@ -122,23 +125,25 @@ def blur_regions(pixels: np.ndarray, regions: Sequence[Region]) -> np.ndarray:
 
 
 def clean_pixel_data(src: Dataset, out: Dataset, rules: Sequence[TextRule]) -> bool:
-    """Blur the text regions of ``src``'s pixels into ``out``'s Pixel Data, uncompressed; False (``out``
-    untouched) when no rule matches. Monochrome images only: a colour one raises ``ValueError``."""
+    """``src``'s pixels into ``out``'s Pixel Data, uncompressed and little endian, with the text regions of the
+    matching rules blurred; True when a rule matched (and so text was cleaned). Monochrome images only: a colour
+    one raises ``ValueError``."""
+    from xraylab.dicom import MONOCHROME
+
     regions = text_regions(src, rules)
-    if not regions:
-        return False
     photometric = str(src.get("PhotometricInterpretation", ""))
-    if photometric not in _MONOCHROME or int(src.get("SamplesPerPixel", 1)) != 1:
+    if photometric not in MONOCHROME or int(src.get("SamplesPerPixel", 1)) != 1:
         raise ValueError(f"cannot clean burned-in text in {photometric or 'unknown'} pixel data: monochrome only")
     tsyntax = getattr(src, "file_meta", Dataset()).get("TransferSyntaxUID")
     if tsyntax is None:
         raise ValueError("the dataset has no file meta Transfer Syntax UID: its pixel data cannot be decoded")
     decoded, _ = get_decoder(tsyntax).as_array(src)  # not ds.pixel_array: it would cache the array on the input
-    pixels = blur_regions(decoded, regions)
+    pixels = blur_regions(decoded, regions) if regions else decoded
+    pixels = pixels.astype(pixels.dtype.newbyteorder("<"), copy=False)  # a big endian input's array: swap the bytes
     if "NumberOfFrames" in src and pixels.ndim == 2:  # keep a multi-frame IOD's Number of Frames (1)
         pixels = pixels[np.newaxis]
     for keyword in ("PixelData", "ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
         if keyword in out:
             del out[keyword]
     out.set_pixel_data(pixels, photometric, int(src.BitsStored), generate_instance_uid=False)
-    return True
+    return bool(regions)

@@ -30,11 +30,11 @@ if TYPE_CHECKING:
     from pydicom import Dataset
 
 __all__ = ["is_dicom", "claims_dicom", "refuse_misnamed", "read_dataset", "check_supported", "to_grey",
-           "decode_grey", "tag_metadata", "with_tags", "dicom_size", "DICOM_SUFFIXES", "DICOM_MEDIA_TYPE"]
+           "decode_grey", "tag_metadata", "with_tags", "dicom_size", "MONOCHROME", "DICOM_SUFFIXES", "DICOM_MEDIA_TYPE"]
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 DICOM_MEDIA_TYPE = "application/dicom"
-_MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
+MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR")
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
@@ -58,17 +58,26 @@ def refuse_misnamed(data: bytes, name: str | None, content_type: str | None) -> 
                                 RejectReason.NOT_DICOM)
 
 
+def _failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure to read this input (to be refused), rather than the process being stopped.
+    Decoders written in Rust (pylibjpeg-rle) panic with a ``BaseException`` of their own on corrupt data."""
+    return not isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit)
+
+
 def read_dataset(data: bytes, *, header_only: bool = False) -> Dataset:
-    """The dataset of a Part 10 file; ``header_only`` stops before the pixel data (cheap: the tags only)."""
+    """The dataset of a Part 10 file; ``header_only`` stops before the pixel data (cheap: the tags only).
+    Whatever fails in parsing is refused as ``not_image``, naming the error's type only: its message may quote
+    element bytes, and so patient data."""
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
     if not is_dicom(data):
         raise InvalidImageError("no DICOM Part 10 header ('DICM' at byte 128)", RejectReason.NOT_DICOM)
     try:
         return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=header_only)
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError, NotImplementedError) as exc:
-        raise InvalidImageError(f"unreadable DICOM: {type(exc).__name__}: {str(exc)[:200]}") from exc
+    except BaseException as exc:
+        if not _failure(exc):
+            raise
+        raise InvalidImageError(f"unreadable DICOM ({type(exc).__name__})") from None
 
 
 def _sop_class(ds: Dataset) -> str:
@@ -103,7 +112,7 @@ def check_supported(ds: Dataset) -> None:
         raise InvalidImageError(f"transfer syntax {syntax.name} ({syntax}) has no pixel data decoder here",
                                 RejectReason.UNSUPPORTED_TRANSFER_SYNTAX)
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
-    if photometric not in _MONOCHROME + _COLOUR:
+    if photometric not in MONOCHROME + _COLOUR:
         raise InvalidImageError(f"photometric interpretation {photometric or '(none)'} is not handled",
                                 RejectReason.UNSUPPORTED_DICOM)
     bits = int(ds.get("BitsAllocated") or 0)
@@ -150,7 +159,11 @@ def _to_unit(ds: Dataset, stored: np.ndarray) -> np.ndarray:
         unit = np.asarray(apply_voi(indices, ds, index=0), np.float64) / float(2 ** entry_bits - 1)
     elif ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
         function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
-        unit = _window(values, _first(ds.WindowCenter), _first(ds.WindowWidth), function)
+        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+        if not (np.isfinite(center) and np.isfinite(width) and width > 0):
+            raise InvalidImageError(f"window center {center:g} / width {width:g} is no window",
+                                    RejectReason.UNSUPPORTED_DICOM)
+        unit = _window(values, center, width, function)
     else:
         bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
         rescaled = "ModalityLUTSequence" in ds or float(ds.get("RescaleSlope", 1) or 1) != 1 or float(
@@ -160,8 +173,13 @@ def _to_unit(ds: Dataset, stored: np.ndarray) -> np.ndarray:
         else:
             low, high = float(values.min()), float(values.max())
         unit = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    if not np.isfinite(unit).all():  # a NaN slope or LUT entry: no picture to score
+        raise InvalidImageError("rescale or VOI values give no finite grey levels", RejectReason.UNSUPPORTED_DICOM)
     unit = np.clip(unit, 0.0, 1.0)
-    if str(ds.PhotometricInterpretation).strip() == "MONOCHROME1":
+    # MONOCHROME1 is shown inverted (its Presentation LUT Shape says INVERSE too: one inversion); a MONOCHROME2
+    # image whose Presentation LUT Shape is INVERSE is inverted as well.
+    inverse = str(ds.get("PresentationLUTShape", "") or "").strip().upper() == "INVERSE"
+    if str(ds.PhotometricInterpretation).strip() == "MONOCHROME1" or inverse:
         unit = 1.0 - unit
     return unit
 
@@ -172,10 +190,12 @@ def to_grey(ds: Dataset) -> np.ndarray:
 
     try:
         stored = ds.pixel_array  # YBR colour is converted to RGB here
-    except Exception as exc:  # a decoder's own error: truncated or corrupt pixel data
-        raise InvalidImageError(f"pixel data does not decode: {type(exc).__name__}: {str(exc)[:200]}") from exc
+    except BaseException as exc:  # a decoder's own error: truncated or corrupt pixel data
+        if not _failure(exc):
+            raise
+        raise InvalidImageError(f"pixel data does not decode ({type(exc).__name__})") from None
     photometric = str(ds.PhotometricInterpretation).strip()
-    if photometric in _MONOCHROME:
+    if photometric in MONOCHROME:
         return (_to_unit(ds, stored) * 255.0).astype(np.float32)
     if photometric == "PALETTE COLOR":
         stored = apply_color_lut(stored, ds)
@@ -189,20 +209,65 @@ def to_grey(ds: Dataset) -> np.ndarray:
     return np.clip(luma * (255.0 / top), 0.0, 255.0).astype(np.float32)
 
 
+def _frame_size(ds: Dataset) -> tuple[int, int] | None:
+    """(width, height) that the first compressed frame says it has (a JPEG SOF or JPEG 2000 SIZ marker), read
+    before decoding: a decoder sizes its buffer from these, not from Rows and Columns. None: not JPEG/J2K."""
+    from pydicom.encaps import generate_frames
+
+    syntax = ds.file_meta.TransferSyntaxUID
+    if not syntax.is_encapsulated or syntax == "1.2.840.10008.1.2.5":  # RLE decodes to Rows x Columns
+        return None
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1), b"")
+    return _jpeg_size(frame) if frame[:2] == b"\xff\xd8" else _j2k_size(frame)
+
+
+def _jpeg_size(frame: bytes) -> tuple[int, int] | None:
+    """The SOF marker's width and height (any process, JPEG-LS's SOF55 included)."""
+    i = 2
+    while i + 9 <= len(frame):
+        if frame[i] != 0xFF:
+            return None
+        marker = frame[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = int.from_bytes(frame[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) or marker == 0xF7:
+            return int.from_bytes(frame[i + 7:i + 9], "big"), int.from_bytes(frame[i + 5:i + 7], "big")
+        i += 2 + length
+    return None
+
+
+def _j2k_size(frame: bytes) -> tuple[int, int] | None:
+    """The SIZ marker's image size: Xsiz - XOsiz by Ysiz - YOsiz (a JP2 wrapper's codestream found first)."""
+    start = frame.find(b"\xff\x4f\xff\x51")
+    if start < 0 or len(frame) < start + 24:
+        return None
+    x, y, x0, y0 = (int.from_bytes(frame[start + 8 + 4 * k:start + 12 + 4 * k], "big") for k in range(4))
+    return x - x0, y - y0
+
+
 def decode_grey(data: bytes, limits: ImageLimits | None = None) -> np.ndarray:
     """Bytes of a DICOM file -> its grey picture (``to_grey``), refused before decoding when it is not a single
-    image this module can render or has more pixels than ``limits`` allow."""
+    image this module can render or has more pixels than ``limits`` allow (its header's Rows and Columns, and
+    what its compressed frame says it holds, which must agree)."""
     ds = read_dataset(data)
     try:
         check_supported(ds)
         if limits is not None:
             check_size(dicom_size(ds), limits)
+            framed = _frame_size(ds)
+            if framed is not None and framed != dicom_size(ds):
+                raise InvalidImageError(f"the compressed frame is {framed[0]}x{framed[1]} pixels, the header says "
+                                        f"{dicom_size(ds)[0]}x{dicom_size(ds)[1]}")
         return to_grey(ds)
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
-        if isinstance(exc, InvalidImageError):
+    except InvalidImageError:
+        raise
+    except BaseException as exc:
+        if not _failure(exc):
             raise
         # pydicom reads values lazily: an attribute that does not parse (an IS of "1A") fails here
-        raise InvalidImageError(f"malformed DICOM attribute: {type(exc).__name__}: {str(exc)[:200]}") from exc
+        raise InvalidImageError(f"malformed DICOM ({type(exc).__name__})") from None
 
 
 def _text(value: Any, limit: int) -> str | None:
@@ -260,5 +325,5 @@ def with_tags(fetched: FetchedObject) -> FetchedObject:
         raise RejectedInputError(exc.reason, str(exc)) from exc
     try:
         return replace(fetched, metadata=tag_metadata(ds, fetched.metadata))
-    except (ValueError, TypeError, LookupError, AttributeError) as exc:  # the message may quote a patient's name
+    except Exception as exc:  # the message may quote a patient's name: its type only
         raise RejectedInputError(RejectReason.BAD_METADATA, f"DICOM tags do not decode: {type(exc).__name__}") from exc

@@ -191,7 +191,7 @@ class CheckDynamicRange:
 
     def __call__(self, arr: np.ndarray) -> np.ndarray:
         low, high = np.percentile(arr, [1, 99])
-        if high - low < self.min_range:
+        if not high - low >= self.min_range:  # NaN (no finite grey levels) is refused too
             raise InvalidImageError(f"grey levels span {high - low:.1f} of 255 (1st-99th percentile), "
                                     f"under {self.min_range:g}: blank or uniform", RejectReason.NOT_RADIOGRAPH)
         return arr

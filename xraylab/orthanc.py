@@ -3,7 +3,8 @@
 An instance from the PACS travels through the pipeline like an S3 object: its event names the endpoint
 ``ORTHANC_ENDPOINT_ID``, the "bucket" ``instances`` and, as its key, Orthanc's instance id (a SHA-1 of the patient
 id and the study, series and SOP instance UIDs: ``orthanc_instance_id``), so a study stored twice in the PACS is
-one object and one row. Credentials come from settings; events and logs carry the instance id only.
+one object and one row (its eTag is the file's MD5). Credentials come from settings; events and logs carry the
+instance id only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 import time
 from typing import Any
 
+from xraylab.dicom import DICOM_MEDIA_TYPE
 from xraylab.errors import RejectedInputError, RejectReason
 from xraylab.messages import FetchedObject, StudyMetadata
 from xraylab.settings import Settings
@@ -117,6 +119,9 @@ def fetch_instance(client: OrthancClient, instance_id: str, *, max_bytes: int, e
     """An instance as the Fetcher returns objects (its tags read later, by ``xraylab.dicom.with_tags``)."""
     t0 = time.perf_counter()
     data = client.instance_file(instance_id, max_bytes=max_bytes)
-    return FetchedObject(data=data, etag=None, content_type="application/dicom",
+    # The eTag is the file's MD5, as an S3 store's is: an instance deleted and sent again with other pixels under
+    # the same UIDs (the same Orthanc id) is a new study row, scored anew; the same file again is not.
+    return FetchedObject(data=data, etag=hashlib.md5(data, usedforsecurity=False).hexdigest(),
+                         content_type=DICOM_MEDIA_TYPE,
                          metadata=StudyMetadata(hospital=hospital or None), endpoint_id=endpoint_id,
                          fetch_ms=(time.perf_counter() - t0) * 1000, key=instance_id)

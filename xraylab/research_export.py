@@ -6,8 +6,8 @@ Each exported file is stored as ``<pseudonym>/<new study UID>/<new SOP instance 
 the same key always lands on the same key, so an export interrupted after the upload and before its log row is
 simply done again. The export log (``research_exports``) names the study by its row id and the patient by the
 pseudonym, with the key's id (a digest, not the key), the band, the model and the method written into the file;
-never a name, a patient id or an original UID. JPEG and PNG studies have no tags to de-identify and are left out
-(counted as ``not_dicom``); a study whose object is gone or cannot be de-identified is counted with why.
+never a name, a patient id or an original UID. Only DICOM studies are candidates (JPEG and PNG have no tags to
+de-identify); one that cannot be exported is logged as refused, with why, and not tried again under that key.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from sqlalchemy import select
 from xraylab.db.crud import band_rank, get_study
 from xraylab.db.models import ResearchExport, Study
 from xraylab.db.session import Database
-from xraylab.dicom import is_dicom, read_dataset
-from xraylab.errors import RejectedInputError
+from xraylab.dicom import DICOM_MEDIA_TYPE, is_dicom, read_dataset
+from xraylab.errors import RejectedInputError, RejectReason
 from xraylab.imaging import InvalidImageError
 from xraylab.settings import Settings
 from xraylab.sources import Sources
@@ -38,7 +38,7 @@ log = logging.getLogger("xraylab.research_export")
 @dataclass
 class ExportReport:
     exported: int = 0
-    skipped: Counter[str] = field(default_factory=Counter)  # why: not_dicom, missing_object, not_deidentifiable...
+    skipped: Counter[str] = field(default_factory=Counter)  # refused, by why: missing_object, not_deidentifiable...
 
     def to_dict(self) -> dict[str, Any]:
         return {"exported": self.exported, "skipped": dict(self.skipped)}
@@ -50,17 +50,26 @@ def key_id(key: bytes) -> str:
 
 
 def _candidates(db: Database, ranks: list[int], kid: str, limit: int) -> list[int]:
-    """Ids of the studies in the bands not yet exported under this key, oldest first."""
-    exported = select(ResearchExport.study_id).where(ResearchExport.key_id == kid)
+    """Ids of the DICOM studies in the bands that this key has neither exported nor refused, oldest first."""
+    done = select(ResearchExport.study_id).where(ResearchExport.key_id == kid)
     with db.session() as session:
-        return list(session.scalars(select(Study.id).where(Study.band_rank.in_(ranks), Study.id.not_in(exported))
-                                    .order_by(Study.id).limit(limit)))
+        return list(session.scalars(
+            select(Study.id).where(Study.band_rank.in_(ranks), Study.study_instance_uid.is_not(None),
+                                   Study.id.not_in(done)).order_by(Study.id).limit(limit)))
+
+
+def _log(db: Database, study: dict[str, Any], kid: str, **columns: Any) -> None:
+    with db.session() as session:
+        session.add(ResearchExport(study_id=study["id"], key_id=kid, band=study.get("band"),
+                                   model_version=study.get("model_version"), **columns))
 
 
 def export_research(db: Database, settings: Settings, *, bands: list[str] | None = None, limit: int = 1000,
                     sources: Sources | None = None) -> ExportReport:
-    """Export up to ``limit`` studies of ``bands`` (default ``settings.research_bands()``) not yet exported under
-    ``RESEARCH_KEY``; the report counts what was exported and what was left out, and why."""
+    """Export up to ``limit`` DICOM studies of ``bands`` (default ``settings.research_bands()``) that
+    ``RESEARCH_KEY`` has not exported or refused yet; the report counts what was exported and what was refused,
+    and why. A study that cannot be exported (its object gone, its pixels undecodable, burned-in text no rule
+    covers) is logged as refused and not tried again; a store or database that is down stops the run."""
     from xraylab.deid import DeidPolicy, deidentify
 
     key = settings.RESEARCH_KEY.get_secret_value().encode()
@@ -69,8 +78,7 @@ def export_research(db: Database, settings: Settings, *, bands: list[str] | None
     policy = DeidPolicy(key, max_shift_days=settings.RESEARCH_MAX_SHIFT_DAYS)
     kid = key_id(key)
     sources = sources or Sources(settings)
-    endpoint = settings.RESEARCH_ENDPOINT or settings.S3_ENDPOINT_ID
-    target = sources.s3(endpoint)
+    target = sources.s3(settings.RESEARCH_ENDPOINT or settings.S3_ENDPOINT_ID)
     _ensure_bucket(target, settings.RESEARCH_BUCKET)
     report = ExportReport()
     for study_id in _candidates(db, [band_rank(b) for b in bands or settings.research_bands()], kid, limit):
@@ -81,30 +89,28 @@ def export_research(db: Database, settings: Settings, *, bands: list[str] | None
         try:
             data = sources.fetch(study["endpoint_id"], study["bucket"], study["object_key"]).data
             if not is_dicom(data):
-                report.skipped["not_dicom"] += 1
-                continue
+                raise InvalidImageError("not a DICOM file", RejectReason.NOT_DICOM)
             clean = deidentify(read_dataset(data), policy)
-        except RejectedInputError as exc:
-            report.skipped[str(exc.reason)] += 1
-            log.warning("study %s not exported: %s", study["study_uid"], exc.reason)
+            buf = io.BytesIO()
+            clean.save_as(buf, enforce_file_format=True)
+        except (RejectedInputError, InvalidImageError) as exc:
+            reason = str(exc.reason)
+        except Exception as exc:  # pydicom or a decoder on this file: its type only (messages can quote tags)
+            reason = "not_deidentifiable"
+            log.warning("study %s cannot be de-identified (%s)", study["study_uid"], type(exc).__name__)
+        else:
+            name = str(clean.PatientID)  # the pseudonym of the tags' Patient ID
+            object_key = f"{name}/{clean.StudyInstanceUID}/{clean.SOPInstanceUID}.dcm"
+            target.put_object(Bucket=settings.RESEARCH_BUCKET, Key=object_key, Body=buf.getvalue(),
+                              ContentType=DICOM_MEDIA_TYPE)
+            _log(db, study, kid, status="exported", pseudonym=name, bucket=settings.RESEARCH_BUCKET,
+                 object_key=object_key, method="; ".join(clean.DeidentificationMethod)[:255])
+            report.exported += 1
+            log.info("study %s exported as %s", study["study_uid"], object_key)
             continue
-        except (InvalidImageError, ValueError) as exc:
-            report.skipped["not_deidentifiable"] += 1
-            log.warning("study %s not exported: %s", study["study_uid"], type(exc).__name__)
-            continue
-        name = str(clean.PatientID)  # the pseudonym of the tags' Patient ID
-        object_key = f"{name}/{clean.StudyInstanceUID}/{clean.SOPInstanceUID}.dcm"
-        buf = io.BytesIO()
-        clean.save_as(buf, enforce_file_format=True)
-        target.put_object(Bucket=settings.RESEARCH_BUCKET, Key=object_key, Body=buf.getvalue(),
-                          ContentType="application/dicom")
-        with db.session() as session:
-            session.add(ResearchExport(study_id=study_id, key_id=kid, pseudonym=name, bucket=settings.RESEARCH_BUCKET,
-                                       object_key=object_key, band=study.get("band"),
-                                       model_version=study.get("model_version"),
-                                       method="; ".join(clean.DeidentificationMethod)[:255]))
-        report.exported += 1
-        log.info("study %s exported as %s", study["study_uid"], object_key)
+        _log(db, study, kid, status="refused", reason=reason)
+        report.skipped[reason] += 1
+        log.warning("study %s not exported: %s", study["study_uid"], reason)
     return report
 
 

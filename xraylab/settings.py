@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["S3Endpoint", "Settings", "get_settings", "project_root", "UnknownEndpointError"]
 
-PLACEHOLDER_SECRETS = {"changethis", "changeme", ""}
+PLACEHOLDER_SECRETS = {"changethis", "changeme", "replace", ""}
 
 
 def project_root() -> Path:
@@ -217,16 +217,26 @@ class Settings(BaseSettings):
             raise ValueError(f"XRAYLAB_BAND_UNSURE / XRAYLAB_BAND_PNEUMONIA: {exc}") from None
         if self.COOKIE_SECURE is None:
             self.COOKIE_SECURE = self.ENV == "production"
+        if self.RESEARCH_BUCKET == self.S3_BUCKET:
+            raise ValueError("XRAYLAB_RESEARCH_BUCKET must not be the upload bucket XRAYLAB_S3_BUCKET")
         unknown = [band for band in self.research_bands() if band not in BAND_ORDER]
         if unknown:
             raise ValueError(f"XRAYLAB_RESEARCH_BANDS: unknown band(s) {', '.join(unknown)}: "
                              f"use {', '.join(BAND_ORDER)}")
         for name in ("S3_SECRET_KEY",):
             value = getattr(self, name).get_secret_value()
-            if value in PLACEHOLDER_SECRETS or "changethis" in value:
+            if value.lower() in PLACEHOLDER_SECRETS or "changethis" in value:
                 message = f"XRAYLAB_{name} is empty or a placeholder"
                 if self.ENV == "production":
                     raise ValueError(message + ": set a real secret for production")
+        for name in ("ORTHANC_PASSWORD", "RESEARCH_KEY"):  # optional, but never a placeholder in production
+            value = getattr(self, name).get_secret_value()
+            if value and self.ENV == "production" and (value.lower() in PLACEHOLDER_SECRETS or "changethis" in value):
+                raise ValueError(f"XRAYLAB_{name} is a placeholder: set a real secret for production")
+        research_key = self.RESEARCH_KEY.get_secret_value()
+        if research_key and len(research_key) < 24 and self.ENV == "production":
+            raise ValueError("XRAYLAB_RESEARCH_KEY is shorter than 24 characters: pseudonyms under a short key can "
+                             "be found by trying candidate patient ids")
         return self
 
     def image_limits(self) -> ImageLimits:
@@ -235,6 +245,14 @@ class Settings(BaseSettings):
 
         return ImageLimits(max_pixels=self.MAX_IMAGE_PIXELS, min_side=self.MIN_IMAGE_SIDE,
                            min_dynamic_range=self.MIN_DYNAMIC_RANGE)
+
+    def internal_buckets(self) -> frozenset[str]:
+        """Buckets the project writes itself (the research export's, the S3 model registry's): the notifier
+        skips them, so that nothing written there comes back as an upload."""
+        buckets = {self.RESEARCH_BUCKET}
+        if self.MODEL_REGISTRY.startswith("s3://"):
+            buckets.add(self.MODEL_REGISTRY.removeprefix("s3://").split("/", 1)[0])
+        return frozenset(buckets)
 
     def research_bands(self) -> list[str]:
         """The bands whose studies the research export copies (``RESEARCH_BANDS``)."""

@@ -71,6 +71,7 @@ def test_unsure_dicom_studies_are_exported_de_identified(s3, bucket, research_bu
                "ana2.dcm": (dicom_bytes(pixels["ana2"], ANA, syntax="rle", bits=16, burn_in=True), "Unsure"),
                "ben.dcm": (dicom_bytes(pixels["ben"], BEN, burn_in=True), "Unsure"),
                "normal.dcm": (dicom_bytes(pixels["normal"], BEN), "Normal"),
+               "gone.dcm": (dicom_bytes(pixels["normal"], BEN), "Unsure"),
                "plain.jpeg": (encode_jpeg(pixels["ana1"]), "Unsure")}
     for key, (data, _) in objects.items():
         s3.put_object(Bucket=bucket, Key=key, Body=data,
@@ -86,9 +87,12 @@ def test_unsure_dicom_studies_are_exported_de_identified(s3, bucket, research_bu
              Verdict(0.55 if band == "Unsure" else 0.1, band, "m1", True), None)
             for key, (_, band) in objects.items() for item in [ObjectToProcess(bucket, key, endpoint_id="local")]])
 
+    # A DICOM study whose object is gone: refused once, logged, not tried again.
+    s3.delete_object(Bucket=bucket, Key="gone.dcm")
     report = export_research(db, settings, sources=sources)
-    assert report.to_dict() == {"exported": 3, "skipped": {"not_dicom": 1}}
-    assert export_research(db, settings, sources=sources).exported == 0, "each study once per key"
+    assert report.to_dict() == {"exported": 3, "skipped": {"missing_object": 1}}, "the JPEG is no candidate"
+    assert export_research(db, settings, sources=sources).to_dict() == {"exported": 0, "skipped": {}}, \
+        "each study once per key, refusals included"
 
     originals = {k: pydicom.dcmread(io.BytesIO(d)) for k, (d, _) in objects.items() if k.endswith(".dcm")}
     secrets_ = {"Okafor", "Silva", "P-ANA-1", "P-BEN-2", "19610517", "19900203", "ACC-1", "ACC-2"}
@@ -126,13 +130,15 @@ def test_unsure_dicom_studies_are_exported_de_identified(s3, bucket, research_bu
 
     with db.session() as session:  # the export log: study ids and pseudonyms, never identifiers
         log = session.scalars(select(ResearchExport)).all()
-        assert len(log) == 3 and {r.key_id for r in log} == {key_id(key_one)}
+        assert sorted(r.status for r in log) == ["exported"] * 3 + ["refused"]
+        assert {r.key_id for r in log} == {key_id(key_one)}
         assert not [s for r in log for s in secrets_ if s in json.dumps(
             {c.name: str(getattr(r, c.name)) for c in ResearchExport.__table__.columns})]
 
     # Another key: other pseudonyms, the same studies exported again (to another bucket).
     other = load_settings(RESEARCH_KEY="key-two-" + uuid.uuid4().hex, RESEARCH_BUCKET=research_buckets[1])
-    assert export_research(db, other, sources=Sources(other)).exported == 3
+    assert export_research(db, other, sources=Sources(other)).to_dict() == {"exported": 3,
+                                                                             "skipped": {"missing_object": 1}}
     again = {pydicom.dcmread(io.BytesIO(s3.get_object(Bucket=research_buckets[1], Key=o["Key"])["Body"].read()),
                              stop_before_pixels=True).PatientID
              for o in s3.list_objects_v2(Bucket=research_buckets[1])["Contents"]}

@@ -259,8 +259,9 @@ class MonitorAlert(Base):
 
 
 class ResearchExport(Base):
-    """The export log: one de-identified copy of a study sent to the research bucket under one key. It names
-    the study by its row id and the patient by the keyed pseudonym only: never a name, a patient id or a UID."""
+    """The export log: what became of a study under one key: ``exported`` (one de-identified copy in the research
+    bucket) or ``refused`` (with the reason, so no later run tries it again). It names the study by its row id and
+    the patient by the keyed pseudonym only: never a name, a patient id or a UID."""
 
     __tablename__ = "research_exports"
     __table_args__ = (UniqueConstraint("study_id", "key_id", name="uq_research_export_study_key"),
@@ -269,10 +270,12 @@ class ResearchExport(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
     key_id: Mapped[str] = mapped_column(String(16))  # which pseudonymisation key (a digest of it, not the key)
-    pseudonym: Mapped[str] = mapped_column(String(64))
-    bucket: Mapped[str] = mapped_column(String(255))
-    object_key: Mapped[str] = mapped_column(String(1024))
+    status: Mapped[str] = mapped_column(String(16))  # exported | refused
+    reason: Mapped[str | None] = mapped_column(String(64))  # why refused: not_deidentifiable, missing_object...
+    pseudonym: Mapped[str | None] = mapped_column(String(64))
+    bucket: Mapped[str | None] = mapped_column(String(255))
+    object_key: Mapped[str | None] = mapped_column(String(1024))
     band: Mapped[str | None] = mapped_column(String(16))
     model_version: Mapped[str | None] = mapped_column(String(64))
-    method: Mapped[str] = mapped_column(String(255))  # the de-identification method, as written in the file
+    method: Mapped[str | None] = mapped_column(String(255))  # the de-identification method, as written in the file
     exported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -84,3 +84,14 @@ def test_only_multipart_staging_parts_are_skipped_not_keys_with_an_uploads_segme
                                  ("/buckets/b/.uploads", "x.jpeg", ".uploads/x.jpeg")]:
         item = filer_event_to_object(created(directory, name), "local")
         assert item is not None and (item.bucket, item.key) == ("b", key)
+
+
+def test_the_projects_own_buckets_are_not_uploads() -> None:
+    from xraylab.settings import load_settings
+
+    settings = load_settings(RESEARCH_BUCKET="research-copies", MODEL_REGISTRY="s3://models/prod")
+    event = {"directory": "/buckets/research-copies/p1", "tsNs": 1, "eventNotification": {
+        "newParentPath": "/buckets/research-copies/p1", "newEntry": {"name": "x.dcm", "attributes": {"fileSize": 3}}}}
+    assert filer_event_to_object(event, "local", settings.internal_buckets()) is None
+    assert settings.internal_buckets() == {"research-copies", "models"}
+    assert filer_event_to_object(event, "local") is not None, "any other bucket is followed"

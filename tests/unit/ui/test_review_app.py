@@ -38,3 +38,19 @@ def test_the_serving_version_is_read_at_most_every_few_seconds(tmp_path: Path, m
     assert trained_on_synthetic(tmp_path, None), "within the TTL the version read before still counts"
     monkeypatch.setattr(review_app, "SERVING_TTL_S", 0.0)
     assert not trained_on_synthetic(tmp_path, None)
+
+
+def test_study_details_show_the_dicom_tags_with_their_markup_escaped() -> None:
+    from ui.review_app import _details_markdown
+
+    detail = {"id": 7, "band": "Unsure", "score": 0.7, "model_version": "m1", "patient_name": "[x](https://evil)",
+              "patient_id": "P*1*", "hospital": "st-mary", "study_date": "2026-11-04",
+              "content_type": "application/dicom", "size_bytes": 10, "endpoint_id": "pacs", "modality": "DX",
+              "view_position": "PA",
+              "manufacturer": "<b>ACME</b>", "study_instance_uid": "1.2.3"}
+    text = _details_markdown(detail, synthetic=False)
+    assert r"Patient: \[x\]\(https://evil\) (ID P\*1\*)" in text
+    assert r"DICOM: modality DX, view PA, manufacturer \<b\>ACME\</b\>; Study Instance UID 1\.2\.3" in text
+    assert "from `pacs`" in text
+    jpeg = {**detail, "modality": None, "study_instance_uid": None}
+    assert "DICOM" not in _details_markdown(jpeg, synthetic=False)

@@ -40,9 +40,13 @@ from xraylab.deid import (
     pseudonym,
     remap_uid,
 )
+from xraylab.deid_pixels import SIMULATED_MANUFACTURER
 
 KEY = b"research-export-key-1"
-POLICY = DeidPolicy(key=KEY)
+# The rule a site would add for its ACME devices: their text sits in the top band (the default rules cover only
+# the project's simulated modality).
+ACME_BAND = (TextRule(regions=(FractionalRegion(0.0, 0.0, 1.0, 0.12),), manufacturer="acme"),)
+POLICY = DeidPolicy(key=KEY, text_rules=ACME_BAND)
 CR_CLASS = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
 PATIENT = {"name": "DOE^JANE", "id": "PID-12345", "birth": "19600101"}
 BAND_ROWS = 31  # ceil(0.12 * 256): the default rule's band
@@ -184,7 +188,7 @@ def test_uids_are_remapped_consistently_and_irreversibly() -> None:
     study = generate_uid()
     first, second = chest(study), chest(study)
     one, two = deidentify(first, POLICY), deidentify(second, POLICY)
-    other = deidentify(first, DeidPolicy(key=b"another-key"))
+    other = deidentify(first, DeidPolicy(key=b"another-key", text_rules=ACME_BAND))
     assert one.StudyInstanceUID == two.StudyInstanceUID == remap_uid(study, KEY) != study
     assert other.StudyInstanceUID != one.StudyInstanceUID
     assert one.SeriesInstanceUID != two.SeriesInstanceUID and one.SOPInstanceUID != two.SOPInstanceUID
@@ -232,6 +236,11 @@ def test_bad_keys_and_inputs_are_refused() -> None:
     elsewhere = DeidPolicy(key=KEY, text_rules=(TextRule(regions=(Region(0, 0, 10, 10),), manufacturer="Other"),))
     with pytest.raises(ValueError, match="burned-in"):  # known burned-in text, no rule for it: not exported
         deidentify(chest(), elsewhere)
+    with pytest.raises(ValueError, match="burned-in"):  # the default rules know only the simulated modality
+        deidentify(chest(), DeidPolicy(key=KEY))
+    simulated = chest()
+    simulated.Manufacturer = SIMULATED_MANUFACTURER
+    assert "Clean Pixel Data" in deidentify(simulated, DeidPolicy(key=KEY)).DeidentificationMethod
 
 
 def test_blur_regions_changes_only_the_regions() -> None:
@@ -324,3 +333,31 @@ def test_compressed_input_comes_out_uncompressed(syntax: UID, bits: int) -> None
     decoded = band(ds)
     assert np.array_equal(back.pixel_array[BAND_ROWS:], decoded[BAND_ROWS:])
     assert not np.array_equal(back.pixel_array[:BAND_ROWS], decoded[:BAND_ROWS])
+
+
+def test_identifiers_the_table_does_not_list_are_removed_too() -> None:
+    ds = chest()
+    ds.PatientBirthDateInAlternativeCalendar = "5720 Tishri 1"
+    ds.PatientAlternativeCalendar = "HEBREW"
+    ds.TextValue = "seen by Dr Moreau for DOE^JANE"
+    ds.add_new(0x300E0008, "PN", "REVIEWER^ROB")  # Reviewer Name
+    ds.add_new(0x00204000, "LT", "patient Jane Doe, bed 4")  # Image Comments (listed: X)
+    ds.ManufacturerModelName = "ACME DR 9"  # an unlisted LO: kept
+    out = deidentify(ds, POLICY)
+    for keyword in ("PatientBirthDateInAlternativeCalendar", "PatientAlternativeCalendar", "TextValue",
+                    "ImageComments"):
+        assert keyword not in out, keyword
+    assert out[0x300E0008].value in ("", None)
+    assert out.ManufacturerModelName == "ACME DR 9"
+
+
+def test_big_endian_input_comes_out_little_endian_with_the_same_picture() -> None:
+    from pathlib import Path
+
+    import pydicom
+
+    path = Path(pydicom.__file__).parent / "data" / "test_files" / "MR_small_bigendian.dcm"
+    source = dcmread(path)
+    out = saved(deidentify(source, DeidPolicy(key=KEY)))
+    assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert np.array_equal(out.pixel_array, source.pixel_array)

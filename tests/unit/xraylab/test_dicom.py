@@ -166,3 +166,71 @@ def test_burned_in_text_shows_in_the_picture_people_see(pixels) -> None:
     band = int(224 * 0.12)
     assert np.abs(burned[:band] - plain[:band]).max() > 100, "the text is in the top band"
     assert np.array_equal(burned[band:], plain[band:]), "and nowhere else"
+
+
+def test_a_frame_bigger_than_its_header_says_is_refused_before_it_is_decoded(pixels) -> None:
+    from pydicom.encaps import encapsulate
+
+    big = np.tile(pixels, (8, 8))  # 1792 x 1792 pixels inside a file whose header says 224 x 224
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, "JPEG", quality=50)
+    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(pixels, STUDY, syntax="jpeg-baseline")))
+    ds.PixelData = encapsulate([buf.getvalue()])
+    with pytest.raises(InvalidImageError, match="the compressed frame is 1792x1792 pixels, the header says 224x224"):
+        inference_transforms(None, LIMITS)(save(ds))
+    for syntax in ("jpeg-baseline", "jpeg2000", "jpeg2000-lossless"):  # an honest frame passes the same check
+        inference_transforms(None, LIMITS)(dicom_bytes(pixels, STUDY, syntax=syntax))
+
+
+@pytest.mark.parametrize(("attribute", "value"), [("WindowWidth", "NaN"), ("WindowWidth", 0), ("RescaleSlope", "nan"),
+                                                  ("WindowCenter", "inf")])
+def test_windows_and_rescales_that_give_no_picture_are_refused(pixels, attribute: str, value) -> None:
+    ds = build_dataset(pixels, STUDY, bits=16)
+    ds.RescaleIntercept = 0  # a slope counts with its intercept
+    setattr(ds, attribute, value)
+    with pytest.raises(InvalidImageError) as caught:
+        inference_transforms(None, LIMITS)(save(ds))
+    assert caught.value.reason == "unsupported_dicom"
+
+
+def test_presentation_lut_shape_inverse_inverts_a_monochrome2_image(pixels) -> None:
+    chain = inference_transforms(None, LIMITS)
+    ds = build_dataset(pixels, STUDY)
+    ds.PresentationLUTShape = "INVERSE"
+    assert np.abs(chain(save(ds)) - (1.0 - chain(png(pixels)))).max() < 1e-6
+
+
+def test_corrupt_files_are_refused_never_raised(pixels) -> None:
+    """Truncated and bit-flipped files in every syntax: refused with a reason or decoded, nothing else."""
+    rng = np.random.default_rng(17)
+    sources = [dicom_bytes(pixels, STUDY, syntax=s) for s in TRANSFER_SYNTAXES]
+    sources += [(TEST_FILES / name).read_bytes() for name in ("MR_small_RLE.dcm", "JPEG2000.dcm", "image_dfl.dcm",
+                                                              "MR_small_jpeg_ls_lossless.dcm")]
+    chain = inference_transforms(None, LIMITS)
+    refused = 0
+    for data in sources:
+        for trial in range(30):
+            mutated = bytearray(data)
+            if trial % 3 == 0:
+                mutated = mutated[:int(rng.integers(132, len(data)))]
+            else:
+                for at in rng.integers(132, len(data), size=int(rng.integers(1, 8))):
+                    mutated[at] = int(rng.integers(0, 256))
+            try:
+                out = chain(bytes(mutated))
+            except InvalidImageError as exc:
+                refused += 1
+                assert exc.reason in {"not_image", "unsupported_dicom", "unsupported_transfer_syntax", "multi_frame",
+                                      "not_image_dicom", "too_many_pixels", "not_radiograph"}
+                continue
+            assert np.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 1.0
+    assert refused > 50, "the mutations do break files"
+
+
+def test_one_picture_in_five_syntaxes_decodes_alike() -> None:
+    """pydicom's MR_small in explicit and implicit VR, big endian, RLE, JPEG 2000 and JPEG-LS lossless."""
+    chain = inference_transforms(None, None)
+    reference = chain((TEST_FILES / "MR_small.dcm").read_bytes())
+    for name in ("MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm",
+                 "MR_small_jpeg_ls_lossless.dcm"):
+        assert np.abs(chain((TEST_FILES / name).read_bytes()) - reference).max() < 1e-6, name

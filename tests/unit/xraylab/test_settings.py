@@ -90,3 +90,21 @@ def test_the_model_registry_is_the_folder_unless_an_s3_location_is_named(tmp_pat
         Settings(STATE_DIR=tmp_path, MODEL_REGISTRY="/some/folder")
     with pytest.raises(UnknownEndpointError):
         open_registry(Settings(STATE_DIR=tmp_path, MODEL_REGISTRY="s3://models", MODEL_REGISTRY_ENDPOINT="nope"))
+
+
+def test_pacs_and_research_settings_are_checked(tmp_path: Path) -> None:
+    base = {"STATE_DIR": tmp_path, "S3_SECRET_KEY": "a-real-secret-of-some-length"}
+    with pytest.raises(ValueError, match="must not be the upload bucket"):
+        Settings(**base, RESEARCH_BUCKET="xray-images", S3_BUCKET="xray-images")
+    with pytest.raises(ValueError, match="RESEARCH_BANDS"):
+        Settings(**base, RESEARCH_BANDS="Unsure,Maybe")
+    with pytest.raises(ValueError, match="ORTHANC_ENDPOINT_ID"):
+        Settings(**base, ORTHANC_ENDPOINT_ID="local")
+    for name, value, why in (("RESEARCH_KEY", "REPLACE", "placeholder"),
+                             ("ORTHANC_PASSWORD", "changethis", "placeholder"),
+                             ("RESEARCH_KEY", "short-key", "shorter than 24")):
+        with pytest.raises(ValueError, match=why):
+            Settings(**base, ENV="production", **{name: value})
+    settings = Settings(**base, RESEARCH_BANDS="Unsure, Pneumonia", RESEARCH_KEY="k" * 32, ENV="production")
+    assert settings.research_bands() == ["Unsure", "Pneumonia"]
+    assert settings.ORTHANC_URL == "http://127.0.0.1:18042"
