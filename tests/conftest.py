@@ -11,6 +11,12 @@ import pytest
 
 from xraylab.settings import Settings, load_settings
 
+# Serve's throughput mode (serve_app.SERVE_ENV) serves HTTP from the Ingress replica itself, which on shutdown
+# drains for 30 s by default so that a load balancer can stop sending it requests. The tests' pipelines have
+# no balancer in front: 1 s, set before any process imports Ray Serve (it reads it then), saves ~30 s per
+# pipeline stopped. Production keeps the default.
+os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
