@@ -22,3 +22,24 @@ def test_an_unknown_reason_is_refused_with_the_known_ones() -> None:
         out = dlq(command, "--reason", "missing_objekt")
         assert out.returncode == 2 and "unknown reason missing_objekt" in out.stderr
         assert "missing_object" in out.stderr and "retries_exhausted" in out.stderr
+
+
+def upload(*args: str, tmp: str = "/nonexistent") -> subprocess.CompletedProcess:
+    # Nothing listens on port 1: an upload that reached for the PACS or S3 would fail differently.
+    env = {"PATH": "/usr/bin:/bin", "XRAYLAB_ENV_FILE": "/nonexistent", "XRAYLAB_ORTHANC_DICOM_PORT": "1",
+           "XRAYLAB_S3_PORT": "1", "XRAYLAB_STATE_DIR": tmp}
+    return subprocess.run([*XRAYLAB, "upload", *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_dicom_upload_arguments_are_checked_before_anything_is_sent(tmp_path) -> None:
+    for args, said in ((["--to-pacs"], "--to-pacs sends DICOM"),
+                       (["--dicom", "--syntax", "mpeg2"], "--syntax 'mpeg2'"),
+                       (["--dicom", "--bits", "16", "--syntax", "jpeg-baseline"], "JPEG baseline holds 8")):
+        out = upload(*args, tmp=str(tmp_path))
+        assert out.returncode == 2 and said in out.stderr, (args, out.stderr[-300:])
+    text = tmp_path / "notes.dcm"
+    text.write_text("not DICOM")
+    out = upload("--to-pacs", str(text), tmp=str(tmp_path))
+    assert out.returncode == 2 and "not DICOM Part 10 files" in out.stderr
+    refused = upload("--dicom", "--to-pacs", "--count", "1", tmp=str(tmp_path))  # nothing listens on port 1
+    assert refused.returncode == 2 and "PACS:" in refused.stderr
