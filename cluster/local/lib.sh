@@ -78,6 +78,23 @@ random_secret() { "$PY" -c 'import secrets; print(secrets.token_urlsafe(24))'; }
 
 probe() { "$PY" "$LOCAL_DIR/probe.py" "$@"; }
 
+# find_bin NAME -> the path of a program from PATH, /usr/sbin or /usr/bin (root's PATH may lack one), or nothing.
+find_bin() {
+  command -v "$1" 2>/dev/null || { [[ -x "/usr/sbin/$1" ]] && echo "/usr/sbin/$1"; } \
+    || { [[ -x "/usr/bin/$1" ]] && echo "/usr/bin/$1"; } || true
+}
+
+# install_if_missing PROGRAM PACKAGE: apt-get install Debian's PACKAGE unless PROGRAM is found. RUNLEVEL=1 keeps
+# the package's own service from starting: the project runs its own instance.
+install_if_missing() {
+  local program="$1" package="$2" apt_log="$RUN/$2-apt.log"
+  [[ -n "$(find_bin "$program")" ]] && return 0
+  log "$program not found: installing Debian's $package"
+  [[ "$(id -u)" == 0 ]] || die "install $package (apt-get install $package) or run as root"
+  (apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package") \
+    >"$apt_log" 2>&1 || { tail -n 20 "$apt_log" >&2; die "apt-get install $package failed"; }
+}
+
 need_venv() { [[ -x "$PY" ]] || die "no Python environment at $PY: run 'make install' first"; }
 
 # The service scripts (seaweedfs, kafka, mariadb, notifier) define start() and status() and end with

@@ -9,23 +9,12 @@ SOCK="$DIR/mysqld.sock"
 DB=xraylab
 DB_USER=xraylab
 
-find_bin() { command -v "$1" 2>/dev/null || { [[ -x "/usr/sbin/$1" ]] && echo "/usr/sbin/$1"; } || true; }
-
-install_if_missing() {
-  [[ -n "$(find_bin mariadbd)" ]] && return 0
-  log "mariadbd not found: installing Debian's mariadb-server"
-  [[ "$(id -u)" == 0 ]] || die "install mariadb-server (apt-get install mariadb-server) or run as root"
-  # RUNLEVEL=1 keeps the package's own service from starting; we run our own instance.
-  (apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server) \
-    >"$RUN/mariadb-apt.log" 2>&1 || { tail -n 20 "$RUN/mariadb-apt.log" >&2; die "apt-get install failed"; }
-}
-
 sql_root() { "$(find_bin mariadb)" --no-defaults --protocol=socket --socket="$SOCK" -uroot "$@"; }
 
 start() {
   need_venv
   already_running $NAME probe mariadb && return 0
-  install_if_missing
+  install_if_missing mariadbd mariadb-server
   local user_flag=(); [[ "$(id -u)" == 0 ]] && user_flag=(--user=root)
   mkdir -p "$DIR"
   if [[ ! -d "$DIR/data/mysql" ]]; then

@@ -19,17 +19,6 @@ source "$(dirname "$0")/lib.sh"
 NAME=orthanc
 DIR="$STATE/orthanc"
 
-find_bin() { command -v "$1" 2>/dev/null || { [[ -x "/usr/sbin/$1" ]] && echo "/usr/sbin/$1"; } || true; }
-
-install_if_missing() {
-  [[ -n "$(find_bin Orthanc)" ]] && return 0
-  log "Orthanc not found: installing Debian's orthanc"
-  [[ "$(id -u)" == 0 ]] || die "install orthanc (apt-get install orthanc) or run as root"
-  # RUNLEVEL=1 keeps the package's own service from starting; we run our own instance.
-  (apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc) \
-    >"$RUN/orthanc-apt.log" 2>&1 || { tail -n 20 "$RUN/orthanc-apt.log" >&2; die "apt-get install failed"; }
-}
-
 # write_config PASSWORD: $DIR/orthanc.json (mode 600), written anew at every start; edits are lost.
 write_config() {
   mkdir -p "$DIR/storage" "$DIR/index"
@@ -95,7 +84,7 @@ start() {
   need_venv
   local url="http://127.0.0.1:$XRAYLAB_ORTHANC_HTTP_PORT"
   already_running $NAME probe orthanc "$url" && return 0
-  install_if_missing
+  install_if_missing Orthanc orthanc
   local password; password="$(env_get XRAYLAB_ORTHANC_PASSWORD)"
   if [[ -z "$password" ]]; then password="$(random_secret)"; env_set XRAYLAB_ORTHANC_PASSWORD "$password"; fi
   mkdir -p "$DIR"; chmod 700 "$DIR"

@@ -11,17 +11,6 @@ NAME=prometheus
 DIR="$STATE/prometheus"
 SCRAPE_S="${XRAYLAB_PROMETHEUS_SCRAPE_S:-5}"
 
-find_bin() { command -v "$1" 2>/dev/null || { [[ -x "/usr/bin/$1" ]] && echo "/usr/bin/$1"; } || true; }
-
-install_if_missing() {
-  [[ -n "$(find_bin prometheus)" ]] && return 0
-  log "prometheus not found: installing Debian's prometheus"
-  [[ "$(id -u)" == 0 ]] || die "install prometheus (apt-get install prometheus) or run as root"
-  # RUNLEVEL=1 keeps the package's own service from starting; we run our own instance.
-  (apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus) \
-    >"$RUN/prometheus-apt.log" 2>&1 || { tail -n 20 "$RUN/prometheus-apt.log" >&2; die "apt-get install failed"; }
-}
-
 write_config() {
   [[ "$SCRAPE_S" =~ ^[0-9]+$ && "$SCRAPE_S" -ge 1 ]] \
     || die "XRAYLAB_PROMETHEUS_SCRAPE_S must be a whole number of seconds >= 1, not '$SCRAPE_S'"
@@ -47,7 +36,7 @@ start() {
   need_venv
   local url="http://127.0.0.1:$XRAYLAB_PROMETHEUS_PORT"
   already_running $NAME probe prometheus "$url" && return 0
-  install_if_missing
+  install_if_missing prometheus prometheus
   mkdir -p "$DIR/data" "$DIR/rules"
   write_config
   # The rules from the thresholds in effect (evaluated every SCRAPE_S seconds, which `for:` counts in).
