@@ -74,11 +74,10 @@ class PacsNotifier:
         try:
             while not self.stop_event.is_set():
                 try:
-                    if self.publish_page(producer):
-                        backoff = 1.0
-                        continue  # more pages waiting
+                    more = self.publish_page(producer)
                     backoff = 1.0
-                    self.stop_event.wait(self.poll_s)
+                    if not more:  # caught up: look again in poll_s
+                        self.stop_event.wait(self.poll_s)
                 except Exception as exc:  # Orthanc or Kafka down: resume from the saved sequence number
                     log.warning("pacs notifier interrupted (%s: %s); resuming in %.0fs from the last acknowledged "
                                 "change", type(exc).__name__, str(exc)[:200], backoff)

@@ -202,9 +202,10 @@ def to_grey(ds: Dataset) -> np.ndarray:
     if stored.ndim != 3 or stored.shape[-1] != 3:
         raise InvalidImageError(f"{photometric} pixels of shape {stored.shape} are not one RGB picture",
                                 RejectReason.UNSUPPORTED_DICOM)
-    top = float(2 ** int(ds.get("BitsStored") or 8) - 1) if photometric != "PALETTE COLOR" else 65535.0
-    if photometric == "PALETTE COLOR" and stored.dtype == np.uint8:
-        top = 255.0
+    if photometric == "PALETTE COLOR":  # the colour LUT's entries: 8 or 16 bits
+        top = float(np.iinfo(stored.dtype).max) if stored.dtype in (np.uint8, np.uint16) else 65535.0
+    else:
+        top = float(2 ** int(ds.get("BitsStored") or 8) - 1)
     luma = stored.astype(np.float64) @ np.array([0.299, 0.587, 0.114])  # ITU-R 601-2, as Pillow's "L"
     return np.clip(luma * (255.0 / top), 0.0, 255.0).astype(np.float32)
 
@@ -255,11 +256,12 @@ def decode_grey(data: bytes, limits: ImageLimits | None = None) -> np.ndarray:
     try:
         check_supported(ds)
         if limits is not None:
-            check_size(dicom_size(ds), limits)
+            size = dicom_size(ds)
+            check_size(size, limits)
             framed = _frame_size(ds)
-            if framed is not None and framed != dicom_size(ds):
+            if framed is not None and framed != size:
                 raise InvalidImageError(f"the compressed frame is {framed[0]}x{framed[1]} pixels, the header says "
-                                        f"{dicom_size(ds)[0]}x{dicom_size(ds)[1]}")
+                                        f"{size[0]}x{size[1]}")
         return to_grey(ds)
     except InvalidImageError:
         raise

@@ -250,8 +250,10 @@ class Settings(BaseSettings):
         """Buckets the project writes itself (the research export's, the S3 model registry's): the notifier
         skips them, so that nothing written there comes back as an upload."""
         buckets = {self.RESEARCH_BUCKET}
-        if self.MODEL_REGISTRY.startswith("s3://"):
-            buckets.add(self.MODEL_REGISTRY.removeprefix("s3://").split("/", 1)[0])
+        if self.MODEL_REGISTRY:
+            from xraylab.registry.s3 import parse_s3_location  # the registry's own reading of its location
+
+            buckets.add(parse_s3_location(self.MODEL_REGISTRY)[0])
         return frozenset(buckets)
 
     def research_bands(self) -> list[str]:
