@@ -28,6 +28,11 @@ __all__ = ["S3Endpoint", "Settings", "get_settings", "project_root", "UnknownEnd
 PLACEHOLDER_SECRETS = {"changethis", "changeme", "replace", ""}
 
 
+def _is_placeholder(secret: str) -> bool:
+    """An empty secret, or one left as the examples write it (``changethis``, ``REPLACE``)."""
+    return secret.lower() in PLACEHOLDER_SECRETS or "changethis" in secret
+
+
 def project_root() -> Path:
     """The checkout this package runs from (the folder holding ``pyproject.toml``)."""
     return Path(__file__).resolve().parent.parent
@@ -225,13 +230,13 @@ class Settings(BaseSettings):
                              f"use {', '.join(BAND_ORDER)}")
         for name in ("S3_SECRET_KEY",):
             value = getattr(self, name).get_secret_value()
-            if value.lower() in PLACEHOLDER_SECRETS or "changethis" in value:
+            if _is_placeholder(value):
                 message = f"XRAYLAB_{name} is empty or a placeholder"
                 if self.ENV == "production":
                     raise ValueError(message + ": set a real secret for production")
         for name in ("ORTHANC_PASSWORD", "RESEARCH_KEY"):  # optional, but never a placeholder in production
             value = getattr(self, name).get_secret_value()
-            if value and self.ENV == "production" and (value.lower() in PLACEHOLDER_SECRETS or "changethis" in value):
+            if value and self.ENV == "production" and _is_placeholder(value):
                 raise ValueError(f"XRAYLAB_{name} is a placeholder: set a real secret for production")
         research_key = self.RESEARCH_KEY.get_secret_value()
         if research_key and len(research_key) < 24 and self.ENV == "production":
