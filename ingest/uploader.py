@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 
 from xraylab.dicom import DICOM_MEDIA_TYPE
-from xraylab.labels import NORMAL_CLASS, PNEUMONIA_CLASS
+from xraylab.labels import CLASSES, NORMAL_CLASS, PNEUMONIA_CLASS
 from xraylab.messages import StudyMetadata
 
 __all__ = ["StudyUpload", "Drift", "DicomOptions", "upload_study", "upload_generated", "upload_files",
-           "generated_studies", "GeneratedStudy", "send_generated_to_pacs"]
+           "upload_labelled", "generated_studies", "GeneratedStudy", "send_generated_to_pacs"]
 
 log = logging.getLogger("xraylab.uploader")
 
@@ -186,6 +186,30 @@ def dicom_of(study: GeneratedStudy, options: DicomOptions) -> bytes:
 
     return dicom_bytes(study.pixels, modality_study(study.metadata), syntax=options.syntax, bits=options.bits,
                        photometric=options.photometric, burn_in=options.burn_in)
+
+
+def upload_labelled(client: Any, bucket: str, root: Path, count: int, *, seed: int = 0,
+                    prefix: str = "") -> list[StudyUpload]:
+    """Upload ``count`` real X-rays drawn (seeded, without replacement) from a labelled folder
+    ``root/{NORMAL,PNEUMONIA}/*.jpeg`` (a split of the Kaggle layout), each from a hospital drawn at random with
+    an invented patient; returns them with their folder's label. ``ValueError`` when ``root`` has no such images."""
+    files = [(path, cls) for cls in CLASSES if (root / cls).is_dir()
+             for path in sorted((root / cls).iterdir()) if path.suffix.lower() in (".jpeg", ".jpg", ".png")]
+    if not files:
+        raise ValueError(f"{root} holds no NORMAL/ or PNEUMONIA/ images")
+    rng = np.random.default_rng(seed)
+    uploads = []
+    for i in rng.permutation(len(files))[:count]:
+        path, label = files[int(i)]
+        hospital = str(rng.choice(list(HOSPITALS)))
+        patient_id, patient_name = _fake_patient(rng)
+        study_date = (date(2026, 11, 1) + timedelta(days=int(rng.integers(0, 22)))).isoformat()
+        metadata = StudyMetadata(hospital, patient_id, patient_name, study_date)
+        key = f"{prefix}{hospital}/{study_date}/{uuid.uuid4().hex[:12]}{path.suffix.lower()}"
+        upload_study(client, bucket, key, path.read_bytes(), metadata)
+        uploads.append(StudyUpload(key, metadata, label))
+    log.info("uploaded %d labelled X-rays from %s to bucket %s", len(uploads), root, bucket)
+    return uploads
 
 
 def upload_files(client: Any, bucket: str, paths: Iterable[Path], *, hospital: str, prefix: str = "",

@@ -154,7 +154,8 @@ class Classifier:
             raise RejectedInputError(exc.reason, str(exc)) from exc
         score, used = await self.predict_batch((image, active))
         return Verdict(score=score, band=used.bands.band(score), model_version=used.card.version,
-                       synthetic_model=used.card.synthetic, infer_ms=(time.perf_counter() - t0) * 1000)
+                       synthetic_model=used.card.synthetic, infer_ms=(time.perf_counter() - t0) * 1000,
+                       notice=used.card.notice)
 
     async def classify_many(self, images: list[bytes]) -> list[Verdict | RejectedInputError]:
         """Many images in one call (the pipeline step's batch): decoded concurrently, scored through the

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -69,15 +70,21 @@ def serve_run(database: DatabaseOption = "default", ingest: bool = True, ui: boo
 def demo(count: int = 24, database: DatabaseOption = "default", timeout_s: float = 300.0, seed: int = -1,
          serve_forever: Annotated[bool, typer.Option(help="keep serving the UI until Ctrl-C")] = True,
          pacs: Annotated[int, typer.Option(help="generated DICOM studies sent to the PACS by C-STORE", min=0)] = 4,
+         xrays: Annotated[Path | None, typer.Option(
+             help="real labelled X-rays to upload (a folder with NORMAL/ and PNEUMONIA/); default XRAYLAB_DEMO_XRAYS "
+                  "(the Kermany test split in ../shared), generated images where it does not exist")] = None,
          ) -> None:
-    """Bootstrap a model if none, run the pipeline, upload COUNT generated X-rays and send PACS DICOM studies,
-    summarise, serve the UI."""
+    """Install the model trained on real X-rays (or bootstrap one), run the pipeline, upload COUNT X-rays (real
+    ones where at hand) and send PACS DICOM studies, summarise, serve the UI."""
     setup_logging()
     from serve_app.demo import run_demo
 
     settings = load_settings()
+    if xrays is not None and not xrays.is_dir():
+        raise fail(f"--xrays {xrays} is not a folder")
     pipeline, summary = run_demo(settings, count=count, database=database, timeout_s=timeout_s,
-                                 seed=seed if seed >= 0 else int(time.time()), pacs=pacs)
+                                 seed=seed if seed >= 0 else int(time.time()), pacs=pacs,
+                                 xrays=xrays or settings.DEMO_XRAYS)
     print("\n" + "\n".join(summary.lines()))
     if not summary.complete:
         print(f"error: only {summary.stored}/{count + summary.pacs} predictions within {timeout_s:.0f}s",

@@ -1,4 +1,6 @@
-"""The demo: a bootstrap model if there is none, the pipeline, generated X-rays through it, a summary.
+"""The demo: the model trained on real X-rays (``models/``, installed and promoted; a bootstrap model trained on
+generated images where there is none), the pipeline, X-rays through it (real test X-rays where a labelled folder
+of them is at hand, generated ones otherwise), a summary.
 
 ``xraylab demo`` (``make demo``) runs it and then keeps serving the review app.
 """
@@ -14,8 +16,9 @@ from typing import Any
 
 from serve_app.app import AppArgs
 from serve_app.launch import Pipeline, start_pipeline
+from xraylab.bands import NORMAL
 from xraylab.labels import PNEUMONIA_CLASS
-from xraylab.registry import SYNTHETIC_NOTICE, list_cards, open_registry
+from xraylab.registry import FolderRegistry, ModelNotFoundError, list_cards, open_registry, read_card, resolve_version
 from xraylab.settings import Settings
 
 __all__ = ["DemoSummary", "run_demo", "ensure_demo_account", "DEMO_USER"]
@@ -30,10 +33,14 @@ class DemoSummary:
     uploaded: int
     bucket: str
     prefix: str
+    source: str = "generated"  # where the uploaded images came from: "generated", or the labelled folder
+    notice: str = ""  # the serving model's card notice
     pacs: int = 0  # DICOM studies sent to the PACS by C-STORE
     stored: int = 0
     bands: Counter[str] = field(default_factory=Counter)
-    agree: int = 0  # score > 0.5 matches the generator's label
+    agree: int = 0  # of the uploaded images' rows, how many have score > 0.5 matching their label
+    uploads_stored: int = 0  # rows of the uploaded images (the PACS studies are generated: counted apart)
+    agree_band: int = 0  # of those, how many have a band matching their label (Pneumonia or Unsure: pneumonia)
     database: str = ""
     ingest: dict[str, object] = field(default_factory=dict)
     monitor: str = ""
@@ -43,60 +50,96 @@ class DemoSummary:
         return self.stored >= self.uploaded + self.pacs
 
     def lines(self) -> list[str]:
+        what = ("generated X-rays (no real X-rays at hand: see --xrays)" if self.source == "generated"
+                else f"real X-rays from {self.source}")
         out = ["=== xraylab demo summary ===",
-               f"images uploaded: {self.uploaded} to s3://{self.bucket}/{self.prefix}",
+               f"images uploaded: {self.uploaded} {what} to s3://{self.bucket}/{self.prefix}",
                f"DICOM studies sent to the PACS by C-STORE: {self.pacs}",
                f"predictions stored: {self.stored}",
                "risk bands: " + ", ".join(f"{b}={n}" for b, n in sorted(self.bands.items()))]
-        if self.stored:
-            out.append(f"agreement with the generator's labels (score > 0.5): {self.agree}/{self.stored}")
+        if self.uploads_stored:
+            whose = "the generator's labels" if self.source == "generated" else "their NORMAL/PNEUMONIA labels"
+            out.append(f"agreement of the uploaded images with {whose}: score > 0.5 {self.agree}/"
+                       f"{self.uploads_stored}, band (Pneumonia or Unsure for pneumonia) "
+                       f"{self.agree_band}/{self.uploads_stored}")
         out += [f"rows in: {self.database} (tables studies, predictions)", f"ingest: {self.ingest}",
-                f"model monitor: {self.monitor}", f"NOTE: {SYNTHETIC_NOTICE}"]
+                f"model monitor: {self.monitor}", f"NOTE: {self.notice}"]
         return out
 
 
+def ensure_demo_model(settings: Settings) -> str:
+    """The shipped model trained on real X-rays installed and promoted (``Registry.install_shipped``); where the
+    checkout ships none, a bootstrap model when the registry has no model at all. Returns what was done."""
+    registry = open_registry(settings)
+    shipped = FolderRegistry(settings.SHIPPED_MODELS) if settings.SHIPPED_MODELS else None
+    if shipped is not None and shipped.versions():
+        card, done = registry.install_shipped(shipped)
+        return f"{card.version}: {', '.join(done) or 'already installed'}"
+    if list_cards(registry):
+        return "no shipped model; the registry's own"
+    from train.bootstrap import train_bootstrap_model
+
+    log.info("no model yet: training the bootstrap CNN on generated images ...")
+    return "bootstrap " + train_bootstrap_model(registry, bands=settings.bands()).version
+
+
 def run_demo(settings: Settings, *, count: int, database: str, timeout_s: float, seed: int,
-             pacs: int = 0) -> tuple[Pipeline, DemoSummary]:
-    """Run the pipeline, upload ``count`` generated X-rays and send ``pacs`` generated DICOM studies (patient data
-    burned into the pixels too) to the PACS, and wait (up to ``timeout_s``) for their rows. The pipeline is left
-    running for the caller to serve or stop."""
+             pacs: int = 0, xrays: Path | None = None) -> tuple[Pipeline, DemoSummary]:
+    """Run the pipeline, upload ``count`` X-rays (real ones from the labelled folder ``xrays`` where it exists,
+    generated ones otherwise) and send ``pacs`` generated DICOM studies (patient data burned into the pixels too)
+    to the PACS, and wait (up to ``timeout_s``) for their rows. The pipeline is left running for the caller to
+    serve or stop."""
     from ingest.pacs_sender import PacsTarget
     from ingest.standin_doctor import wait_for_scores
-    from ingest.uploader import DicomOptions, send_generated_to_pacs, upload_generated
+    from ingest.uploader import DicomOptions, send_generated_to_pacs, upload_generated, upload_labelled
     from xraylab.db.session import Database, upgrade_schema
     from xraylab.orthanc import PACS_BUCKET
     from xraylab.storage import make_s3_client
 
-    registry = open_registry(settings)
-    if not list_cards(registry):
-        from train.bootstrap import train_bootstrap_model
-
-        log.info("no model yet: training the bootstrap CNN on generated images ...")
-        train_bootstrap_model(registry, bands=settings.bands())
+    log.info("model: %s", ensure_demo_model(settings))
     db = Database(settings.database_url(database))
     upgrade_schema(db.engine)
     ensure_demo_account(db, settings)
     pipeline = start_pipeline(settings, AppArgs(database=database))
     prefix = f"demo-{int(time.time())}/"
     client = make_s3_client(settings.s3_endpoint(None))
-    uploads = upload_generated(client, settings.S3_BUCKET, count, prefix=prefix, seed=seed)
-    log.info("uploaded %d generated X-rays to s3://%s/%s", count, settings.S3_BUCKET, prefix)
+    real = xrays is not None and xrays.is_dir()
+    if real:
+        uploads = upload_labelled(client, settings.S3_BUCKET, xrays, count, prefix=prefix, seed=seed)
+    else:
+        uploads = upload_generated(client, settings.S3_BUCKET, count, prefix=prefix, seed=seed)
+    log.info("uploaded %d %s X-rays to s3://%s/%s", len(uploads), "real" if real else "generated",
+             settings.S3_BUCKET, prefix)
     sent = send_generated_to_pacs(PacsTarget.from_settings(settings), pacs, seed=seed + 1,
                                   dicom=DicomOptions("jpeg2000-lossless", bits=16, burn_in=True)) if pacs else []
     log.info("sent %d generated DICOM studies to the PACS", len(sent))
-    keys = {u.key: u.label for u in [*uploads, *sent]}
+    keys = {u.key: u.label for u in uploads}
     started = time.monotonic()
     rows = list(wait_for_scores(db, settings.S3_BUCKET, [u.key for u in uploads], timeout_s).values())
+    uploaded_rows = list(rows)
     if sent:
         rows += wait_for_scores(db, PACS_BUCKET, [u.key for u in sent],
                                 max(1.0, timeout_s - (time.monotonic() - started))).values()
-    summary = DemoSummary(uploaded=count, bucket=settings.S3_BUCKET, prefix=prefix, pacs=len(sent), stored=len(rows),
+    summary = DemoSummary(uploaded=len(uploads), bucket=settings.S3_BUCKET, prefix=prefix, pacs=len(sent),
+                          stored=len(rows), source=str(xrays) if real else "generated",
+                          notice=_serving_notice(settings),
                           bands=Counter(r["band"] for r in rows),
-                          agree=sum((r["score"] > 0.5) == (keys[r["object_key"]] == PNEUMONIA_CLASS) for r in rows),
+                          uploads_stored=len(uploaded_rows), agree=sum(
+                              (r["score"] > 0.5) == (keys[r["object_key"]] == PNEUMONIA_CLASS) for r in uploaded_rows),
+                          agree_band=sum((r["band"] != NORMAL) == (keys[r["object_key"]] == PNEUMONIA_CLASS)
+                                         for r in uploaded_rows),
                           database=db.engine.url.render_as_string(hide_password=True),
                           ingest=pipeline.ingest_stats(), monitor=_start_monitor(settings, db, database))
     db.dispose()
     return pipeline, summary
+
+
+def _serving_notice(settings: Settings) -> str:
+    try:
+        registry = open_registry(settings)
+        return read_card(registry, resolve_version(registry)).notice
+    except (ModelNotFoundError, ValueError) as exc:
+        return f"no model card to read ({exc})"
 
 
 def _start_monitor(settings: Settings, db: Any, database: str) -> str:

@@ -71,7 +71,6 @@ class Ingress:
     def __serve_build_asgi_app__(self) -> Any:
         from ui.access import install_access
         from xraylab.db.session import Database
-        from xraylab.registry import SYNTHETIC_NOTICE
 
         docs = self.settings.ENV != "production"  # in development, behind login like the rest
         app = FastAPI(title="xraylab", version="0.1.0", docs_url="/docs" if docs else None, redoc_url=None,
@@ -115,10 +114,7 @@ class Ingress:
                 if rejected is None:
                     raise
                 return JSONResponse({"error": rejected.reason, "detail": rejected.detail}, 400)
-            body = verdict.to_dict()
-            if verdict.synthetic_model:
-                body["notice"] = SYNTHETIC_NOTICE
-            return body
+            return verdict.to_dict()
 
         @app.post("/v1/predict/batch")
         async def predict_batch(request: Request) -> Any:
@@ -140,8 +136,9 @@ class Ingress:
                 else:
                     results.append({"filename": name, **verdict.to_dict()})
             body: dict[str, Any] = {"results": results}
-            if any(isinstance(v, Verdict) and v.synthetic_model for v in verdicts):
-                body["notice"] = SYNTHETIC_NOTICE
+            notices = sorted({v.notice for v in verdicts if isinstance(v, Verdict) and v.notice})
+            if notices:  # one model scores a call; two during a hot swap
+                body["notice"] = " ".join(notices)
             return body
 
         if self.mount_ui:

@@ -25,7 +25,7 @@ import numpy as np
 from xraylab.batches import predict_in_batches
 from xraylab.imaging import PreprocessSpec
 
-from .dataset import load_images, scan_layout
+from .dataset import DEFAULT_VAL_FRACTION, load_images, scan_layout
 
 __all__ = ["TrainConfig", "TrainOutcome", "train_loop_per_worker", "run_training"]
 
@@ -41,8 +41,10 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 32  # per worker
     learning_rate: float = 1e-4
+    lr_schedule: str = "constant"  # or "cosine": from learning_rate down to 0 over ``epochs``
     patience: int = 3
-    seed: int = 0
+    seed: int = 0  # initial weights, augmentation, shuffling, and the val split carved when the layout has none
+    val_fraction: float = DEFAULT_VAL_FRACTION
     augment: bool = True
     preprocess: dict[str, Any] = field(default_factory=lambda: PreprocessSpec().to_dict())
     storage_path: str = ""
@@ -63,6 +65,7 @@ class TrainOutcome:
     images_per_second: float
     data_fingerprint: str
     counts: dict[str, dict[str, int]]
+    val_split: dict[str, Any] = field(default_factory=dict)
 
 
 def _write_progress(progress_dir: str, rank: int, **info: Any) -> None:
@@ -104,13 +107,27 @@ class _Worker:
 def _load_shard(cfg: TrainConfig, spec: PreprocessSpec, rank: int, world: int) -> _Shard:
     """This rank's shard of the train split (files ``rank::world``), the val split, and class weights turned
     into per-example weights."""
-    index = scan_layout(cfg.data, ("train", "val"))
+    index = scan_layout(cfg.data, ("train", "val"), val_fraction=cfg.val_fraction, seed=cfg.seed)
     x_train, y_train, _ = load_images(index.files["train"][rank::world], spec)
     x_val, y_val, _ = load_images(index.files["val"], spec)
     class_weights = index.class_weights("train")
     w_train = np.where(y_train > 0.5, class_weights[1], class_weights[0]).astype(np.float32)
     steps = max(1, len(index.files["train"]) // (world * cfg.batch_size))
     return _Shard(x_train, y_train, w_train, x_val, y_val, steps=steps, global_batch=cfg.batch_size * world)
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def _learning_rate(cfg: TrainConfig, steps_per_epoch: int) -> Any:
+    """Adam's learning rate: ``cfg.learning_rate`` throughout, or cosine-decayed to 0 over all ``cfg.epochs``."""
+    import keras
+
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    if cfg.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=steps_per_epoch * cfg.epochs)
+    raise ValueError(f"unknown learning-rate schedule {cfg.lr_schedule!r}; choose from {', '.join(LR_SCHEDULES)}")
 
 
 def _build_worker(cfg: TrainConfig, spec: PreprocessSpec, strategy: Any, shard: _Shard, rank: int) -> _Worker:
@@ -125,7 +142,7 @@ def _build_worker(cfg: TrainConfig, spec: PreprocessSpec, strategy: Any, shard: 
     keras.utils.set_random_seed(cfg.seed)  # same initial weights on every rank
     with strategy.scope():
         model = build_model(cfg.arch, spec)
-        optimizer = keras.optimizers.Adam(cfg.learning_rate)
+        optimizer = keras.optimizers.Adam(_learning_rate(cfg, shard.steps))
         augmenter = build_augmenter(cfg.seed + rank) if cfg.augment else None
 
     def replica_step(x: Any, y: Any, w: Any) -> Any:
@@ -274,7 +291,8 @@ def run_training(cfg: TrainConfig) -> TrainOutcome:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
-    index = scan_layout(cfg.data)  # fail early, in the driver, on a bad layout
+    cfg.data = str(Path(cfg.data).resolve())  # the workers run in folders of their own
+    index = scan_layout(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)  # a bad layout fails here
     counts = index.counts()
     cfg.name = cfg.name or f"{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = cfg.storage_path or str(Path(tempfile.gettempdir()) / "xraylab-train")
@@ -304,5 +322,5 @@ def run_training(cfg: TrainConfig) -> TrainOutcome:
         config=cfg, history=history, best_epoch=state["best_epoch"], best_val_auc=state["best_auc"],
         checkpoint_path=result.checkpoint.path, resumed_from_epoch=resumed, seconds=seconds,
         images_per_second=float(np.median(rates)) if rates else 0.0, data_fingerprint=index.fingerprint(),
-        counts=counts,
+        counts=counts, val_split=dict(index.val_split),
     )

@@ -19,7 +19,7 @@ from xraylab.registry import ModelCard, RegistryLike, load_model, publish
 
 from .dataset import load_images, scan_layout
 from .metrics import classification_report, roc_curve
-from .plots import plot_confusion, plot_roc
+from .plots import plot_confusion, plot_reliability, plot_roc
 
 __all__ = ["predict_scores", "evaluate_arrays", "evaluate_model", "reference_statistics", "publish_trained"]
 
@@ -40,6 +40,8 @@ def evaluate_arrays(model: Any, images: np.ndarray, labels: np.ndarray, out_dir:
         fpr, tpr = roc_curve(labels, scores)
         plot_roc(fpr, tpr, report["auc"], out_dir / "roc.png", f"ROC: {title}")
         plot_confusion(report["confusion_matrix"], out_dir / "confusion_matrix.png", f"Confusion: {title}")
+        plot_reliability(report["calibration"]["bins"], report["calibration"]["ece"], out_dir / "reliability.png",
+                         f"Reliability: {title}")
         (out_dir / "metrics.json").write_text(json.dumps(report, indent=2))
     return report
 
@@ -81,14 +83,14 @@ def reference_statistics(model: Any, images: np.ndarray, *, sizes: np.ndarray, v
 def publish_trained(model: Any, *, registry: RegistryLike, version: str, arch: str, spec: PreprocessSpec, bands: Bands,
                     metrics: dict[str, Any], fingerprint: str, reference: dict[str, np.ndarray],
                     eval_dir: Path, trained_on: str = "synthetic", promote_it: bool = False,
-                    calibration: dict[str, float] | None = None) -> ModelCard:
+                    calibration: dict[str, float] | None = None, notes: str = "") -> ModelCard:
     extra = {REFERENCE_FILE: encode_reference(reference)}
-    for name in ("metrics.json", "roc.png", "confusion_matrix.png"):
+    for name in ("metrics.json", "roc.png", "confusion_matrix.png", "reliability.png"):
         if (eval_dir / name).exists():
             extra[name] = (eval_dir / name).read_bytes()
     card = ModelCard(version=version, architecture=arch, preprocess=spec.to_dict(),
                      bands=bands.to_dict(), trained_on=trained_on,
-                     metrics=metrics, data_fingerprint=fingerprint)
+                     metrics=metrics, data_fingerprint=fingerprint, notes=notes)
     if calibration:
         card.calibration = dict(calibration)
     publish(model, registry, card, promote_it=promote_it, extra_files=extra)

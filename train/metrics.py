@@ -14,13 +14,16 @@ import numpy as np
 from xraylab.bands import NORMAL, PNEUMONIA, UNSURE, Bands
 from xraylab.classification_metrics import binary_metrics, roc_auc, roc_curve, safe_div
 
+from .thresholds import rates_at
+
 __all__ = ["roc_auc", "roc_curve", "classification_report"]
 
 
 def classification_report(y: np.ndarray, scores: np.ndarray, *, threshold: float = 0.5,
                           bands: Bands | None = None, n_bins: int = 10) -> dict[str, Any]:
     """Accuracy, AUC, sensitivity, specificity, precision, F1, MCC, confusion matrix, the risk-band
-    table and a calibration check (expected calibration error with reliability bins)."""
+    table, sensitivity and specificity at each band threshold ("Pneumonia or Unsure" at ``unsure``, "Pneumonia"
+    at ``pneumonia``) and a calibration check (expected calibration error with reliability bins)."""
     y = np.asarray(y).astype(int)
     scores = np.asarray(scores, np.float64)
     metrics = binary_metrics(y, scores, threshold)
@@ -54,5 +57,7 @@ def classification_report(y: np.ndarray, scores: np.ndarray, *, threshold: float
         "mcc": safe_div(tp * tn - fp * fn, denominator),
         "confusion_matrix": {"tn": tn, "fp": fp, "fn": fn, "tp": tp},
         "bands": band_table,
+        "band_thresholds": {"pneumonia_or_unsure": rates_at(y, scores, bands.unsure),
+                            "pneumonia": rates_at(y, scores, bands.pneumonia, strict=True)},
         "calibration": {"ece": float(ece), "bins": bins},
     }

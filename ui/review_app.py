@@ -43,7 +43,7 @@ from xraylab.labels import VERDICT_LABELS
 from xraylab.registry import SYNTHETIC_NOTICE, RegistryLike, open_registry, read_card, resolve_version
 from xraylab.settings import Settings
 
-__all__ = ["build_review_app", "mount_review_app", "WORKLIST_COLUMNS", "trained_on_synthetic"]
+__all__ = ["build_review_app", "mount_review_app", "WORKLIST_COLUMNS", "trained_on_synthetic", "model_notice"]
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 log = logging.getLogger("xraylab.ui")
@@ -113,16 +113,22 @@ def _serving_version(registry: RegistryLike) -> str:
     return cached[1]
 
 
-def trained_on_synthetic(registry: RegistryLike | None, version: str | None) -> bool:
-    """Whether ``version`` (None: the one serving) learnt from generated images; True when unknown (no
-    registry, no such version, a registry that does not answer). Cards are read once (an S3 registry caches
-    them on the node), the serving version at most every ``SERVING_TTL_S``."""
+def model_notice(registry: RegistryLike | None, version: str | None) -> str:
+    """The notice of ``version``'s card (None: the one serving): the synthetic warning, or what real data it
+    learnt from and that it is for research use only. The synthetic warning when unknown (no registry, no such
+    version, a registry that does not answer). Cards are read once (an S3 registry caches them on the node), the
+    serving version at most every ``SERVING_TTL_S``."""
     if registry is None:
-        return True
+        return SYNTHETIC_NOTICE
     try:
-        return read_card(registry, version or _serving_version(registry)).synthetic
+        return read_card(registry, version or _serving_version(registry)).notice
     except Exception:
-        return True
+        return SYNTHETIC_NOTICE
+
+
+def trained_on_synthetic(registry: RegistryLike | None, version: str | None) -> bool:
+    """Whether ``version`` (None: the one serving) learnt from generated images; True when unknown."""
+    return model_notice(registry, version) == SYNTHETIC_NOTICE
 
 
 def _parse_date(text: str | None, name: str) -> date | None:
@@ -209,7 +215,7 @@ def _tag(detail: dict[str, Any], name: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|~<>&])", r"\\\1", str(value))  # CommonMark: \ escapes punctuation
 
 
-def _details_markdown(detail: dict[str, Any], synthetic: bool) -> str:
+def _details_markdown(detail: dict[str, Any], notice: str) -> str:
     score = detail.get("score")
     lines = [f"### Study {detail['id']}: **{detail.get('band') or 'no prediction'}**"]
     if score is not None:
@@ -227,8 +233,10 @@ def _details_markdown(detail: dict[str, Any], synthetic: bool) -> str:
     if len(detail.get("predictions") or []) > 1:
         lines.append("- Earlier scores: " + "; ".join(
             f"{p['model_version']}: {p['score']:.3f} ({p['band']})" for p in detail["predictions"][:-1]))
-    if synthetic:
+    if notice == SYNTHETIC_NOTICE:
         lines.append(f"\n> ⚠️ **{SYNTHETIC_NOTICE}**")
+    elif notice:
+        lines.append(f"\n> ℹ️ {notice}")
     return "\n".join(lines)
 
 
@@ -276,9 +284,11 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
         return principal
 
     def banner() -> str:
-        if trained_on_synthetic(actions.registry, None):
+        notice = model_notice(actions.registry, None)
+        if notice == SYNTHETIC_NOTICE:
             return f"> ⚠️ **{SYNTHETIC_NOTICE}** ({SYNTHETIC_MARK} after a score: from such a model.)"
-        return f"> {SYNTHETIC_MARK} after a score: from a model trained on generated images, not clinically meaningful."
+        return (f"> ℹ️ **The serving model: {notice}** ({SYNTHETIC_MARK} after a score: that score came from a "
+                "model trained on generated images.)")
 
     def worklist(hospital: str, band: str, status: str, date_from: str, date_to: str, page: int,
                  request: gr.Request) -> tuple[Any, ...]:
@@ -320,9 +330,9 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
         except Exception as exc:  # the store cannot be reached: say so, show the rest
             log.warning("study %s: store not reachable: %s", detail["study_uid"], type(exc).__name__)
             available = None
-        synthetic = trained_on_synthetic(actions.registry, detail.get("model_version"))
+        notice = model_notice(actions.registry, detail.get("model_version"))
         # The verdict form starts empty for each study: a choice made for one is never saved on another.
-        return (study_id, _viewer_html(study_id, heatmap, zoom, available), _details_markdown(detail, synthetic),
+        return (study_id, _viewer_html(study_id, heatmap, zoom, available), _details_markdown(detail, notice),
                 _history_markdown(detail["verdicts"]), len(detail["verdicts"]), "", detail.get("prediction_id"),
                 None, "", available)
 

@@ -121,6 +121,23 @@ def models_promote(version: str, registry: RegistryOption = "") -> None:
     print(f"promoted {version} in {reg.location}")
 
 
+@models_app.command("install-shipped")
+def models_install_shipped(registry: RegistryOption = "") -> None:
+    """Install the model the project ships (XRAYLAB_SHIPPED_MODELS, default models/: trained on real X-rays) into
+    the registry, and promote it unless a model trained on real data is promoted there already."""
+    from xraylab.registry import FolderRegistry
+
+    settings = load_settings()
+    assert settings.SHIPPED_MODELS is not None
+    reg = _registry(registry)
+    try:
+        card, done = reg.install_shipped(FolderRegistry(settings.SHIPPED_MODELS))
+    except _registry_errors() as exc:
+        raise fail(f"{settings.SHIPPED_MODELS} -> {reg.location}: {exc}") from None
+    print(f"{card.version} in {reg.location}: {', '.join(done) or 'already there'}"
+          f"; promoted: {reg.promoted_version()}")
+
+
 @models_app.command("import")
 def models_import(
     source: Annotated[Path, typer.Argument(help="a version folder (card.json, model.keras, ...) or a folder "
@@ -165,15 +182,18 @@ def predict(
     registry: RegistryOption = "",
 ) -> None:
     """Score files with the registry's model through the preprocessing serving uses: one JSON line per file,
-    {file, score, band, model_version}, or {file, error, reason} for a file it refuses (exit 0 either way)."""
+    {file, score, band, model_version}, or {file, error, reason} for a file it refuses (exit 0 either way); the
+    model card's notice (trained on generated images, or research use only) on stderr."""
     from xraylab.file_scoring import score_files
 
     settings = load_settings()
     reg = _registry(registry)
     try:
         version = reg.resolve_version(model)  # checked before any output; and a promotion meanwhile changes nothing
+        notice = reg.read_card(version).notice
     except _registry_errors() as exc:
         raise fail(str(exc)) from None
+    print(f"note: {notice}", file=sys.stderr)  # what the scores are worth; stdout stays one JSON line per file
     for result in score_files(reg, files, version=version, limits=settings.image_limits(),
                               max_bytes=settings.MAX_IMAGE_BYTES):
         print(json.dumps(result), flush=True)

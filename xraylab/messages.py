@@ -154,6 +154,7 @@ class Verdict:
     model_version: str
     synthetic_model: bool
     infer_ms: float = 0.0
+    notice: str = ""  # the scoring model's card notice: trained on generated images, or research use only
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -139,6 +139,12 @@ class Settings(BaseSettings):
     MODEL_REGISTRY: str = ""
     MODEL_REGISTRY_ENDPOINT: str = ""
     MODEL_CACHE_DIR: Path | None = None
+    # The models the project ships (a folder registry; its promoted version is the one trained on real X-rays),
+    # installed into the registry by `xraylab models install-shipped` and the demo. Default: <checkout>/models.
+    SHIPPED_MODELS: Path | None = None
+    # Real labelled X-rays the demo uploads (a folder with NORMAL/ and PNEUMONIA/), where it exists; generated
+    # images otherwise. Default: the Kermany test split beside the checkout (../shared/data/chest-xray).
+    DEMO_XRAYS: Path | None = None
 
     # Risk bands written into the card of each newly trained model (serving and evaluation use the card's):
     # score > PNEUMONIA -> "Pneumonia", score >= UNSURE -> "Unsure", else "Normal".
@@ -212,6 +218,10 @@ class Settings(BaseSettings):
             self.MODEL_DIR = self.STATE_DIR / "models"
         if self.MODEL_CACHE_DIR is None:
             self.MODEL_CACHE_DIR = self.STATE_DIR / "model-cache"
+        if self.SHIPPED_MODELS is None:
+            self.SHIPPED_MODELS = project_root() / "models"
+        if self.DEMO_XRAYS is None:
+            self.DEMO_XRAYS = project_root().parent / "shared" / "data" / "chest-xray" / "kaggle-224" / "test"
         if self.MODEL_REGISTRY and not self.MODEL_REGISTRY.startswith("s3://"):
             raise ValueError("XRAYLAB_MODEL_REGISTRY must be empty (the folder XRAYLAB_MODEL_DIR) or s3://BUCKET[/PREFIX]")
         if self.SEAWEED_CLIENT_CONFIG_DIR is None:

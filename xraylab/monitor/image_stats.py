@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["READABLE_STATS", "readable_statistics", "readable_statistics_batch"]
+__all__ = ["READABLE_STATS", "SIZE_STATS", "readable_statistics", "readable_statistics_batch"]
 
 READABLE_STATS = ("brightness", "contrast", "sharpness", "width", "height", "aspect")
+SIZE_STATS = ("width", "height", "aspect")  # of the original image, before preprocessing resized it
 
 _LAPLACE_1D = np.array([1.0, -2.0, 1.0])
 

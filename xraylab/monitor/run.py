@@ -172,9 +172,12 @@ class MonitorRunner:
         assert ref is not None
         if ref.readable is None:
             ref_readable, readable = np.zeros((len(ref.embeddings), 0)), np.zeros((len(embeddings), 0))
-        else:
-            ref_readable = ref.readable
-        return image_drift(ref.embeddings, embeddings, ref_readable, readable, ref.stat_names,
+            names: tuple[str, ...] = ()
+        else:  # a statistic the reference could not record (NaN: the sizes of resized training copies) is left out
+            known = ~np.isnan(ref.readable).any(axis=0)
+            ref_readable, readable = ref.readable[:, known], np.asarray(readable)[:, known]
+            names = tuple(name for name, keep in zip(ref.stat_names, known, strict=True) if keep)
+        return image_drift(ref.embeddings, embeddings, ref_readable, readable, names,
                            n_permutations=self.settings.MONITOR_PERMUTATIONS)
 
     def _slices(self, hospitals: Sequence[str]) -> dict[str, np.ndarray]:

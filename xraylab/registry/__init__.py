@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from xraylab.registry.base import Registry
-from xraylab.registry.card import SYNTHETIC_NOTICE, ModelCard, ModelNotFoundError, check_version
+from xraylab.registry.card import SYNTHETIC_NOTICE, ModelCard, ModelNotFoundError, check_version, research_notice
 from xraylab.registry.folder import FolderRegistry
 from xraylab.registry.open import RegistryLike, as_registry, open_registry
 from xraylab.registry.s3 import S3Registry
 
 __all__ = ["ModelCard", "ModelNotFoundError", "Registry", "FolderRegistry", "S3Registry", "RegistryLike",
-           "SYNTHETIC_NOTICE", "open_registry", "as_registry", "check_version", "publish", "list_cards", "promote",
-           "promoted_version", "resolve_version", "load_model", "read_card"]
+           "SYNTHETIC_NOTICE", "research_notice", "open_registry", "as_registry", "check_version", "publish",
+           "list_cards", "promote", "promoted_version", "resolve_version", "load_model", "read_card"]
 
 
 def read_card(registry: RegistryLike, version: str) -> ModelCard:

@@ -121,3 +121,24 @@ class Registry(ABC):
         card = ModelCard.from_json((source / CARD_FILE).read_bytes(), str(source / CARD_FILE))
         self.publish_dir(source, card.version)  # FileExistsError when the registry has it
         return card
+
+    def install_shipped(self, shipped: Registry) -> tuple[ModelCard, list[str]]:
+        """The promoted version of ``shipped`` (the project's ``models/`` folder: the model trained on real
+        X-rays) into this registry: imported unless it is there already, and promoted unless a model trained on
+        real data is promoted here (a bootstrap model gives way; a model someone trained and promoted stays).
+        Returns its card and what was done ("imported", "promoted")."""
+        version = shipped.resolve_version()
+        done = []
+        if version not in self.versions():
+            self.import_dir(shipped.local_dir(version))
+            done.append("imported")
+        promoted = self.promoted_version()
+        if promoted != version:
+            try:
+                keep = promoted is not None and not self.read_card(promoted).synthetic
+            except (ModelNotFoundError, ValueError):
+                keep = False
+            if not keep:
+                self.promote(version)
+                done.append("promoted")
+        return self.read_card(version), done

@@ -11,7 +11,7 @@ from typing import Any
 from xraylab.imaging import PreprocessSpec
 
 __all__ = ["ModelCard", "ModelNotFoundError", "SYNTHETIC_NOTICE", "CARD_FILE", "MODEL_FILE", "check_version",
-           "is_version"]
+           "is_version", "research_notice"]
 
 CARD_FILE = "card.json"
 MODEL_FILE = "model.keras"
@@ -20,6 +20,12 @@ SYNTHETIC_NOTICE = (
     "Trained on generated (synthetic) images, not real chest X-rays: "
     "scores are not clinically meaningful."
 )
+
+
+
+def research_notice(trained_on: str) -> str:
+    """What every score of a model trained on real X-rays carries: its data, and that it is no medical device."""
+    return f"Trained on real X-rays ({trained_on}): for research use only, not a medical device."
 
 
 class ModelNotFoundError(LookupError):
@@ -46,7 +52,8 @@ class ModelCard:
 
     @property
     def notice(self) -> str:
-        return SYNTHETIC_NOTICE if self.synthetic else ""
+        """Shown beside this model's scores (API, review app, demo): the synthetic warning, or the research one."""
+        return SYNTHETIC_NOTICE if self.synthetic else research_notice(self.trained_on)
 
     def preprocess_spec(self) -> PreprocessSpec:
         return PreprocessSpec.from_dict(self.preprocess)

@@ -13,9 +13,11 @@ from xraylab.accounts import create_api_key, create_user
 from xraylab.db.session import Database, upgrade_schema
 from xraylab.errors import RejectedInputError, RejectReason
 from xraylab.messages import ObjectToProcess, OutcomeStatus, Verdict
+from xraylab.registry import SYNTHETIC_NOTICE
 from xraylab.settings import load_settings
 
-VERDICT = Verdict(score=0.91, band="Pneumonia", model_version="v1", synthetic_model=True, infer_ms=2.0)
+VERDICT = Verdict(score=0.91, band="Pneumonia", model_version="v1", synthetic_model=True, infer_ms=2.0,
+                  notice=SYNTHETIC_NOTICE)
 
 
 def classify(data: bytes) -> Verdict:

@@ -28,7 +28,9 @@ def test_evaluate_any_version_on_a_folder(registry, tmp_path: Path) -> None:
     summary = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
     assert summary["model_version"] == version and summary["n"] == 24
     assert sum(summary["confusion_matrix"].values()) == 24
-    for name in ("metrics.json", "roc.png", "confusion_matrix.png"):
+    assert set(summary["band_thresholds"]) == {"pneumonia_or_unsure", "pneumonia"}
+    assert 0.0 <= summary["band_thresholds"]["pneumonia_or_unsure"]["sensitivity"] <= 1.0
+    for name in ("metrics.json", "roc.png", "confusion_matrix.png", "reliability.png"):
         assert (out / name).stat().st_size > 0
 
 
@@ -54,3 +56,13 @@ def test_train_run_rejects_a_bad_layout(tmp_path: Path) -> None:
     (tmp_path / "train" / "NORMAL").mkdir(parents=True)
     result = xraylab("train", "run", "--data", str(tmp_path), env={"XRAYLAB_MODEL_DIR": str(tmp_path / "m")})
     assert result.returncode == 2 and result.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize("option, value, message", [("--bands-sensitivity", "0.3", "--bands-sensitivity"),
+                                                    ("--lr-schedule", "step", "--lr-schedule"),
+                                                    ("--image-size", "8", "--image-size")])
+def test_train_run_rejects_bad_options_before_training(tmp_path: Path, option: str, value: str, message: str) -> None:
+    write_dataset(tmp_path / "data", {"train": 8, "test": 4}, size=32, seed=1)  # no val/: it would be carved
+    result = xraylab("train", "run", "--data", str(tmp_path / "data"), option, value,
+                     env={"XRAYLAB_MODEL_DIR": str(tmp_path / "m")})
+    assert result.returncode == 2 and message in result.stderr and not (tmp_path / "m").exists()

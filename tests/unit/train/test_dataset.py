@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train.dataset import DatasetLayoutError, load_images, scan_layout
+from train.dataset import DatasetLayoutError, carve_val, load_images, scan_layout
 from xraylab.imaging import PreprocessSpec
 from xraylab.synthetic import write_dataset
 
@@ -31,7 +31,7 @@ def test_png_is_accepted(root: Path) -> None:
     assert index.counts()["train"]["NORMAL"] == 3
 
 
-@pytest.mark.parametrize("remove, message", [("val", "missing split"), ("test/PNEUMONIA", "missing class")])
+@pytest.mark.parametrize("remove, message", [("test", "missing split"), ("test/PNEUMONIA", "missing class")])
 def test_missing_parts_are_errors(root: Path, remove: str, message: str) -> None:
     import shutil
 
@@ -54,3 +54,37 @@ def test_unreadable_images_are_skipped_and_counted(root: Path) -> None:
     assert [Path(s).name for s in skipped] == ["broken.jpeg"]
     assert images.shape == (8, 32, 32, 1) and labels.tolist().count(1.0) == 6
     assert np.all((images >= 0) & (images <= 1))
+
+
+def test_without_val_a_stratified_seeded_val_split_is_carved_from_train(tmp_path: Path) -> None:
+    import shutil
+
+    write_dataset(tmp_path, {"train": 40, "val": 4, "test": 4}, size=32, seed=2)
+    shutil.rmtree(tmp_path / "val")
+    train_all = scan_layout(tmp_path, ("train",)).files["train"]
+    index = scan_layout(tmp_path, val_fraction=0.25, seed=7)
+    train, val = index.files["train"], index.files["val"]
+    assert sorted(train + val) == sorted(train_all) and not set(train) & set(val)
+    n_pos = sum(y for _, y in train_all)
+    assert sum(y for _, y in val) == round(0.25 * n_pos)  # stratified: each class's share
+    assert sum(1 - y for _, y in val) == round(0.25 * (len(train_all) - n_pos))
+    assert index.val_split == {"source": "carved from train (stratified)", "fraction": 0.25, "seed": 7, "n": len(val)}
+    again = scan_layout(tmp_path, ("train", "val"), val_fraction=0.25, seed=7)
+    assert again.files["val"] == val and again.files["train"] == train  # every worker carves the same split
+    assert scan_layout(tmp_path, ("val",), val_fraction=0.25, seed=7).files["val"] == val
+    assert scan_layout(tmp_path, val_fraction=0.25, seed=8).files["val"] != val
+
+
+def test_a_val_folder_is_used_as_it_is(root: Path) -> None:
+    index = scan_layout(root, val_fraction=0.5)
+    assert len(index.files["val"]) == 4 and index.val_split == {"source": "folder", "n": 4}
+
+
+def test_carve_refuses_bad_fractions_and_single_images() -> None:
+    items = [("a", 0), ("b", 0), ("c", 1), ("d", 1)]
+    with pytest.raises(DatasetLayoutError, match="between 0 and 1"):
+        carve_val(items, 1.0, 0)
+    with pytest.raises(DatasetLayoutError, match="too few NORMAL"):
+        carve_val([("a", 0), ("c", 1), ("d", 1)], 0.5, 0)
+    train, val = carve_val(items, 0.01, 0)  # at least one of each class, never the last one
+    assert len(val) == 2 and {y for _, y in val} == {0, 1} and len(train) == 2

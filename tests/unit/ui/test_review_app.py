@@ -48,9 +48,24 @@ def test_study_details_show_the_dicom_tags_with_their_markup_escaped() -> None:
               "content_type": "application/dicom", "size_bytes": 10, "endpoint_id": "pacs", "modality": "DX",
               "view_position": "PA",
               "manufacturer": "<b>ACME</b>", "study_instance_uid": "1.2.3"}
-    text = _details_markdown(detail, synthetic=False)
+    text = _details_markdown(detail, notice="")
     assert r"Patient: \[x\]\(https://evil\) (ID P\*1\*)" in text
     assert r"DICOM: modality DX, view PA, manufacturer \<b\>ACME\</b\>; Study Instance UID 1\.2\.3" in text
     assert "from `pacs`" in text
     jpeg = {**detail, "modality": None, "study_instance_uid": None}
-    assert "DICOM" not in _details_markdown(jpeg, synthetic=False)
+    assert "DICOM" not in _details_markdown(jpeg, notice="")
+
+
+def test_the_notice_names_the_real_data_and_research_use(tmp_path: Path, monkeypatch) -> None:
+    from ui.review_app import _details_markdown, model_notice
+    from xraylab.registry import SYNTHETIC_NOTICE
+
+    monkeypatch.setattr("ui.review_app.SERVING_TTL_S", 0.0)
+    write_card(tmp_path, "synth-1", "synthetic")
+    write_card(tmp_path, "real-1", "Kermany et al. 2018 paediatric chest X-rays (CC BY 4.0)")
+    assert model_notice(tmp_path, "synth-1") == SYNTHETIC_NOTICE == model_notice(tmp_path, "gone")
+    notice = model_notice(tmp_path, "real-1")
+    assert "Kermany" in notice and "research use only, not a medical device" in notice
+    detail = {"id": 3, "band": "Normal", "score": 0.2, "model_version": "real-1"}
+    assert notice in _details_markdown(detail, notice) and "⚠️" not in _details_markdown(detail, notice)
+    assert f"⚠️ **{SYNTHETIC_NOTICE}**" in _details_markdown(detail, SYNTHETIC_NOTICE)

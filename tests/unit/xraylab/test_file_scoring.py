@@ -68,6 +68,7 @@ def test_the_command_prints_one_json_line_per_file_and_refuses_bad_arguments(tmp
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert lines[0]["file"] == str(image) and 0 <= lines[0]["score"] <= 1 and lines[0]["model_version"] == "m1"
     assert lines[1] == {"file": str(tmp_path / "b.jpeg"), "error": lines[1]["error"], "reason": "not_image"}
+    assert "note: Trained on generated (synthetic) images" in done.stderr  # the card's notice, beside stdout
     unknown = xraylab("predict", str(image), "--model", "nope", env=env)
     assert unknown.returncode == 2 and "not found" in unknown.stderr
     assert xraylab("predict", env=env).returncode == 2  # no file

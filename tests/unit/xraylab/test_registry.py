@@ -49,3 +49,40 @@ def test_publish_load_promote(tmp_path: Path) -> None:
         promote(tmp_path, "nope")
     with pytest.raises(ValueError):
         promote(tmp_path, "../escape")
+
+
+def test_card_notice_says_synthetic_or_research_use() -> None:
+    from xraylab.registry import SYNTHETIC_NOTICE
+
+    spec = PreprocessSpec(height=16, width=16)
+    assert card("s", spec, "x").notice == SYNTHETIC_NOTICE
+    real = ModelCard(version="r", architecture="t", preprocess=spec.to_dict(), bands={}, trained_on="Kermany 2018")
+    assert "Kermany 2018" in real.notice and "research use only, not a medical device" in real.notice
+    assert not real.synthetic
+
+
+def test_install_shipped_imports_once_and_promotes_over_a_bootstrap_only(tmp_path: Path) -> None:
+    from xraylab.registry import FolderRegistry
+
+    spec = PreprocessSpec(height=16, width=16)
+    shipped = FolderRegistry(tmp_path / "shipped")
+    real = ModelCard(version="real-1", architecture="t", preprocess=spec.to_dict(), bands={"pneumonia": 0.8,
+                     "unsure": 0.6}, trained_on="Kermany 2018")
+    publish(tiny_model(spec), shipped, real, promote_it=True)
+    target = FolderRegistry(tmp_path / "registry")
+    publish(tiny_model(spec), target, card("bootstrap-1", spec, "2026-01-01T00:00:00"), promote_it=True)
+
+    installed, done = target.install_shipped(shipped)
+    assert installed.version == "real-1" and done == ["imported", "promoted"]
+    assert target.promoted_version() == "real-1" and not installed.synthetic
+    assert target.install_shipped(shipped)[1] == []  # a second set-up changes nothing
+
+    own = ModelCard(version="own-2", architecture="t", preprocess=spec.to_dict(), bands=real.bands,
+                    trained_on="our hospital's films")
+    publish(tiny_model(spec), target, own, promote_it=True)
+    assert target.install_shipped(shipped)[1] == [] and target.promoted_version() == "own-2"  # theirs stays
+
+    fresh = FolderRegistry(tmp_path / "fresh")
+    assert fresh.install_shipped(shipped)[1] == ["imported", "promoted"]
+    with pytest.raises(ModelNotFoundError):
+        fresh.install_shipped(FolderRegistry(tmp_path / "nothing-shipped"))
