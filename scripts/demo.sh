@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The demo: local stack up, a bootstrap model if none, 24 generated X-rays through the pipeline,
-# a summary, then the review app until Ctrl-C (the stack is stopped on the way out).
+# The demo: local stack up, the shipped model trained on real X-rays installed and promoted, 24 X-rays through
+# the pipeline (real test films from ../shared where present, generated otherwise), a summary, then the review
+# app until Ctrl-C (the stack is stopped on the way out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 trap 'bash cluster/local/down.sh || true' EXIT
