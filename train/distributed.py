@@ -100,6 +100,7 @@ class _Worker:
     model: Any
     train_step: Callable[[Any, Any, Any], Any]  # distributed step on one batch per replica -> summed loss
     mean_over_workers: Callable[[Any], Any]  # a scalar averaged over all ranks
+    optimizer: Any
     state: dict[str, Any] = field(default_factory=dict)
     best_weights: list[np.ndarray] | None = None
 
@@ -166,7 +167,7 @@ def _build_worker(cfg: TrainConfig, spec: PreprocessSpec, strategy: Any, shard: 
         per_replica = strategy.run(lambda v: tf.identity(v), args=(value,))
         return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
 
-    return _Worker(cfg, rank, shard, model, train_step, mean_over_workers)
+    return _Worker(cfg, rank, shard, model, train_step, mean_over_workers, optimizer)
 
 
 def _restore_checkpoint(model: Any, rank: int) -> tuple[dict[str, Any], list[np.ndarray] | None]:
@@ -270,6 +271,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     spec = PreprocessSpec.from_dict(cfg.preprocess)
     worker = _build_worker(cfg, spec, strategy, _load_shard(cfg, spec, rank, world), rank)
     worker.state, worker.best_weights = _restore_checkpoint(worker.model, rank)
+    if worker.state["epoch"]:  # a checkpoint holds weights, not Adam's state: its step count at least goes on,
+        worker.optimizer.iterations.assign(worker.state["epoch"] * worker.shard.steps)  # so a schedule does too
     rng = np.random.default_rng(cfg.seed * 1000 + rank)
     for epoch in range(worker.state["epoch"] + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
