@@ -80,11 +80,11 @@ def measure(settings: Any, data: Path, *, windows: int, drift_windows: int, wind
     thresholds = default_thresholds()
     pool = held_back(data, card)
     rng = np.random.default_rng(seed)
+    transform = inference_transforms(card.preprocess_spec())
 
     def grade(images: list[bytes]) -> dict[str, Any]:
         feats = runner.features(images)
         image = runner.image_drift(feats.embeddings, feats.readable)
-        transform = inference_transforms(card.preprocess_spec())
         x = np.stack([transform(images[i]) for i in feats.kept])
         scores = apply_platt(model.predict_on_batch(x).ravel(), card.calibration)
         pred = prediction_drift(runner.reference.scores, scores,  # type: ignore[union-attr]
