@@ -3,7 +3,11 @@
     make bench                                    # sets up its own stack (.xraylab-bench), runs all parts
     python benchmarks/serving.py --parts a,b      # parts alone (c and d need the stack: scripts/bench.sh)
 
-Parts, all on one machine and one model (random weights: speed only):
+Parts, all on one machine and one model (random weights: speed only), on generated 512 x 512 JPEGs of about 80 KB
+(the small corpus) and, for (a) and (d), on two real-size corpora (``--real``): the 120 films of
+``../shared/data/chest-xray/full-resolution`` (up to 2,890 x 2,534) as their own JPEGs, and as the uncompressed
+16-bit DICOM a modality sends (up to 14.6 MB); where that folder is absent, generated 2,500 x 2,048 images
+(and the results say so). Real-size figures are in images/s and MB/s.
   (a) limit    decode + preprocess + batched predict in one process, decoding in a pool of all cores,
                at the best batch size, for seed-cnn (served) and xray-resnet
   (b) seed     one image per request with the model loaded once; and the seed's service, which loaded
@@ -36,6 +40,7 @@ from typing import Any
 
 import numpy as np
 from cpu_by_process import cpu_seconds_by_group, cpu_snapshot
+from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -55,6 +60,34 @@ def percentiles(values: list[float]) -> dict[str, float]:
         return {"p50_ms": float("nan"), "p95_ms": float("nan"), "p99_ms": float("nan")}
     p50, p95, p99 = np.percentile(np.asarray(values) * 1000, [50, 95, 99])
     return {"p50_ms": round(float(p50), 1), "p95_ms": round(float(p95), 1), "p99_ms": round(float(p99), 1)}
+
+
+FULL_RESOLUTION = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chest-xray" / "full-resolution"
+REAL_CORPORA = {"jpeg": "image/jpeg", "dicom": "application/dicom"}  # name -> the uploads' content type
+
+
+def real_size_corpus(kind: str, limit: int) -> tuple[list[bytes], str]:
+    """The real-size corpus ``kind`` (``REAL_CORPORA``): up to ``limit`` films, and where they come from."""
+    from ingest.uploader import full_size_dicom
+
+    films = sorted(FULL_RESOLUTION.glob("*/*.jpeg"))[:limit]
+    if films:
+        source = f"{len(films)} real films, {FULL_RESOLUTION.name}/ (Kermany et al., CC BY 4.0)"
+        if kind == "jpeg":
+            return [film.read_bytes() for film in films], source
+        return [full_size_dicom(film, "explicit", seed=i)[0] for i, film in enumerate(films)], \
+            source + " as uncompressed 16-bit DICOM"
+    from ingest.dicom_files import dicom_bytes
+    from ingest.uploader import generated_studies, modality_study
+    from xraylab.synthetic import encode_jpeg
+
+    studies = list(generated_studies(min(limit, 24), seed=7))
+    pictures = [np.asarray(Image.fromarray(s.pixels).resize((2048, 2500))) for s in studies]
+    source = f"{len(pictures)} generated 2,048 x 2,500 images ({FULL_RESOLUTION} is absent)"
+    if kind == "jpeg":
+        return [encode_jpeg(p, quality=95) for p in pictures], source
+    return [dicom_bytes(p, modality_study(s.metadata), bits=16) for p, s in zip(pictures, studies, strict=True)], \
+        source + " as uncompressed 16-bit DICOM"
 
 
 def make_images(n: int, seed: int = 0) -> list[bytes]:
@@ -131,9 +164,10 @@ def run_limit(arch: str, images: list[bytes], batch_sizes: tuple[int, ...], repe
     for data in images[:100]:
         transform(data)
     decode_ms = (time.perf_counter() - t0) / min(100, len(images)) * 1000
+    mean_bytes = sum(map(len, images)) / len(images)
     return {"arch": arch, "precision": precision, "images_per_s": by_batch[best], "best_batch": best,
-            "by_batch": by_batch,
-            "decode_preprocess_ms_per_image": round(decode_ms, 2)}
+            "by_batch": by_batch, "mb_per_s": round(by_batch[best] * mean_bytes / 1e6, 1),
+            "mean_image_mb": round(mean_bytes / 1e6, 2), "decode_preprocess_ms_per_image": round(decode_ms, 2)}
 
 
 # --- (b) the seed's design -----------------------------------------------------------------------------
@@ -311,7 +345,7 @@ class TopicEnd:
 
 
 def _upload(client: Any, bucket: str, keys: list[str], images: list[bytes], *, rate: float | None,
-            threads: int = 8) -> dict[str, float]:
+            threads: int = 8, content_type: str = "image/jpeg") -> dict[str, float]:
     """Put each key (image bytes round-robin) with study metadata; returns key -> time.time() when stored."""
     from ingest.uploader import upload_study
     from xraylab.messages import StudyMetadata
@@ -326,7 +360,7 @@ def _upload(client: Any, bucket: str, keys: list[str], images: list[bytes], *, r
                 time.sleep(delay)
         meta = StudyMetadata(hospital="bench", patient_id=f"B{i:06d}", patient_name="Bench Patient",
                              study_date="2026-11-25")
-        upload_study(client, bucket, keys[i], images[i % len(images)], meta, content_type="image/jpeg")
+        upload_study(client, bucket, keys[i], images[i % len(images)], meta, content_type=content_type)
         done[keys[i]] = time.time()
 
     with ThreadPoolExecutor(threads) as pool:
@@ -383,7 +417,7 @@ class RowWatcher:
 
 
 def run_path(settings: Any, database: str, images: list[bytes], n: int, live_n: int,
-             args_factory: Any) -> dict[str, Any]:
+             args_factory: Any, content_type: str = "image/jpeg") -> dict[str, Any]:
     from serve_app.launch import start_pipeline
     from xraylab.db.session import Database, upgrade_schema
     from xraylab.storage import make_s3_client
@@ -397,9 +431,10 @@ def run_path(settings: Any, database: str, images: list[bytes], n: int, live_n: 
         prefix = f"bench-{database}-{uuid.uuid4().hex[:6]}/"
         topic_end = TopicEnd(settings)
         before = topic_end()
-        keys = [f"{prefix}drain/{i:05d}.jpeg" for i in range(n)]
+        suffix = ".dcm" if content_type == "application/dicom" else ".jpeg"
+        keys = [f"{prefix}drain/{i:05d}{suffix}" for i in range(n)]
         t_upload = time.time()
-        _upload(client, settings.S3_BUCKET, keys, images, rate=None)
+        _upload(client, settings.S3_BUCKET, keys, images, rate=None, content_type=content_type)
         upload_s = time.time() - t_upload
         deadline = time.time() + 300
         while topic_end() - before < n and time.time() < deadline:
@@ -420,14 +455,17 @@ def run_path(settings: Any, database: str, images: list[bytes], n: int, live_n: 
         drain_cpu = cpu_ms_per_image(cpu_before, n)
         # Live: upload at half the drain rate while ingest consumes; latency from stored upload to row.
         rate = max(1.0, drain_rate / 2)
-        live_keys = [f"{prefix}live/{i:05d}.jpeg" for i in range(live_n)]
+        live_keys = [f"{prefix}live/{i:05d}{suffix}" for i in range(live_n)]
         watcher = RowWatcher(db, prefix + "live/")
-        uploaded = _upload(client, settings.S3_BUCKET, live_keys, images, rate=rate, threads=16)
+        uploaded = _upload(client, settings.S3_BUCKET, live_keys, images, rate=rate, threads=16,
+                           content_type=content_type)
         seen = watcher.wait(live_n, timeout_s=600)
         latencies = [seen[k] - uploaded[k] for k in live_keys]
         stats = pipeline.ingest_stats()
+        drained_mb = sum(len(images[i % len(images)]) for i in range(n)) / 1e6
         return {"database": db.engine.dialect.name, "uploads": n, "upload_s": round(upload_s, 1),
                 "all_on_topic_s": round(notified_s, 1), "drain_images_per_s": round(drain_rate, 1),
+                "drain_mb_per_s": round(drained_mb / (end - t0), 1),
                 "drain_cpu_ms_per_image": drain_cpu,
                 "live": {"uploads": live_n, "upload_rate_per_s": round(rate, 1), **percentiles(latencies)},
                 "ingest": {k: v for k, v in stats.items() if k != "uptime_s"}}
@@ -477,6 +515,20 @@ def table(result: dict[str, Any]) -> str:
                      f"p95 {live['p95_ms']} ms, p99 {live['p99_ms']} ms")
     if result.get("ratios"):
         lines.append("ratios: " + ", ".join(f"{k} {v}" for k, v in result["ratios"].items()))
+    for kind, corpus in result.get("real_size", {}).items():
+        lines += ["", f"real size, {kind}: {corpus['source']}, mean {corpus['mean_image_mb']} MB"]
+        if "limit" in corpus:
+            a = corpus["limit"]
+            lines.append(f"(a) limit {ARCH:27s} {a['images_per_s']:8.1f} img/s {a['mb_per_s']:7.1f} MB/s  (batch "
+                         f"{a['best_batch']}, decode+preprocess {a['decode_preprocess_ms_per_image']} ms/img)")
+        for row in corpus.get("path", []):
+            live, ingest = row["live"], row["ingest"]
+            lines.append(f"(d) {row['database']:7s} drain {row['drain_images_per_s']:7.1f} img/s "
+                         f"{row['drain_mb_per_s']:7.1f} MB/s ({row['uploads']} uploads); live at "
+                         f"{live['upload_rate_per_s']}/s: p50 {live['p50_ms']} ms, p99 {live['p99_ms']} ms; "
+                         f"retries {ingest.get('retries', 0)}, dead letters {ingest.get('dead_lettered', 0)}")
+        if corpus.get("ratios"):
+            lines.append("ratios: " + ", ".join(f"{k} {v}" for k, v in corpus["ratios"].items()))
     return "\n".join(lines)
 
 
@@ -495,6 +547,12 @@ def ratios(result: dict[str, Any]) -> dict[str, float]:
             out[f"d_{row['database']}_over_b_once"] = round(
                 row["drain_images_per_s"] / result["seed"]["loaded_once_images_per_s"], 2)
     return out
+
+
+def real_ratios(corpus: dict[str, Any]) -> dict[str, float]:
+    limit = corpus.get("limit", {}).get("images_per_s")
+    return {f"d_{row['database']}_over_a": round(row["drain_images_per_s"] / limit, 3)
+            for row in corpus.get("path", []) if limit}
 
 
 def save(result: dict[str, Any], out: Path) -> None:
@@ -524,6 +582,11 @@ def main() -> None:
     parser.add_argument("--classifier-gpus", type=float, default=0.0,
                         help="(c, d) GPUs per Classifier replica: 0.5 puts two replicas on one GPU")
     parser.add_argument("--classifier-replicas", type=int, default=1)
+    parser.add_argument("--real", default=",".join(REAL_CORPORA),
+                        help="(a, d) real-size corpora to run beside the small one: jpeg, dicom; '' for none")
+    parser.add_argument("--real-images", type=int, default=120, help="films in each real-size corpus")
+    parser.add_argument("--real-uploads", type=int, default=240, help="(d) real-size uploads per database (drain)")
+    parser.add_argument("--real-live", type=int, default=120, help="(d) real-size uploads per database (live)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "serving.json"))
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -576,6 +639,21 @@ def main() -> None:
         if "d" in parts:
             result["path"] = [run_path(settings, database, images, args.uploads, args.live, app_args)
                               for database in args.databases.split(",")]
+    for kind in filter(None, args.real.split(",")):
+        if not parts & {"a", "d"}:
+            break
+        corpus, source = real_size_corpus(kind, args.real_images)
+        real: dict[str, Any] = {"source": source, "images": len(corpus),
+                                "mean_image_mb": round(sum(map(len, corpus)) / len(corpus) / 1e6, 2)}
+        result.setdefault("real_size", {})[kind] = real
+        if "a" in parts:
+            real["limit"] = run_limit(ARCH, corpus, (8, 16, 32), repeat=1)
+            print(f"(a) real size, {kind}: {real['limit']}", flush=True)
+        if "d" in parts:
+            real["path"] = [run_path(settings, database, corpus, args.real_uploads, args.real_live, app_args,
+                                     content_type=REAL_CORPORA[kind]) for database in args.databases.split(",")]
+        real["ratios"] = real_ratios(real)
+        del corpus
     result["ratios"] = ratios(result)
     print(table(result))
     save(result, Path(args.out))

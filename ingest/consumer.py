@@ -14,10 +14,15 @@ committed; writes are idempotent, so a repeat never makes a second row. Per reco
   ``max_attempts``, dead-lettered as ``retries_exhausted`` with the attempt count and the last error.
   When the pipeline is not healthy (an outage: MariaDB or S3 restarting) nothing is charged and the
   loop waits with backoff, however long the outage lasts: an outage dead-letters nothing.
+* A failure that cannot heal is no outage: an object that fails alone on a healthy pipeline with the same
+  error as its previous try while other objects went through since (a row the database always refuses), or
+  with an error that says the call itself can never succeed (a message over a gRPC hop's limit), is
+  dead-lettered at once as ``fails_alone`` with that error, not retried for minutes while its partition waits.
 * Serve's back-pressure (``BackPressureError``) is neither: the loop waits and sends again.
 
-So a bad message holds back the messages behind it for at most its own retries (about 8 s with the
-defaults), and the messages beside it are done in the first round.
+So a bad message holds back the messages behind it for about a second (its batch call, then its own call),
+and the messages beside it are done in the first round; only an object whose failures look like an outage
+that ``check_ready`` cannot see (nothing else goes through) is tried over minutes.
 
 Backpressure: at most ``max_in_flight`` objects are in the pipeline at once (sub-batches of
 ``batch_size``, one call each, so fetching one overlaps classifying another), and nothing more is polled
@@ -105,6 +110,8 @@ class _Work:
     not_before: float = 0.0
     first_failed: float = 0.0
     last_error: str = ""
+    repeated: bool = False  # its last failure had the same error as the one before
+    cannot_heal: bool = False  # its last failure says the call can never succeed
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,15 @@ def _causes(exc: BaseException) -> list[BaseException]:
 def _overloaded(exc: BaseException) -> bool:
     """Serve refused the call for now (its queue is full): wait and send again, charge nothing."""
     return any(type(e).__name__ == "BackPressureError" for e in _causes(exc))
+
+
+# What gRPC says of a message over a hop's size limit (Serve's calls between replicas): the same object makes the
+# same message every time, so no retry can heal it.
+_NEVER_FITS = ("Received message larger than max", "Sent message larger than max")
+
+
+def _cannot_heal(exc: BaseException) -> bool:
+    return any(marker in str(e) for e in _causes(exc) for marker in _NEVER_FITS)
 
 
 def _describe(exc: BaseException) -> str:
@@ -250,7 +266,9 @@ class IngestLoop:
                 self.stop_event.wait(min(outage_backoff, 2.0))
                 continue
             for w, exc in failed:
-                w.last_error = _describe(exc)
+                error = _describe(exc)
+                w.repeated, w.last_error = error == w.last_error, error
+                w.cannot_heal = _cannot_heal(exc)
                 w.first_failed = w.first_failed or time.monotonic()
             alone = [w for w, _ in failed if w.alone]
             for w, _ in failed:
@@ -267,8 +285,24 @@ class IngestLoop:
                 outage_backoff = min(outage_backoff * 2, self.config.max_backoff_s)
                 continue
             outage_backoff = self.config.backoff_s
-            pending = self._charge(alone, pending, letters)
+            refused = self._refuse_unhealable(alone, letters)
+            pending = self._charge([w for w in alone if id(w) not in refused],
+                                   [w for w in pending if id(w) not in refused], letters)
         return True
+
+    def _refuse_unhealable(self, failed: list[_Work], letters: list[_DeadLetter]) -> set[int]:
+        """Dead letters (``fails_alone``) for the objects whose failure cannot heal, on a healthy pipeline: the
+        same error twice while other objects went through since the first, or an error that says so itself."""
+        refused = set()
+        for w in failed:
+            if w.cannot_heal or (w.repeated and self._last_answer > w.first_failed):
+                self.stats["refused_at_once"] += 1
+                log.warning("object %s fails alone on a healthy pipeline (%s): dead-lettered without retries",
+                            w.item.key, w.last_error)
+                letters.append(_DeadLetter(w.record, RejectReason.FAILS_ALONE, w.last_error, w.item,
+                                           attempts=w.attempts + 1, index=w.index))
+                refused.add(id(w))
+        return refused
 
     def _charge(self, failed: list[_Work], pending: list[_Work], letters: list[_DeadLetter]) -> list[_Work]:
         """One attempt more for each object that failed alone on a healthy pipeline; dead letters for those

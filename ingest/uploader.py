@@ -233,3 +233,21 @@ def upload_files(client: Any, bucket: str, paths: Iterable[Path], *, hospital: s
             upload_study(client, bucket, key, data, metadata)
         uploads.append(StudyUpload(key, metadata))
     return uploads
+
+
+def full_size_dicom(path: Path, syntax: str, *, photometric: str = "MONOCHROME2", seed: int = 0,
+                    hospital: str = HOSPITALS[0]) -> tuple[bytes, StudyMetadata]:
+    """A real film (a greyscale JPEG at its original size, e.g. ``../shared/data/chest-xray/full-resolution``) as the
+    DX file a modality would send: 12 bits stored in 16 (``dicom_files.build_dataset``), in ``syntax``, with an
+    invented patient; 2,890 x 2,534 uncompressed is 14.6 MB. The same picture as the JPEG, so it scores alike."""
+    from PIL import Image
+
+    from ingest.dicom_files import dicom_bytes
+
+    rng = np.random.default_rng(seed)
+    patient_id, patient_name = _fake_patient(rng)
+    metadata = StudyMetadata(hospital, patient_id, patient_name, date.today().isoformat())
+    with Image.open(path) as film:
+        pixels = np.asarray(film.convert("L"))
+    return dicom_bytes(pixels, modality_study(metadata, rng), syntax=syntax, bits=16,
+                       photometric=photometric), metadata

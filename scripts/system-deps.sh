@@ -8,6 +8,7 @@ command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 command -v prometheus >/dev/null || [[ -x /usr/bin/prometheus ]] || missing+=(prometheus)  # the monitor's metrics (cluster/local/prometheus.sh)
 command -v Orthanc >/dev/null || [[ -x /usr/sbin/Orthanc ]] || missing+=(orthanc)  # the PACS (cluster/local/orthanc.sh)
+command -v storescu >/dev/null || missing+=(dcmtk)  # DCMTK's storescu: the modality stand-in of the e2e tests
 command -v openssl >/dev/null || missing+=(openssl)  # the SeaweedFS gRPC certificates (cluster/local/seaweedfs.sh)
 command -v python3.11 >/dev/null || missing+=(python3.11 python3.11-venv)
 if (( ${#missing[@]} == 0 )); then exit 0; fi

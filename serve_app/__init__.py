@@ -15,6 +15,12 @@ SERVE_ENV = {
     # at 128 concurrent 162 -> 216 img/s; at 512 concurrent HTTP keeps 96 img/s with p99 2.7 s instead of
     # collapsing to 9 img/s with p99 51 s.
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    # gRPC's default of 4 MiB per message between replicas (RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH) would fail a
+    # batch of 32 model inputs at 224 px (6.4 MB), or a study's bytes sent to the Classifier by a caller that does
+    # not decode at the edge. Studies are decoded where they are read (xraylab.model_input), so the pipeline's own
+    # messages are about 2 MB a batch at 128 px; 64 MiB admits any study XRAYLAB_MAX_IMAGE_BYTES does (32 MiB)
+    # and a batch of 32 inputs up to 700 px. The limit only refuses: a message costs its own size, not the limit.
+    "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(64 * 1024 * 1024),
     # A request-body cap in Serve's HTTP proxy itself, which would otherwise queue any body whole
     # (serve_app/body_limit.py).
     "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "serve_app.body_limit.proxy_middlewares",

@@ -6,8 +6,8 @@ the proxy hold a 500 MB chunked body. ``BodyLimitMiddleware`` runs in the proxy 
 ``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH`` names ``proxy_middlewares``, set in ``serve_app.SERVE_ENV``):
 a declared ``Content-Length`` over the limit is answered 413 at once; a body without one (chunked) is
 read here up to the limit and answered 413 the moment it passes it, so the proxy never holds more than
-``XRAYLAB_MAX_IMAGE_BYTES`` of one request. The Ingress's FastAPI app runs the same middleware, for a
-deployment whose proxy was started without the hook.
+``XRAYLAB_MAX_IMAGE_BYTES`` of one request (``XRAYLAB_MAX_BATCH_BYTES`` of a ``POST /v1/predict/batch``).
+The Ingress's FastAPI app runs the same middleware, for a deployment whose proxy was started without the hook.
 """
 
 from __future__ import annotations
@@ -17,28 +17,34 @@ from typing import Any
 
 from xraylab.errors import RejectReason
 
-__all__ = ["BodyLimitMiddleware", "proxy_middlewares"]
+__all__ = ["BodyLimitMiddleware", "BATCH_PATH", "body_limits", "proxy_middlewares"]
 
 Message = dict[str, Any]
 
 
-class BodyLimitMiddleware:
-    """Pure ASGI middleware: 413 for a request body over ``max_bytes``, decided without holding more."""
+BATCH_PATH = "/v1/predict/batch"
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+
+class BodyLimitMiddleware:
+    """Pure ASGI middleware: 413 for a request body over ``max_bytes`` (``by_path``: another limit for a path,
+    such as the batch route's), decided without holding more."""
+
+    def __init__(self, app: Any, max_bytes: int, by_path: dict[str, int] | None = None) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_bytes = max_bytes
+        self.by_path = dict(by_path or {})
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.by_path.get(str(scope.get("path", "")).rstrip("/"), self.default_bytes)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None:  # the server itself holds the client to it
-            if not declared.isdigit() or int(declared) <= self.max_bytes:
+            if not declared.isdigit() or int(declared) <= max_bytes:
                 await self.app(scope, receive, send)
             else:
-                await self._refuse(send)
+                await self._refuse(send, max_bytes)
             return
         held: list[Message] = []
         size = 0
@@ -48,8 +54,8 @@ class BodyLimitMiddleware:
             if message["type"] != "http.request":
                 break
             size += len(message.get("body", b""))
-            if size > self.max_bytes:
-                await self._refuse(send)
+            if size > max_bytes:
+                await self._refuse(send, max_bytes)
                 return
             if not message.get("more_body"):
                 break
@@ -59,8 +65,9 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Any) -> None:
-        body = json.dumps({"error": RejectReason.TOO_LARGE, "detail": f"more than {self.max_bytes} bytes"}).encode()
+    @staticmethod
+    async def _refuse(send: Any, max_bytes: int) -> None:
+        body = json.dumps({"error": RejectReason.TOO_LARGE, "detail": f"more than {max_bytes} bytes"}).encode()
         await send({"type": "http.response.start", "status": 413, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
             (b"connection", b"close")]})
@@ -73,4 +80,10 @@ def proxy_middlewares() -> list[Any]:
 
     from xraylab.settings import get_settings
 
-    return [Middleware(BodyLimitMiddleware, max_bytes=get_settings().MAX_IMAGE_BYTES)]
+    return [Middleware(BodyLimitMiddleware, **body_limits(get_settings()))]
+
+
+def body_limits(settings: Any) -> dict[str, Any]:
+    """The middleware's arguments from settings: ``XRAYLAB_MAX_IMAGE_BYTES`` per request, and
+    ``XRAYLAB_MAX_BATCH_BYTES`` for the batch route."""
+    return {"max_bytes": settings.MAX_IMAGE_BYTES, "by_path": {BATCH_PATH: settings.MAX_BATCH_BYTES}}

@@ -1,11 +1,13 @@
-"""Classifier: the TensorFlow CNN behind ``@serve.batch``. Takes encoded bytes (small over the
-object store), decodes with the model's own preprocessing spec, and batches the forward pass.
+"""Classifier: the TensorFlow CNN behind ``@serve.batch``. Takes model inputs decoded at the edge with the
+served model's own preprocessing spec (``xraylab.model_input``; or encoded bytes, decoded here), and batches the
+forward pass.
 
 Unless pinned to a version, it follows the registry's promoted version: a watcher thread loads a
 newly promoted model next to the serving one, warms it, then swaps it in with one assignment.
 Requests already preprocessed for the old model finish on it (``score_batch`` splits a batch by
-model), so a promotion drops no request, and each verdict names the version that scored it. Risk
-bands come from the card of the model that scored (see ``xraylab.bands``).
+model; an input decoded at the edge for the old model's chain is scored by it), so a promotion drops
+no request, and each verdict names the version that scored it. Risk bands come from the card of the
+model that scored (see ``xraylab.bands``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -25,7 +28,8 @@ from xraylab.bands import Bands
 from xraylab.calibration import apply_platt
 from xraylab.errors import RejectedInputError
 from xraylab.imaging import Compose, ImageLimits, InvalidImageError, inference_transforms
-from xraylab.messages import Verdict
+from xraylab.messages import ModelInput, Verdict
+from xraylab.model_input import SpecChangedError
 from xraylab.registry import ModelCard, RegistryLike, load_model, open_registry, promoted_version
 from xraylab.settings import get_settings
 
@@ -53,6 +57,10 @@ class ActiveModel:
     transform: Compose
     bands: Bands
     pad_to_buckets: bool = False  # see forward()
+
+    @cached_property
+    def spec_key(self) -> str:
+        return self.card.preprocess_spec().key()
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Raw model outputs, one per image. Under Keras' JAX backend, where XLA compiles once per input
@@ -106,6 +114,7 @@ class Classifier:
         self.registry = open_registry(settings)
         self.limits = settings.image_limits()
         self.active = load_active(self.registry, model_version, self.limits)
+        self.previous: ActiveModel | None = None  # the model before the last swap, for inputs prepared for it
         self.poll_s = DEFAULT_CONFIG.model_poll_s
         self.counts = {"batches": 0, "images": 0}  # forward passes and images through them (batch_stats)
         self._stop = threading.Event()
@@ -128,7 +137,8 @@ class Classifier:
                 if wanted and wanted != self.active.card.version and (wanted != failed[0]
                                                                       or time.monotonic() >= failed[1]):
                     log.info("promoted model %s found; loading", wanted)
-                    self.active = load_active(self.registry, wanted, self.limits)
+                    loaded = load_active(self.registry, wanted, self.limits)
+                    self.previous, self.active = self.active, loaded
                     log.info("now serving model %s", wanted)
             except Exception as exc:  # keep serving the current model; a broken version is tried every 5 min
                 failed = (wanted, time.monotonic() + 300)
@@ -143,30 +153,51 @@ class Classifier:
         scores = await asyncio.to_thread(score_batch, images, models)
         return list(zip(scores, models, strict=True))
 
-    async def classify(self, data: bytes) -> Verdict:
-        """Encoded JPEG/PNG bytes -> a verdict; bytes that are no image, too many pixels or no radiograph
-        raise ``RejectedInputError`` with that reason."""
+    def _model_for(self, image: ModelInput) -> ActiveModel:
+        """The served model whose chain prepared ``image``: the current one, or the one before it while a swap
+        is in progress; ``SpecChangedError`` when neither (the sender prepares it again)."""
+        for active in (self.active, self.previous):
+            if active is not None and active.spec_key == image.spec:
+                return active
+        raise SpecChangedError(self.active.card.preprocess_spec().to_dict())
+
+    async def classify(self, data: bytes | ModelInput) -> Verdict:
+        """An image -> a verdict. ``data`` is a ``ModelInput`` decoded at the edge (what the pipeline and the HTTP
+        routes send), or encoded JPEG/PNG/DICOM bytes decoded here (a caller with small images and no decoder of
+        its own). Bytes that are no image, too many pixels or no radiograph raise ``RejectedInputError`` with
+        that reason."""
         t0 = time.perf_counter()
-        active = self.active
-        try:
-            image = await asyncio.to_thread(active.transform, data)
-        except InvalidImageError as exc:
-            raise RejectedInputError(exc.reason, str(exc)) from exc
+        if isinstance(data, ModelInput):
+            active, image = self._model_for(data), data.pixels
+        else:
+            active = self.active
+            try:
+                image = await asyncio.to_thread(active.transform, data)
+            except InvalidImageError as exc:
+                raise RejectedInputError(exc.reason, str(exc)) from exc
         score, used = await self.predict_batch((image, active))
         return Verdict(score=score, band=used.bands.band(score), model_version=used.card.version,
                        synthetic_model=used.card.synthetic, infer_ms=(time.perf_counter() - t0) * 1000,
                        notice=used.card.notice)
 
-    async def classify_many(self, images: list[bytes]) -> list[Verdict | RejectedInputError]:
-        """Many images in one call (the pipeline step's batch): decoded concurrently, scored through the
-        same batch queue as single requests; bad images come back as their ``RejectedInputError``."""
+    async def classify_many(self, images: list[bytes | ModelInput]) -> list[Verdict | RejectedInputError]:
+        """Many images in one call (the pipeline step's batch): scored through the same batch queue as single
+        requests; bad images come back as their ``RejectedInputError``. Inputs prepared for a chain no served
+        model has raise ``SpecChangedError`` for the whole call."""
+        for data in images:
+            if isinstance(data, ModelInput):
+                self._model_for(data)
         return list(await asyncio.gather(*(self._classify_or_reject(data) for data in images)))
 
-    async def _classify_or_reject(self, data: bytes) -> Verdict | RejectedInputError:
+    async def _classify_or_reject(self, data: bytes | ModelInput) -> Verdict | RejectedInputError:
         try:
             return await self.classify(data)
         except RejectedInputError as exc:
             return exc
+
+    def preprocess_spec(self) -> dict[str, Any]:
+        """The chain of the model this replica serves (``PreprocessSpec`` as a dict): what to decode with."""
+        return self.active.card.preprocess_spec().to_dict()
 
     def batch_stats(self) -> dict[str, int]:
         """Batches formed by ``@serve.batch`` and images in them, since start (mean batch = images / batches)."""

@@ -24,7 +24,7 @@ from ray.serve.config import BackpressureConfig
 from ray.serve.handle import DeploymentHandle
 
 from ingest.consumer import INGEST_NAMESPACE, ingest_actor_name
-from serve_app.body_limit import BodyLimitMiddleware
+from serve_app.body_limit import BodyLimitMiddleware, body_limits
 from serve_app.step import ProcessStep
 from xraylab.errors import RejectedInputError, RejectReason
 from xraylab.messages import ObjectToProcess, Outcome, Verdict
@@ -34,7 +34,7 @@ __all__ = ["Ingress"]
 
 log = logging.getLogger("xraylab.ingress")
 
-MAX_IMAGES_PER_BATCH = 256  # POST /v1/predict/batch; the whole body is also capped at XRAYLAB_MAX_IMAGE_BYTES
+MAX_IMAGES_PER_BATCH = 256  # POST /v1/predict/batch; the whole body is also capped at XRAYLAB_MAX_BATCH_BYTES
 
 
 # Load shedding: past 128 requests in progress and 16 waiting, a caller gets HTTP 503 with Retry-After: 1
@@ -49,11 +49,11 @@ MAX_IMAGES_PER_BATCH = 256  # POST /v1/predict/batch; the whole body is also cap
 class Ingress:
     def __init__(self, fetcher: DeploymentHandle, classifier: DeploymentHandle, writer: DeploymentHandle,
                  database: str = "default", mount_ui: bool = True) -> None:
-        self.step = ProcessStep(fetcher, classifier, writer)
+        self.settings = get_settings()
+        self.step = ProcessStep(fetcher, classifier, writer, self.settings.image_limits())
         self.fetcher = fetcher
         self.classifier = classifier
         self.writer = writer
-        self.settings = get_settings()
         self.database = database
         self.mount_ui = mount_ui
 
@@ -77,7 +77,7 @@ class Ingress:
                       openapi_url="/openapi.json" if docs else None)
         # Serve's proxy caps request bodies already (serve_app/body_limit.py, through SERVE_ENV); the same cap
         # here holds for a proxy started without that hook.
-        app.add_middleware(BodyLimitMiddleware, max_bytes=self.settings.MAX_IMAGE_BYTES)
+        app.add_middleware(BodyLimitMiddleware, **body_limits(self.settings))
         self.db = Database(self.settings.database_url(self.database))
         install_access(app, self.db, self.settings)  # outermost: nothing is read before the caller is known
 
@@ -107,13 +107,9 @@ class Ingress:
                 if upload is None:
                     return JSONResponse({"error": RejectReason.NOT_IMAGE, "detail": "no file in the form"}, 400)
                 data = await upload.read()  # type: ignore[union-attr]
-            try:
-                verdict: Verdict = await self.classifier.classify.remote(data)
-            except Exception as exc:
-                rejected = RejectedInputError.behind(exc)
-                if rejected is None:
-                    raise
-                return JSONResponse({"error": rejected.reason, "detail": rejected.detail}, 400)
+            [verdict] = await self.step.classify_bytes([data])  # decoded here: the study's bytes go no further
+            if isinstance(verdict, RejectedInputError):
+                return JSONResponse({"error": verdict.reason, "detail": verdict.detail}, 400)
             return verdict.to_dict()
 
         @app.post("/v1/predict/batch")
@@ -127,7 +123,7 @@ class Ingress:
             if len(uploads) > MAX_IMAGES_PER_BATCH:
                 return JSONResponse({"error": "too_many_images", "detail": f"at most {MAX_IMAGES_PER_BATCH}"}, 413)
             images = [await upload.read() for upload in uploads]  # type: ignore[union-attr]
-            verdicts: list[Verdict | RejectedInputError] = await self.classifier.classify_many.remote(images)
+            verdicts: list[Verdict | RejectedInputError] = await self._classify_files(images)
             results: list[dict[str, Any]] = []
             for upload, verdict in zip(uploads, verdicts, strict=True):
                 name = getattr(upload, "filename", None)
@@ -144,6 +140,14 @@ class Ingress:
         if self.mount_ui:
             app = self._mount_ui(app)
         return app
+
+    async def _classify_files(self, images: list[bytes]) -> list[Verdict | RejectedInputError]:
+        """The files of a batch request, each held to ``XRAYLAB_MAX_IMAGE_BYTES`` as a single request is."""
+        limit = self.settings.MAX_IMAGE_BYTES
+        small = [data for data in images if len(data) <= limit]
+        verdicts = iter(await self.step.classify_bytes(small) if small else [])
+        return [next(verdicts) if len(data) <= limit else
+                RejectedInputError(RejectReason.TOO_LARGE, f"{len(data)} bytes > {limit}") for data in images]
 
     async def _ingest_health(self) -> dict[str, Any] | None:
         """The app's ingest actors, each consuming or not (restarting, unreachable), with their lag; not ok

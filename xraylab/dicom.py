@@ -151,7 +151,9 @@ def _to_unit(ds: Dataset, stored: np.ndarray) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut, apply_voi
 
     modality = apply_modality_lut(stored, ds)
-    values = np.asarray(modality, dtype=np.float64)
+    # float32 holds any 16-bit stored value exactly and grey levels to 1e-5 of 255; float64 doubles the time of
+    # every step below on a 7 MP radiograph
+    values = np.asarray(modality, dtype=np.float32)
     voi_luts = ds.get("VOILUTSequence")
     if voi_luts:  # a LUT is indexed by (integer) modality values
         entry_bits = int(voi_luts[0].LUTDescriptor[2]) or 16
@@ -196,7 +198,7 @@ def to_grey(ds: Dataset) -> np.ndarray:
         raise InvalidImageError(f"pixel data does not decode ({type(exc).__name__})") from None
     photometric = str(ds.PhotometricInterpretation).strip()
     if photometric in MONOCHROME:
-        return (_to_unit(ds, stored) * 255.0).astype(np.float32)
+        return (_to_unit(ds, stored) * np.float32(255.0)).astype(np.float32, copy=False)
     if photometric == "PALETTE COLOR":
         stored = apply_color_lut(stored, ds)
     if stored.ndim != 3 or stored.shape[-1] != 3:

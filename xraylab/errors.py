@@ -30,6 +30,8 @@ class RejectReason(StrEnum):
     MULTI_FRAME = "multi_frame"
     NOT_IMAGE_DICOM = "not_image_dicom"
     UNSUPPORTED_DICOM = "unsupported_dicom"
+    UNDECODABLE = "undecodable"
+    FAILS_ALONE = "fails_alone"
 
     @property
     def description(self) -> str:
@@ -53,16 +55,21 @@ _DESCRIPTIONS = {
     RejectReason.MULTI_FRAME: "a DICOM instance with several frames (one radiograph per instance is scored)",
     RejectReason.NOT_IMAGE_DICOM: "a DICOM object with no pixel data (a report, a plan: not an image SOP class)",
     RejectReason.UNSUPPORTED_DICOM: "a DICOM image whose photometric interpretation or bit depth is not handled",
+    RejectReason.UNDECODABLE: "the image's decoder failed on it with an error of its own: it would fail the same "
+                              "way again",
+    RejectReason.FAILS_ALONE: "the object failed twice the same way while the pipeline was healthy and other objects "
+                              "went through (or with an error no retry can heal): refused at once, never retried",
 }
 
 
 class RejectedInputError(Exception):
     """A permanent, per-input failure with a machine-readable ``reason``."""
 
-    def __init__(self, reason: RejectReason, detail: str = "") -> None:
-        super().__init__(RejectReason(reason), detail)
+    def __init__(self, reason: RejectReason, detail: str = "", study_uid: str | None = None) -> None:
+        super().__init__(RejectReason(reason), detail, study_uid)
         self.reason = RejectReason(reason)
         self.detail = detail
+        self.study_uid = study_uid  # where the object was read before it was refused: the study it would have been
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.detail}" if self.detail else str(self.reason)
@@ -73,5 +80,5 @@ class RejectedInputError(Exception):
         ``RayTaskError(RejectedInputError)`` whose ``args`` hold the original), or ``exc`` itself."""
         for candidate in (getattr(exc, "cause", None), exc):
             if isinstance(candidate, RejectedInputError):
-                return cls(candidate.reason, candidate.detail)
+                return cls(candidate.reason, candidate.detail, candidate.study_uid)
         return None

@@ -1,9 +1,9 @@
 """The typed messages that travel between the pipeline's stages, one definition each.
 
     S3 event --events.parse_s3_event--> ObjectToProcess
-    ObjectToProcess --Fetcher--> FetchedObject (bytes + StudyMetadata)
-    FetchedObject.data --Classifier--> Verdict
-    (ObjectToProcess, FetchedObject) --> StudyRecord; (StudyRecord, Verdict) --Writer--> WriteResult
+    ObjectToProcess --Fetcher (sources: bytes + StudyMetadata = FetchedObject, decoded where read)--> PreparedObject
+    PreparedObject.image (a ModelInput: the model-sized array, not the bytes) --Classifier--> Verdict
+    PreparedObject.record (StudyRecord); (StudyRecord, Verdict) --Writer--> WriteResult
     the whole step --> Outcome (OutcomeStatus WRITTEN / DUPLICATE / REJECTED), read by the ingest actor
 
 They carry no credentials. Only ``StudyMetadata`` (and so ``FetchedObject`` and ``StudyRecord``)
@@ -19,10 +19,12 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
+
 from xraylab.errors import RejectedInputError, RejectReason
 
-__all__ = ["ObjectToProcess", "StudyMetadata", "FetchedObject", "StudyRecord", "Verdict", "WriteResult",
-           "OutcomeStatus", "Outcome", "study_uid"]
+__all__ = ["ObjectToProcess", "StudyMetadata", "FetchedObject", "StudyRecord", "ModelInput", "PreparedObject",
+           "Verdict", "WriteResult", "OutcomeStatus", "Outcome", "study_uid"]
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,28 @@ class StudyRecord:
         """Column name -> value for the ``studies`` row."""
         values = {k: v for k, v in asdict(self).items() if k != "metadata"}
         return {**values, **asdict(self.metadata)}
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """An image decoded where its bytes were read (the edge: the Fetcher, or the Ingress for HTTP) into what the
+    model takes: ``float32 (H, W, 1)`` in [0, 1], 64 KB at 128 px where the study was up to 20 MB. ``spec`` is the
+    preprocessing it went through (``PreprocessSpec.key()``); the Classifier scores it only with a model of that
+    spec."""
+
+    pixels: np.ndarray
+    spec: str
+    decode_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class PreparedObject:
+    """What the Fetcher hands on for one object: the row it becomes and its model input. The bytes stay in the
+    Fetcher, so a study crosses no deployment hop at its own size."""
+
+    record: StudyRecord
+    image: ModelInput
+    fetch_ms: float = 0.0
 
 
 @dataclass(frozen=True)

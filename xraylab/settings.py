@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     # Where Serve runs its HTTP proxies: on every node (behind a load balancer), the head only, or none.
     SERVE_PROXY_LOCATION: Literal["EveryNode", "HeadOnly", "Disabled"] = "EveryNode"
     MAX_IMAGE_BYTES: int = 32 * 1024 * 1024
+    # The body of one POST /v1/predict/batch (each file in it is still held to MAX_IMAGE_BYTES): room for
+    # eight uncompressed 15 MB radiographs. The Ingress holds one such body while it decodes its files.
+    MAX_BATCH_BYTES: int = Field(128 * 1024 * 1024, ge=1)
     # Decoded pixels one image may have (JPEGs count at their reduced decode size): 40 MP of 8-bit grey is
     # 40 MB, about 0.3 GB through the float conversions; four at once stay under 1.5 GB in a Classifier.
     MAX_IMAGE_PIXELS: int = Field(40_000_000, ge=1)

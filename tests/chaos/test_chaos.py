@@ -177,8 +177,9 @@ def test_bad_inputs_are_dead_lettered_with_their_reason_and_hold_back_no_good_im
         "bad/uniform-grey.jpeg": (encode_jpeg(np.full((512, 512), 128, np.uint8)), {}, "not_radiograph"),
         "bad/broken-name.jpeg": (good[0], {"patient-name": "=?utf-8?b?/w==?="}, "bad_metadata"),
         # 200 characters: more than the studies.hospital column holds, so MariaDB refuses the row every time
-        # (an error no check foresaw): retried alone on a healthy pipeline, then dead-lettered.
-        "bad/poison-hospital.jpeg": (good[1], {"hospital": "H" * 200}, "retries_exhausted"),
+        # (an error no check foresaw): it fails alone the same way while others go through, so it is
+        # dead-lettered at once, not retried for minutes (issue 27).
+        "bad/poison-hospital.jpeg": (good[1], {"hospital": "H" * 200}, "fails_alone"),
     }
     missing = [f"bad/missing-{i}.jpeg" for i in range(50)]
     uploader = Uploader(s3, bucket, UPLOADS, good, pace_s=0.01)
@@ -223,7 +224,7 @@ def test_bad_inputs_are_dead_lettered_with_their_reason_and_hold_back_no_good_im
     assert sorted(rows) == sorted(good_keys) and set(rows.values()) == {1}, "every good image once, no bad one"
     assert {k: by_object[k]["reason"] for k in bad_objects if k in by_object} == {
         k: reason for k, (_, _, reason) in bad_objects.items()}
-    assert by_object["bad/poison-hospital.jpeg"]["attempts"] == settings.INGEST_MAX_ATTEMPTS
+    assert by_object["bad/poison-hospital.jpeg"]["attempts"] == 1, "refused on its first failure alone"
     assert "too long" in by_object["bad/poison-hospital.jpeg"]["detail"].lower()
     assert all(by_object[k]["reason"] == "missing_object" for k in missing)
     assert sum(len(json.dumps(by_object[k])) for k in missing) < len(missing) * 4096, "small, one object each"
@@ -238,7 +239,7 @@ def test_bad_inputs_are_dead_lettered_with_their_reason_and_hold_back_no_good_im
 
     from tests.e2e.observe import scrape_until
 
-    counters = ["ray_xraylab_ingest_dead_letters_total{", 'reason="too_many_records"', 'reason="retries_exhausted"',
-                "ray_xraylab_ingest_retries_total{", "ray_xraylab_ingest_transient_errors_total{"]
+    counters = ["ray_xraylab_ingest_dead_letters_total{", 'reason="too_many_records"', 'reason="fails_alone"',
+                "ray_xraylab_ingest_transient_errors_total{"]
     text = scrape_until(counters)
-    assert [p for p in counters if p not in text] == [], "dead letters and retries are counted for Prometheus"
+    assert [p for p in counters if p not in text] == [], "dead letters and failed calls are counted for Prometheus"

@@ -186,3 +186,108 @@ def test_the_worklist_holds_pacs_and_s3_studies_alike_and_shows_the_tags(pipelin
     [original] = generated_studies(1, seed=5, hospitals=[hospital])
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(shown.body())).convert("L")), original.pixels)
     context.close()
+
+
+FULL_RESOLUTION = project_root().parent / "shared" / "data" / "chest-xray" / "full-resolution"
+needs_real_films = pytest.mark.skipif(
+    not FULL_RESOLUTION.is_dir(), reason=f"the real full-size X-rays are not at {FULL_RESOLUTION} (a clone without "
+                                         "../shared: see README 'A model trained on real X-rays')")
+
+
+def largest_films(count: int) -> list[Path]:
+    """The real films with the most pixels (read from their headers), largest first."""
+    from PIL import Image
+
+    def pixels(path: Path) -> int:
+        with Image.open(path) as film:
+            return film.size[0] * film.size[1]
+
+    return sorted(FULL_RESOLUTION.glob("*/*.jpeg"), key=pixels, reverse=True)[:count]
+
+
+@needs_real_films
+def test_real_size_studies_flow_through_s3_and_the_pacs_once_each_with_no_retry(pipeline, settings, s3, bucket,
+                                                                                mariadb, tmp_path) -> None:
+    """Issue 27: real films at their own size (up to 2,890 x 2,534) as the DICOM a modality sends, uncompressed
+    16-bit (14.6 MB), MONOCHROME1, RLE and JPEG 2000, and as JPEGs, through S3; and uncompressed through the PACS,
+    sent by DCMTK's storescu as an X-ray room would and by the project's own sender. Each becomes one row, none
+    is retried or dead-lettered, and each DICOM file scores as its film does."""
+    from ingest.pacs_sender import send_to_pacs
+    from ingest.uploader import full_size_dicom, upload_study
+    from xraylab.messages import StudyMetadata
+    from xraylab.orthanc import orthanc_instance_id
+
+    films = largest_films(4)
+    before = pipeline.ingest_stats()
+    s3_keys: dict[str, Path] = {}
+    for i, film in enumerate(films):
+        key = f"real/{film.stem}.jpeg"
+        upload_study(s3, bucket, key, film.read_bytes(), StudyMetadata("st-mary", f"R{i}", "Real Film", "2026-12-01"),
+                     content_type="image/jpeg")
+        s3_keys[key] = film
+    sizes = {}
+    for i, (syntax, photometric) in enumerate([("explicit", "MONOCHROME2"), ("explicit", "MONOCHROME1"),
+                                               ("rle", "MONOCHROME2"), ("jpeg2000", "MONOCHROME2")]):
+        data, metadata = full_size_dicom(films[i], syntax, photometric=photometric, seed=i)
+        key = f"real/{syntax}-{photometric}-{films[i].stem}.dcm"
+        upload_study(s3, bucket, key, data, StudyMetadata(metadata.hospital), content_type="application/dicom")
+        s3_keys[key], sizes[key] = films[i], len(data)
+    assert max(sizes.values()) > 14_000_000, "the largest is a real-size uncompressed radiograph"
+
+    pacs_keys: dict[str, Path] = {}
+    files = []
+    for i, film in enumerate(films):
+        data, _ = full_size_dicom(film, "explicit", seed=100 + i, hospital="northgate")
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        pacs_keys[orthanc_instance_id(ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID,
+                                      ds.SOPInstanceUID)] = film
+        files.append(data)
+    paths = []
+    for i, data in enumerate(files[:2]):
+        paths.append(tmp_path / f"modality-{i}.dcm")
+        paths[-1].write_bytes(data)
+    sent = subprocess.run(["storescu", "-aet", settings.MODALITY_AET, "-aec", settings.ORTHANC_AET, "127.0.0.1",
+                           str(settings.ORTHANC_DICOM_PORT), *map(str, paths)], capture_output=True, text=True,
+                          timeout=120)
+    assert sent.returncode == 0, sent.stderr
+    send_to_pacs(files[2:], PacsTarget.from_settings(settings))
+
+    rows, letters = wait_for(mariadb, bucket, set(s3_keys), settings, {})
+    pacs_rows, _ = wait_for(mariadb, PACS_BUCKET, set(pacs_keys))
+    assert rows == dict.fromkeys(s3_keys, 1) and pacs_rows == dict.fromkeys(pacs_keys, 1), "each study once"
+    assert not [d for d in dead_letters(settings, lambda d: d.get("bucket") == bucket)
+                if d["object_key"] in s3_keys], "no real-size study was dead-lettered"
+    after = pipeline.ingest_stats()
+    for counter in ("retries", "refused_at_once", "transient_errors"):
+        assert after.get(counter, 0) == before.get(counter, 0), f"{counter}: a valid study never fails a call"
+
+    stored = studies(mariadb, set(s3_keys)) | studies(mariadb, set(pacs_keys))
+    film_score = {film: stored[key].score for key, film in s3_keys.items() if key.endswith(".jpeg")}
+    for key, film in [*s3_keys.items(), *pacs_keys.items()]:
+        assert stored[key].score == pytest.approx(film_score[film], abs=0.03), f"{key} scores as its film does"
+    assert stored[next(k for k in sizes if "explicit-MONOCHROME2" in k)].size_bytes > 14_000_000
+
+
+@needs_real_films
+def test_predict_takes_a_real_size_dicom_and_the_batch_route_several(pipeline, settings, mariadb) -> None:
+    import requests
+
+    from ingest.uploader import full_size_dicom
+    from tests.accounts import new_api_key
+
+    films = largest_films(3)
+    key = {"Authorization": f"Bearer {new_api_key(mariadb)}"}
+    data, _ = full_size_dicom(films[0], "explicit")
+    assert len(data) > 14_000_000
+    one = requests.post(f"{pipeline.url}/v1/predict", data=data, headers=key, timeout=120)
+    assert one.status_code == 200, one.text
+    assert 0.0 <= one.json()["score"] <= 1.0 and one.json()["band"] in ("Normal", "Unsure", "Pneumonia")
+    several = [("files", (f"{i}.dcm", full_size_dicom(film, "explicit", seed=i)[0], "application/dicom"))
+               for i, film in enumerate(films)] + [("files", ("film.jpeg", films[0].read_bytes(), "image/jpeg"))]
+    batch = requests.post(f"{pipeline.url}/v1/predict/batch", files=several, headers=key, timeout=300)
+    assert batch.status_code == 200, batch.text
+    results = batch.json()["results"]
+    assert [r["filename"] for r in results] == ["0.dcm", "1.dcm", "2.dcm", "film.jpeg"]
+    assert all("score" in r for r in results), results
+    assert results[0]["score"] == pytest.approx(one.json()["score"], abs=1e-6), "the same file, the same score"
+    assert results[3]["score"] == pytest.approx(results[0]["score"], abs=0.03), "the DICOM scores as its film"

@@ -11,7 +11,8 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "serving.py"
 def test_bench_limit_and_seed_parts_run_and_write_json(tmp_path: Path) -> None:
     out = tmp_path / "serving.json"
     result = subprocess.run([sys.executable, str(BENCH), "--parts", "a,b", "--images", "12", "--batch-sizes", "4,8",
-                             "--repeat", "1", "--out", str(out)], capture_output=True, text=True, timeout=300,
+                             "--repeat", "1", "--real", "dicom", "--real-images", "3", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300,
                             env={"XRAYLAB_ENV_FILE": str(tmp_path / "none.env"), "XRAYLAB_STATE_DIR": str(tmp_path),
                                  "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr[-2000:]
@@ -21,6 +22,10 @@ def test_bench_limit_and_seed_parts_run_and_write_json(tmp_path: Path) -> None:
         assert doc["limit"][arch]["images_per_s"] > 0 and doc["limit"][arch]["best_batch"] in (4, 8)
     assert doc["seed"]["loaded_once_images_per_s"] > doc["seed"]["reload_per_event_images_per_s"] > 0
     assert "(a) limit seed-cnn" in result.stdout
+    real = doc["real_size"]["dicom"]
+    assert real["images"] == 3 and real["mean_image_mb"] > 2, "real-size: uncompressed 16-bit radiographs"
+    assert real["limit"]["images_per_s"] > 0 and real["limit"]["mb_per_s"] > 0
+    assert "real size, dicom" in result.stdout
 
 
 def test_worklist_bench_times_every_query_on_sqlite(tmp_path: Path) -> None:

@@ -159,7 +159,9 @@ def test_a_failed_shared_call_is_split_and_nothing_is_charged() -> None:
     assert consumer.commits == [{(TOPIC, 0): 7}] and stats["written"] == 2 and producer.sent == []
 
 
-def test_a_poison_object_is_dead_lettered_after_its_attempts_and_holds_back_no_neighbour() -> None:
+def test_a_poison_object_is_refused_at_once_and_holds_back_no_neighbour() -> None:
+    """It fails its batch, then alone with the same error while its neighbours went through: a failure that
+    cannot heal, dead-lettered without a retry (issue 27: not minutes while its partition waits)."""
     records = [Record(TOPIC, 0, 0, b"a", event("a.jpeg")), Record(TOPIC, 0, 1, b"p", event("poison.jpeg", "b.jpeg")),
                Record(TOPIC, 0, 2, b"c", event("c.jpeg"))]
 
@@ -173,18 +175,48 @@ def test_a_poison_object_is_dead_lettered_after_its_attempts_and_holds_back_no_n
                                                ready=lambda endpoints: checks.append(endpoints))
     stats = loop.run()
     assert fake.calls[0] == ["a.jpeg", "poison.jpeg", "b.jpeg", "c.jpeg"]
-    assert [c for c in fake.calls[1:] if c != ["poison.jpeg"]] == [["a.jpeg"], ["b.jpeg"], ["c.jpeg"]], \
-        "the neighbours are done in the round after the split"
-    assert fake.calls.count(["poison.jpeg"]) == 3, "tried alone max_attempts times"
-    assert checks == [["local"]] * 3, "each failure alone asked whether the pipeline was healthy"
-    assert stats["written"] == 3 and stats["retries"] == 3 and stats["dlq_retries_exhausted"] == 1
+    assert sorted(fake.calls[1:]) == [["a.jpeg"], ["b.jpeg"], ["c.jpeg"], ["poison.jpeg"]], \
+        "the split round, and the poison object never again"
+    assert checks == [["local"]], "its failure alone asked whether the pipeline was healthy"
+    assert stats["written"] == 3 and "retries" not in stats and stats["dlq_fails_alone"] == 1
+    assert stats["refused_at_once"] == 1
     [(topic, key, doc)] = producer.sent
     assert (doc["reason"], doc["attempts"], doc["object_key"], doc["source"]["record_index"]) == (
-        "retries_exhausted", 3, "poison.jpeg", 0)
+        "fails_alone", 1, "poison.jpeg", 0)
     assert "Data too long" in doc["detail"]
     assert [item.key for item in parse_s3_event(doc["original"]["value"])] == ["poison.jpeg"], \
         "the dead letter carries an event for that object alone, not its neighbour"
     assert consumer.commits == [{(TOPIC, 0): 3}]
+
+
+def test_a_message_over_a_hops_limit_is_refused_on_its_first_failure_alone() -> None:
+    """gRPC's own words for a message over the limit between replicas: no retry can make it fit."""
+    records = [Record(TOPIC, 0, 0, b"k", event("big.dcm"))]
+    grpc = RuntimeError("<AioRpcError: StatusCode.RESOURCE_EXHAUSTED, "
+                        "Received message larger than max (5031039 vs. 4194304)>")
+    loop, consumer, producer, fake = make_loop(
+        [records], lambda item: grpc, max_attempts=5, ready=lambda e: None, slow_backoff_s=60)
+    stats = loop.run()
+    assert stats["refused_at_once"] == 1 and "retries" not in stats
+    assert fake.calls == [["big.dcm"], ["big.dcm"]], "its batch call, then one call alone: no retry after"
+    [(_, _, doc)] = producer.sent
+    assert doc["reason"] == "fails_alone" and "larger than max" in doc["detail"]
+    assert consumer.commits == [{(TOPIC, 0): 1}]
+
+
+def test_an_object_whose_error_changes_is_retried_up_to_its_attempts() -> None:
+    """Not the same error twice: it may yet heal, so it keeps the backoff and max_attempts."""
+    records = [Record(TOPIC, 0, 0, b"a", event("a.jpeg", "flaky.jpeg"))]
+    tries = iter(range(100))
+
+    def step(item: ObjectToProcess):
+        return ValueError(f"lost connection, try {next(tries)}") if item.key == "flaky.jpeg" else written(item)
+
+    loop, consumer, producer, fake = make_loop([records], step, max_attempts=3, ready=lambda e: None)
+    stats = loop.run()
+    assert fake.calls.count(["flaky.jpeg"]) == 3 and stats["retries"] == 3
+    [(_, _, doc)] = producer.sent
+    assert (doc["reason"], doc["attempts"]) == ("retries_exhausted", 3) and stats["written"] == 1
 
 
 def test_an_outage_charges_nothing_and_dead_letters_nothing() -> None:
@@ -330,7 +362,7 @@ def test_back_pressure_beside_a_real_failure_is_never_charged() -> None:
     loop, consumer, producer, fake = make_loop([[Record(TOPIC, 0, 0, b"k", event("a.jpeg", "p.jpeg"))]], step,
                                                max_attempts=2, ready=lambda e: None)
     stats = loop.run()
-    assert stats["written"] == 1 and stats["dlq_retries_exhausted"] == 1
+    assert stats["written"] == 1 and stats.get("dlq_retries_exhausted", 0) + stats.get("dlq_fails_alone", 0) == 1
     [(_, _, doc)] = producer.sent
     assert doc["object_key"] == "p.jpeg", "the object refused by back-pressure was written, not dead-lettered"
 

@@ -1,5 +1,7 @@
 """The classifier's batch split by model version (a hot swap in progress), with stand-in models."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -65,3 +67,27 @@ def test_padding_to_buckets_keeps_each_images_own_score() -> None:
     plain = active("v1", 0.0)
     plain.forward(batch)
     assert [len(b) for b in plain.model.batches] == [5], "without padding (TensorFlow), the batch as formed"
+
+
+def test_an_input_decoded_at_the_edge_is_scored_by_the_model_of_its_chain_or_refused() -> None:
+    """During a swap the model before keeps scoring inputs prepared for its chain; an input of a chain no served
+    model has is refused with the chain to prepare it with (SpecChangedError)."""
+    from serve_app.classifier import Classifier
+    from xraylab.imaging import PreprocessSpec
+    from xraylab.messages import ModelInput
+    from xraylab.model_input import SpecChangedError
+
+    def served(version: str, spec: PreprocessSpec) -> ActiveModel:
+        card = ModelCard(version=version, architecture="t", preprocess=spec.to_dict(), bands=Bands().to_dict())
+        return ActiveModel(model=RecordingModel(0.0), card=card, transform=None, bands=Bands())  # type: ignore[arg-type]
+
+    small, large = PreprocessSpec(height=64, width=64), PreprocessSpec(height=128, width=128)
+    replica = Classifier.func_or_class.__new__(Classifier.func_or_class)
+    replica._stop = threading.Event()  # what __del__ sets
+    replica.active, replica.previous = served("v2", large), served("v1", small)
+    assert replica._model_for(ModelInput(image(0.1), large.key())) is replica.active
+    assert replica._model_for(ModelInput(image(0.1), small.key())) is replica.previous
+    assert replica.preprocess_spec() == large.to_dict()
+    with pytest.raises(SpecChangedError) as refused:
+        replica._model_for(ModelInput(image(0.1), PreprocessSpec(height=32, width=32).key()))
+    assert refused.value.spec == large.to_dict()

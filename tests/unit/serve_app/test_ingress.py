@@ -5,14 +5,14 @@ import asyncio
 import pytest
 from fastapi.testclient import TestClient
 from ray import cloudpickle
-from ray.exceptions import RayTaskError
 
 from serve_app.ingress import Ingress
 from tests.unit.serve_app.handles import Handle
 from xraylab.accounts import create_api_key, create_user
 from xraylab.db.session import Database, upgrade_schema
 from xraylab.errors import RejectedInputError, RejectReason
-from xraylab.messages import ObjectToProcess, OutcomeStatus, Verdict
+from xraylab.imaging import PreprocessSpec
+from xraylab.messages import ModelInput, ObjectToProcess, OutcomeStatus, Verdict
 from xraylab.registry import SYNTHETIC_NOTICE
 from xraylab.settings import load_settings
 
@@ -20,21 +20,28 @@ VERDICT = Verdict(score=0.91, band="Pneumonia", model_version="v1", synthetic_mo
                   notice=SYNTHETIC_NOTICE)
 
 
-def classify(data: bytes) -> Verdict:
-    if not data.startswith(b"\xff\xd8"):
-        cause = RejectedInputError(RejectReason.NOT_IMAGE, "not a JPEG")
-        raise RayTaskError("classify", "Traceback ...", cause).as_instanceof_cause()
-    return VERDICT
+def jpeg(seed: int = 0, size: int = 256) -> bytes:
+    import numpy as np
+
+    from xraylab.synthetic import encode_jpeg, generate_xray
+
+    return encode_jpeg(generate_xray(np.random.default_rng(seed), True, size=size))
 
 
-def classify_many(images: list[bytes]) -> list:
-    return [VERDICT if data.startswith(b"\xff\xd8") else RejectedInputError(RejectReason.NOT_IMAGE, "not a JPEG")
-            for data in images]
+JPEG = jpeg()
+SPEC = PreprocessSpec(height=64, width=64)
+
+
+def classify_many(inputs: list[ModelInput]) -> list:
+    """The Classifier as the Ingress now calls it: model inputs decoded in the Ingress, never bytes."""
+    assert all(isinstance(i, ModelInput) and i.pixels.shape == (64, 64, 1) and i.spec == SPEC.key() for i in inputs)
+    return [VERDICT for _ in inputs]
 
 
 @pytest.fixture()
 def ingress(tmp_path) -> Ingress:
-    classifier = Handle(classify=classify, classify_many=classify_many, model_card=lambda: {"version": "v1"})
+    classifier = Handle(classify_many=classify_many, model_card=lambda: {"version": "v1"},
+                        preprocess_spec=SPEC.to_dict)
     # As in a replica: Serve ships the class to it by value (cloudpickle), with only the globals its code uses.
     shipped = cloudpickle.loads(cloudpickle.dumps(Ingress.func_or_class))
     user_class = shipped.__mro__[1]  # the class under Serve's ASGI wrapper
@@ -56,34 +63,53 @@ def client_of(ingress: Ingress) -> TestClient:
 
 def test_predict_raw_and_multipart_and_bad_bytes(ingress: Ingress) -> None:
     client = client_of(ingress)
-    raw = client.post("/v1/predict", content=b"\xff\xd8 jpeg")
+    raw = client.post("/v1/predict", content=JPEG)
     assert raw.status_code == 200, raw.text
     assert raw.json()["score"] == 0.91 and raw.json()["model_version"] == "v1" and "synthetic" in raw.json()["notice"]
-    multipart = client.post("/v1/predict", files={"file": ("x.jpeg", b"\xff\xd8 jpeg")})
+    multipart = client.post("/v1/predict", files={"file": ("x.jpeg", JPEG)})
     assert multipart.status_code == 200 and multipart.json()["band"] == "Pneumonia"
     bad = client.post("/v1/predict", content=b"not an image")
-    assert bad.status_code == 400 and bad.json() == {"error": "not_image", "detail": "not a JPEG"}
+    assert bad.status_code == 400 and bad.json() == {"error": "not_image",
+                                                     "detail": "not a JPEG, PNG or DICOM Part 10 file"}
+    blank = client.post("/v1/predict", content=jpeg(size=32))
+    assert blank.status_code == 400 and blank.json()["error"] == "not_radiograph", "the serving limits hold here"
     assert client.get("/healthz").json() == {"status": "ok", "model_version": "v1"}
 
 
 def test_batch_route_answers_each_image(ingress: Ingress) -> None:
     client = client_of(ingress)
-    files = [("files", ("a.jpeg", b"\xff\xd8 a")), ("files", ("b.txt", b"report")), ("files", ("c.jpeg", b"\xff\xd8"))]
+    files = [("files", ("a.jpeg", JPEG)), ("files", ("b.txt", b"report")), ("files", ("c.jpeg", jpeg(1)))]
     answer = client.post("/v1/predict/batch", files=files)
     assert answer.status_code == 200, answer.text
     results = answer.json()["results"]
     assert [r["filename"] for r in results] == ["a.jpeg", "b.txt", "c.jpeg"]
     assert results[0]["score"] == 0.91 and results[2]["band"] == "Pneumonia"
-    assert results[1] == {"filename": "b.txt", "error": "not_image", "detail": "not a JPEG"}
+    assert results[1] == {"filename": "b.txt", "error": "not_image", "detail": "not a JPEG, PNG or DICOM Part 10 file"}
     assert "synthetic" in answer.json()["notice"]
-    assert client.post("/v1/predict/batch", content=b"\xff\xd8").json()["error"] == "not_multipart"
+    assert client.post("/v1/predict/batch", content=JPEG).json()["error"] == "not_multipart"
     too_many = [("files", (f"{i}.jpeg", b"\xff\xd8")) for i in range(257)]
     assert client.post("/v1/predict/batch", files=too_many).status_code == 413
 
 
+def test_a_batch_may_be_larger_than_one_image_but_not_each_file(ingress: Ingress) -> None:
+    """XRAYLAB_MAX_BATCH_BYTES caps a batch body; each file in it is still held to XRAYLAB_MAX_IMAGE_BYTES."""
+    ingress.settings = ingress.settings.model_copy(update={"MAX_IMAGE_BYTES": 100_000, "MAX_BATCH_BYTES": 400_000})
+    client = client_of(ingress)
+    big = JPEG + b"\0" * (100_001 - len(JPEG))  # trailing bytes after the JPEG's end: still the picture
+    files = [("files", (f"{i}.jpeg", JPEG + b"\0" * 60_000)) for i in range(3)] + [("files", ("big.jpeg", big))]
+    answer = client.post("/v1/predict/batch", files=files)
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [r.get("band") for r in results[:3]] == ["Pneumonia"] * 3, "a body over MAX_IMAGE_BYTES, each file under"
+    assert results[3]["error"] == "too_large" and "100001 bytes" in results[3]["detail"]
+    over = [("files", (f"{i}.jpeg", JPEG + b"\0" * 150_000)) for i in range(3)]
+    assert client.post("/v1/predict/batch", files=over).status_code == 413
+    assert client.post("/v1/predict", content=big).status_code == 413
+
+
 def test_process_runs_the_step(ingress: Ingress) -> None:
     missing = RejectedInputError(RejectReason.MISSING_OBJECT, "NoSuchKey")
-    ingress.step.fetcher = Handle(fetch_many=lambda items: [missing for _ in items])
+    ingress.step.fetcher = Handle(fetch_many=lambda items, spec: [missing for _ in items])
     [outcome] = asyncio.run(ingress.process_batch([ObjectToProcess(bucket="b", key="k")]))
     assert outcome.status is OutcomeStatus.REJECTED and outcome.reason is RejectReason.MISSING_OBJECT
 
@@ -94,7 +120,7 @@ def test_a_body_over_the_limit_is_refused_by_the_ingress_too(ingress: Ingress) -
     limit = ingress.settings.MAX_IMAGE_BYTES
     refused = client.post("/v1/predict", content=b"\xff\xd8" + b"x" * limit)
     assert refused.status_code == 413 and refused.json()["error"] == "too_large"
-    assert client.post("/v1/predict", content=b"\xff\xd8" + b"x" * 1000).status_code == 200
+    assert client.post("/v1/predict", content=JPEG).status_code == 200
 
 
 def test_the_api_needs_a_key_and_every_answer_carries_the_security_headers(ingress: Ingress) -> None:
