@@ -175,7 +175,7 @@ class Resize:
     def __call__(self, arr: np.ndarray) -> np.ndarray:
         if arr.shape[::-1] == self.size:
             return arr.astype(np.float32, copy=False)
-        image = Image.fromarray(arr.astype(np.float32), mode="F")
+        image = Image.fromarray(arr.astype(np.float32, copy=False), mode="F")
         return np.asarray(image.resize(self.size, self.resample), dtype=np.float32)
 
 

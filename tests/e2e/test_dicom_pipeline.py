@@ -159,6 +159,7 @@ def test_the_worklist_holds_pacs_and_s3_studies_alike_and_shows_the_tags(pipelin
     rows_s3, _ = wait_for(mariadb, bucket, {f"{hospital}/plain.jpeg"})
     assert rows_pacs and rows_s3
     study_id = studies(mariadb, {dicom.key})[dicom.key].id
+    jpeg_id = studies(mariadb, {f"{hospital}/plain.jpeg"})[f"{hospital}/plain.jpeg"].id
 
     doctor, password = new_account(mariadb)
     context = browser.new_context(viewport={"width": 1600, "height": 1100})
@@ -167,7 +168,12 @@ def test_the_worklist_holds_pacs_and_s3_studies_alike_and_shows_the_tags(pipelin
     page.locator("#filter-hospital input").click()
     page.get_by_role("option", name=hospital).click()
     expect(page.locator("#page-info")).to_contain_text("2 studies", timeout=30000)
-    ids = [page.locator(f'#worklist [data-testid="cell-{row}-0"]').inner_text() for row in (0, 1)]
+    deadline = time.time() + 30
+    while True:  # the table may still show the unfiltered page for a moment after the count has changed
+        ids = [page.locator(f'#worklist [data-testid="cell-{row}-0"]').inner_text() for row in (0, 1)]
+        if sorted(ids) == sorted([str(study_id), str(jpeg_id)]) or time.time() > deadline:
+            break
+        time.sleep(0.5)
     row = ids.index(str(study_id))
     page.locator(f'#worklist [data-testid="cell-{row}-6"]').click()
     details = page.locator("#study-details")

@@ -44,7 +44,8 @@ def test_a_decoders_own_error_is_refused_as_undecodable_and_memory_is_not(monkey
     monkeypatch.setattr(preparer, "chain", lambda spec: broken)
     with pytest.raises(RejectedInputError) as refused:
         preparer.prepare(JPEG, SPEC)
-    assert refused.value.reason is RejectReason.UNDECODABLE and "ZeroDivisionError: a decoder bug" in refused.value.detail
+    assert refused.value.reason is RejectReason.UNDECODABLE
+    assert "ZeroDivisionError: a decoder bug" in refused.value.detail
 
     def starved(data):
         raise MemoryError
