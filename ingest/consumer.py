@@ -18,6 +18,8 @@ committed; writes are idempotent, so a repeat never makes a second row. Per reco
   error as its previous try while other objects went through since (a row the database always refuses), or
   with an error that says the call itself can never succeed (a message over a gRPC hop's limit), is
   dead-lettered at once as ``fails_alone`` with that error, not retried for minutes while its partition waits.
+  A connection's error, a timeout or a store's 5xx is an outage's, never the object's, however it repeats:
+  a store that restarts lets some objects through while others still fail.
 * Serve's back-pressure (``BackPressureError``) is neither: the loop waits and sends again.
 
 So a bad message holds back the messages behind it for about a second (its batch call, then its own call),
@@ -112,6 +114,7 @@ class _Work:
     last_error: str = ""
     repeated: bool = False  # its last failure had the same error as the one before
     cannot_heal: bool = False  # its last failure says the call can never succeed
+    outage: bool = False  # its last failure was a connection's, a timeout's or a store's 5xx: never its fault
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,29 @@ _NEVER_FITS = ("Received message larger than max", "Sent message larger than max
 
 def _cannot_heal(exc: BaseException) -> bool:
     return any(marker in str(e) for e in _causes(exc) for marker in _NEVER_FITS)
+
+
+# Errors that say a store, the database or a replica is out of reach: an outage's, never an object's fault,
+# however often one object meets them (during a restart some objects go through and others still fail).
+# Matched by the names in each error's class hierarchy, as Ray re-raises a replica's error as a subclass.
+_OUTAGE_TYPES = frozenset({
+    "ConnectionError", "TimeoutError", "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
+    "HTTPClientError", "ResponseStreamingError", "ProtocolError", "IncompleteRead", "OperationalError",
+    "DisconnectionError", "InterfaceError", "RayActorError", "ActorDiedError", "ActorUnavailableError",
+    "GetTimeoutError", "OrthancError", "ConnectError", "NetworkError", "TimeoutException"})
+
+
+def _outage(exc: BaseException) -> bool:
+    """Whether ``exc`` is a sign of an outage: a connection, a timeout, a lost database or replica, or a store's
+    own 5xx answer."""
+    for e in _causes(exc):
+        if any(t.__name__ in _OUTAGE_TYPES for t in type(e).__mro__):
+            return True
+        status = (getattr(e, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode") \
+            if isinstance(getattr(e, "response", None), dict) else None
+        if isinstance(status, int) and status >= 500:
+            return True
+    return False
 
 
 def _describe(exc: BaseException) -> str:
@@ -268,7 +294,7 @@ class IngestLoop:
             for w, exc in failed:
                 error = _describe(exc)
                 w.repeated, w.last_error = error == w.last_error, error
-                w.cannot_heal = _cannot_heal(exc)
+                w.cannot_heal, w.outage = _cannot_heal(exc), _outage(exc)
                 w.first_failed = w.first_failed or time.monotonic()
             alone = [w for w, _ in failed if w.alone]
             for w, _ in failed:
@@ -292,10 +318,11 @@ class IngestLoop:
 
     def _refuse_unhealable(self, failed: list[_Work], letters: list[_DeadLetter]) -> set[int]:
         """Dead letters (``fails_alone``) for the objects whose failure cannot heal, on a healthy pipeline: the
-        same error twice while other objects went through since the first, or an error that says so itself."""
+        same error twice while other objects went through since the first (unless it is an outage's error: a
+        store restarting lets some objects through while others still fail), or an error that says so itself."""
         refused = set()
         for w in failed:
-            if w.cannot_heal or (w.repeated and self._last_answer > w.first_failed):
+            if w.cannot_heal or (w.repeated and not w.outage and self._last_answer > w.first_failed):
                 self.stats["refused_at_once"] += 1
                 log.warning("object %s fails alone on a healthy pipeline (%s): dead-lettered without retries",
                             w.item.key, w.last_error)

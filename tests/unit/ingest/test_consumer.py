@@ -219,6 +219,48 @@ def test_an_object_whose_error_changes_is_retried_up_to_its_attempts() -> None:
     assert (doc["reason"], doc["attempts"]) == ("retries_exhausted", 3) and stats["written"] == 1
 
 
+def test_a_store_restarting_under_some_objects_is_an_outage_not_their_fault() -> None:
+    """S3 restarting: the check already sees it up and other objects go through, yet one object meets the
+    same connection error alone, twice. A connection's error is never the object's: it is retried, not
+    refused as ``fails_alone`` (seen in the chaos suite's SeaweedFS restart)."""
+    from botocore.exceptions import EndpointConnectionError
+
+    records = [Record(TOPIC, 0, 0, b"a", event("a.jpeg", "b.jpeg", "late.jpeg"))]
+    tries = {"late.jpeg": 0}
+    failures = {"late.jpeg": 3}
+
+    def step(item: ObjectToProcess):
+        if item.key in failures and tries[item.key] < failures[item.key]:
+            tries[item.key] += 1
+            return EndpointConnectionError(endpoint_url=f"http://127.0.0.1:18333/bucket/{item.key}")
+        return written(item)
+
+    loop, consumer, producer, fake = make_loop([records], step, max_attempts=5, ready=lambda e: None)
+    stats = loop.run()
+    assert producer.sent == [] and "refused_at_once" not in stats, "no good image dead-lettered"
+    assert stats["written"] == 3 and tries["late.jpeg"] == 3
+    assert consumer.commits == [{(TOPIC, 0): 1}]
+
+
+def test_errors_of_an_outage_are_told_from_an_objects_own() -> None:
+    from botocore.exceptions import ClientError, ReadTimeoutError
+    from sqlalchemy.exc import DataError, OperationalError
+
+    from ingest.consumer import _outage
+
+    server_error = ClientError({"Error": {"Code": "ServiceUnavailable"}, "ResponseMetadata": {"HTTPStatusCode": 503}},
+                               "GetObject")
+    denied = ClientError({"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "GetObject")
+    assert _outage(ConnectionRefusedError()) and _outage(server_error)
+    assert _outage(ReadTimeoutError(endpoint_url="http://s3"))
+    assert _outage(OperationalError("SELECT 1", {}, Exception("(2013, 'Lost connection')")))
+    wrapped = RuntimeError("Ray task failed")
+    wrapped.__cause__ = TimeoutError("read timed out")
+    assert _outage(wrapped), "the error behind a Ray task error counts"
+    assert not _outage(DataError("INSERT", {}, Exception("(1406, 'Data too long')")))
+    assert not _outage(denied) and not _outage(ValueError("cannot identify image file"))
+
+
 def test_an_outage_charges_nothing_and_dead_letters_nothing() -> None:
     records = [Record(TOPIC, 0, i, b"k", event(f"{i}.jpeg")) for i in range(3)]
     state = {"down": True, "checks": 0}
