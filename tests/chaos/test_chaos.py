@@ -224,7 +224,10 @@ def test_bad_inputs_are_dead_lettered_with_their_reason_and_hold_back_no_good_im
     assert sorted(rows) == sorted(good_keys) and set(rows.values()) == {1}, "every good image once, no bad one"
     assert {k: by_object[k]["reason"] for k in bad_objects if k in by_object} == {
         k: reason for k, (_, _, reason) in bad_objects.items()}
-    assert by_object["bad/poison-hospital.jpeg"]["attempts"] == 1, "refused on its first failure alone"
+    # refused on its first failure alone, or its second where nothing else had been answered since its batch
+    # failed (it may be the last object in flight): seconds, never the minutes of retries_exhausted
+    assert by_object["bad/poison-hospital.jpeg"]["attempts"] <= 2, "refused at once, not retried for minutes"
+    assert caught_up < 60, "every good row and dead letter within a minute: no partition waited on the poison"
     assert "too long" in by_object["bad/poison-hospital.jpeg"]["detail"].lower()
     assert all(by_object[k]["reason"] == "missing_object" for k in missing)
     assert sum(len(json.dumps(by_object[k])) for k in missing) < len(missing) * 4096, "small, one object each"
