@@ -94,18 +94,20 @@ def measure(db: Any, settings: Any, repeat: int) -> dict[str, Any]:
     from sqlalchemy import func, select
 
     from ui.review_app import ReviewActions
-    from xraylab.db.models import Study
+    from xraylab.accounts import Principal
+    from xraylab.db.models import Study, User
     from xraylab.db.review import WorklistFilter, worklist_page, worklist_version
+    from xraylab.db.scope import EVERY_HOSPITAL, ReadScope
 
     with db.session() as session:
         total = session.scalar(select(func.count(Study.id))) or 0
     size = settings.WORKLIST_PAGE_SIZE
     deep = max(1, total // size // 2)
 
-    def page(filters: WorklistFilter | None = None, number: int = 1) -> Any:
+    def page(filters: WorklistFilter | None = None, number: int = 1, scope: ReadScope = EVERY_HOSPITAL) -> Any:
         def run() -> None:
             with db.session() as session:
-                worklist_page(session, filters, number, size)
+                worklist_page(session, filters, number, size, scope=scope)
         return run
 
     def poll() -> None:
@@ -113,10 +115,15 @@ def measure(db: Any, settings: Any, repeat: int) -> dict[str, Any]:
             worklist_version(session)
 
     actions = ReviewActions(db, settings, images=None)
+    with db.session() as session:
+        reader_id = session.scalar(select(User.id).where(User.name == "bench-doctor")) or 0
+    reader = Principal(reader_id, "bench-doctor", "doctor", "session", EVERY_HOSPITAL)
     cases = {
         "first page": page(),
         f"page {deep} (middle)": page(None, deep),
         "one hospital": page(WorklistFilter(hospital=HOSPITALS[3])),
+        "a doctor of two hospitals": page(None, 1, ReadScope.of(HOSPITALS[2:4])),
+        "a doctor of two hospitals, middle": page(None, deep // 4 or 1, ReadScope.of(HOSPITALS[2:4])),
         "band Pneumonia": page(WorklistFilter(band="Pneumonia")),
         "unreviewed": page(WorklistFilter(status="unreviewed")),
         "reviewed": page(WorklistFilter(status="reviewed")),
@@ -124,7 +131,7 @@ def measure(db: Any, settings: Any, repeat: int) -> dict[str, Any]:
         "hospital + band + month": page(WorklistFilter(hospital=HOSPITALS[3], band="Unsure",
                                                        date_from=date(2026, 6, 1), date_to=date(2026, 6, 30))),
         "live-refresh poll": poll,
-        "handler (query + table)": lambda: actions.page(WorklistFilter(), 1),
+        "handler (query + table + audit)": lambda: actions.page(WorklistFilter(), 1, reader),
     }
     return {"studies": total, "page_size": size,
             "timings": {name: timed(fn, repeat) for name, fn in cases.items()}}

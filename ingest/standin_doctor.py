@@ -67,6 +67,7 @@ def record_standin_verdicts(db: Any, bucket: str, uploads: Sequence[StudyUpload]
                             error_rate: float = 0.0, seed: int = 0, timeout_s: float = 300.0) -> StandinReport:
     """Wait for the chosen uploads' predictions (up to ``timeout_s``), then record one verdict on each."""
     from xraylab.db.review import record_verdict
+    from xraylab.db.scope import EVERY_HOSPITAL
 
     if not 0.0 <= fraction <= 1.0 or not 0.0 <= error_rate <= 1.0:
         raise ValueError("the label fraction and the error rate are shares in [0, 1]")
@@ -82,7 +83,7 @@ def record_standin_verdicts(db: Any, bucket: str, uploads: Sequence[StudyUpload]
             if rng.random() < error_rate:
                 pneumonia, wrong = not pneumonia, wrong + 1
             record_verdict(session, row["id"], user_id, VERDICT_PNEUMONIA if pneumonia else VERDICT_NORMAL, NOTE,
-                           prediction_id=row["prediction_id"])
+                           scope=EVERY_HOSPITAL, prediction_id=row["prediction_id"])  # a simulation, no login
     report = StandinReport(len(chosen), len(rows), wrong, len(truth) - len(rows))
     log.info("stand-in doctor: %d verdicts (%d wrong on purpose), %d studies not scored in time",
              report.labelled, report.wrong, report.not_scored)

@@ -24,6 +24,10 @@ SERVE_ENV = {
     # A request-body cap in Serve's HTTP proxy itself, which would otherwise queue any body whole
     # (serve_app/body_limit.py).
     "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "serve_app.body_limit.proxy_middlewares",
+    # uvicorn (which Serve runs) would otherwise take X-Forwarded-For from any loopback peer as the client's
+    # address, and a header could reset the per-address login limit. Empty: uvicorn trusts no proxy; the app
+    # reads the address itself, through XRAYLAB_TRUSTED_PROXIES only (ui/access.py).
+    "FORWARDED_ALLOW_IPS": "",
 }
 
 for _name, _value in SERVE_ENV.items():

@@ -159,7 +159,8 @@ def _start_monitor(settings: Settings, db: Any, database: str) -> str:
 
 
 def ensure_demo_account(db: Any, settings: Settings) -> Path | None:
-    """On a database with no account yet, a ``doctor`` account with a generated password, written to
+    """On a database with no account yet, a ``doctor`` account reading the demo's hospitals (``HOSPITALS``) with a
+    generated password, written to
     ``<state dir>/demo-login.txt`` (mode 0600), never to a log. Returns that file (None: accounts exist)."""
     import secrets
 
@@ -170,7 +171,9 @@ def ensure_demo_account(db: Any, settings: Settings) -> Path | None:
         if list_users(session):
             return login_file if login_file.exists() else None
         password = secrets.token_urlsafe(15)
-        create_user(session, DEMO_USER, password, "doctor")
+        from ingest.uploader import HOSPITALS
+
+        create_user(session, DEMO_USER, password, "doctor", hospitals=HOSPITALS)  # the demo's hospitals, by name
     login_file.parent.mkdir(parents=True, exist_ok=True)
     login_file.touch(mode=0o600)
     login_file.write_text(f"user: {DEMO_USER}\npassword: {password}\n")

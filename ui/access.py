@@ -10,14 +10,24 @@ middleware and login pages (``install_access``).
   ``{"error": "login_required" | "session_expired", "detail": ...}``.
 - Every response carries the security headers (frame, content type, CSP, referrer, no-store for data).
 
-Accounts, sessions, keys and the per-account throttle are in ``xraylab.accounts`` (database); a
-per-address limit of failed logins is kept here, in memory.
+Accounts, sessions, keys, device cookies and the per-name throttle are in ``xraylab.accounts`` (database); a
+per-address limit of failed logins is kept here, in memory. The client's address is the peer's, or, when the
+peer is one of ``XRAYLAB_TRUSTED_PROXIES``, the nearest untrusted address of its ``X-Forwarded-For``: a header
+from anyone else is ignored, so it can neither reset the limit nor pin it on another address. A browser with
+the device cookie of the account it signs in to is not held back by the per-address limit, so that failures
+from a shared address (a hospital's NAT, a proxy) cannot shut out doctors who signed in there before.
+
+Sessions: only the user's own requests (page loads, the API, the review app's clicks: ``touch_session``) keep a
+session alive; the app's own background traffic (Gradio's queue, heartbeat and refresh timer, pictures) does not.
+One session's Gradio events are limited to ``EVENT_BURST`` at once, refilled at ``EVENT_RATE`` a second, so a
+script flooding the queue is refused (429) before it fills the queue other doctors share.
 """
 
 from __future__ import annotations
 
 import collections
 import html
+import ipaddress
 import logging
 import time
 from typing import Any
@@ -30,10 +40,11 @@ from starlette.requests import HTTPConnection, cookie_parser
 
 from xraylab.accounts import (
     AccessPolicy,
-    LoginResult,
     Principal,
     authenticate,
+    device_user,
     end_session,
+    new_device,
     resolve_api_key,
     resolve_session,
     start_session,
@@ -47,11 +58,17 @@ __all__ = ["AccessControl", "install_access", "SESSION_COOKIE", "principal_of", 
 log = logging.getLogger("xraylab.access")
 
 SESSION_COOKIE = "xraylab_session"
+DEVICE_COOKIE = "xraylab_device"
+DEVICE_COOKIE_DAYS = 180
+EVENT_BURST = 40.0  # a session's Gradio events at once (a doctor's fastest clicking stays far below)
+EVENT_RATE = 10.0  # and per second after that
+DIRECTORY_DOWN_S = 60.0  # after the directory failed to answer, every refused login says it may be why
 UI_PATH = "/ui"
 PUBLIC_PATHS = frozenset({"/", "/login", "/logout", "/healthz", "/favicon.ico"})
 API_PREFIX = "/v1/"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 API_DOCS = frozenset({"/docs", "/openapi.json"})  # development only (production serves none)
+EVENT_JOIN = "/gradio_api/queue/join"  # where Gradio's page sends each event
 IP_WINDOW_S = 600.0
 # Gradio's page needs inline scripts and styles (its config and theme are inline) and blob: workers; nothing
 # is loaded from another origin, and no page may frame this one.
@@ -89,14 +106,57 @@ class AccessControl:
         self.policy = AccessPolicy.from_settings(settings)
         self.cookie_secure = bool(settings.COOKIE_SECURE)
         self.ip_max_failures = settings.LOGIN_IP_MAX_FAILURES
+        self.trusted_proxies = [ipaddress.ip_network(p, strict=False) for p in settings.TRUSTED_PROXIES]
+        self.directory = _directory(settings)
+        self.directory_down_at = -1e9
         self._ip_failures: dict[str, collections.deque[float]] = {}
-        self._name_failures: dict[str, collections.deque[float]] = {}
+        self._events: dict[int, tuple[float, float]] = {}  # session id -> (tokens, when)
 
-    def session_user(self, token: str | None) -> Principal | None:
+    def session_user(self, token: str | None, touch: bool = True) -> Principal | None:
         if not token:
             return None
         with self.db.session() as session:
-            return resolve_session(session, token, self.policy)
+            return resolve_session(session, token, self.policy, touch=touch)
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted_proxies)
+
+    def client_address(self, scope: dict[str, Any]) -> str:
+        """The peer's address; behind a trusted proxy, the nearest address its ``X-Forwarded-For`` names that is
+        not itself a trusted proxy (the right-most untrusted one: those to its left are the client's word)."""
+        client = scope.get("client")
+        peer = client[0] if client else "unknown"
+        if not self._trusted(peer):
+            return peer
+        forwarded = [v for k, v in scope.get("headers") or [] if k == b"x-forwarded-for"]
+        hops = [h.strip() for value in forwarded for h in value.decode("latin-1").split(",") if h.strip()]
+        for hop in reversed(hops):
+            if not self._trusted(hop):
+                return hop
+        return peer
+
+    def event_allowed(self, session_id: int | None) -> bool:
+        """A token bucket per session for the review app's events (``EVENT_BURST``, ``EVENT_RATE``)."""
+        if session_id is None:
+            return True
+        now = time.monotonic()
+        tokens, when = self._events.get(session_id, (EVENT_BURST, now))
+        tokens = min(EVENT_BURST, tokens + (now - when) * EVENT_RATE)
+        if tokens < 1.0:
+            self._events[session_id] = (tokens, now)
+            return False
+        self._events[session_id] = (tokens - 1.0, now)
+        if len(self._events) > 10_000:  # forget sessions that have been quiet (full buckets)
+            self._events = {k: v for k, v in self._events.items() if v[0] < EVENT_BURST - 1}
+        return True
+
+    @property
+    def directory_down(self) -> bool:
+        return time.monotonic() - self.directory_down_at < DIRECTORY_DOWN_S
 
     def key_user(self, token: str) -> Principal | None:
         with self.db.session() as session:
@@ -122,21 +182,34 @@ class AccessControl:
     def ip_failed(self, address: str) -> None:
         self._ip_failures.setdefault(address, collections.deque()).append(time.monotonic())
 
-    def unknown_name_throttled(self, name: str) -> bool:
-        """Names that are no account's are throttled as accounts are (the same answer after as many misses), so
-        that the answer does not tell which names exist."""
-        window = self.policy.lockout_s
-        return len(self._recent(self._name_failures, name, window)) >= self.policy.max_failures
 
-    def unknown_name_failed(self, name: str) -> None:
-        self._name_failures.setdefault(name, collections.deque()).append(time.monotonic())
+def _directory(settings: Settings) -> Any:
+    """The directory sign-in (``xraylab.directory``) when ``XRAYLAB_DIRECTORY_CONFIG`` names its file."""
+    if settings.DIRECTORY_CONFIG is None:
+        return None
+    from xraylab.directory import Directory, DirectoryConfig
+
+    password = settings.DIRECTORY_BIND_PASSWORD.get_secret_value() if settings.DIRECTORY_BIND_PASSWORD else ""
+    return Directory(DirectoryConfig.load(settings.DIRECTORY_CONFIG), password)
 
 
-def _cookie(headers: dict[bytes, bytes]) -> str | None:
-    """The session cookie, parsed as Starlette does (``http.cookies`` gives up on the whole header when
-    another site's cookie holds JSON or spaces)."""
+def _cookie(headers: dict[bytes, bytes], name: str = SESSION_COOKIE) -> str | None:
+    """A cookie (default: the session's), parsed as Starlette does (``http.cookies`` gives up on the whole header
+    when another site's cookie holds JSON or spaces)."""
     raw = headers.get(b"cookie")
-    return cookie_parser(raw.decode("latin-1")).get(SESSION_COOKIE) if raw else None
+    return cookie_parser(raw.decode("latin-1")).get(name) if raw else None
+
+
+def _users_own(scope: dict[str, Any], path: str, headers: dict[bytes, bytes]) -> bool:
+    """Whether a request is the user's own doing, which keeps their session alive: a page they load (a
+    navigation) or a call of the API. The app's own traffic (Gradio's queue and heartbeat, the refresh timer,
+    pictures) is not; the review app's handlers count a doctor's clicks themselves (``touch_session``)."""
+    if path.startswith(API_PREFIX):
+        return True
+    if scope.get("method") != "GET" or path.startswith(UI_PATH + "/gradio_api/"):
+        return False
+    mode = headers.get(b"sec-fetch-mode")
+    return mode == b"navigate" if mode is not None else b"text/html" in headers.get(b"accept", b"")
 
 
 def _cross_site(headers: dict[bytes, bytes]) -> bool:
@@ -181,10 +254,18 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         token = _cookie(headers)
-        principal = await anyio.to_thread.run_sync(self.access.session_user, token) if token else None
+        principal = (await anyio.to_thread.run_sync(self.access.session_user, token, _users_own(scope, path, headers))
+                     if token else None)
         if principal is None and (path.startswith(API_PREFIX) or path in API_DOCS) and (key := _bearer(headers)):
             principal = await anyio.to_thread.run_sync(self.access.key_user, key)
         if principal is not None:
+            if path.endswith(EVENT_JOIN) and not self.access.event_allowed(principal.session_id):
+                log.warning("user %s: review app events refused (more than %s at once)", principal.name, EVENT_BURST)
+                response = JSONResponse({"error": "too_many_events",
+                                         "detail": "too many requests from this page at once: wait a moment"}, 429,
+                                        headers={"Retry-After": "2"})
+                await response(scope, _no_receive, send)
+                return
             scope.setdefault("state", {})["principal"] = principal
             await self.app(scope, receive, send)
             return
@@ -280,10 +361,6 @@ def login_page(next_path: str, message: str = "", kind: str = "error", username:
                                           username=html.escape(username, quote=True)), status_code=status_code)
 
 
-def _client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 def login_router(access: AccessControl) -> APIRouter:
     router = APIRouter()
 
@@ -302,46 +379,56 @@ def login_router(access: AccessControl) -> APIRouter:
         name = str(form.get("username") or "").strip().lower()[:64]
         password = str(form.get("password") or "")[:1024]
         target = _safe_next(str(form.get("next") or ""))
-        address = _client_address(request)
-        wait = access.ip_retry_after(address)
+        address = access.client_address(request.scope)
+        device_token = request.cookies.get(DEVICE_COOKIE)
+        replaced = request.cookies.get(SESSION_COOKIE)
+
+        def known_device() -> bool:
+            with access.db.session() as session:
+                return device_user(session, device_token, name, access.policy.max_failures) is not None
+
+        trusted_device = bool(device_token) and await anyio.to_thread.run_sync(known_device)
+        wait = 0.0 if trusted_device else access.ip_retry_after(address)
         if wait > 0:
             return login_page(target, f"Too many failed logins from this address. Try again in {wait:.0f} s.",
                               username=name, status_code=429)
 
-        replaced = request.cookies.get(SESSION_COOKIE)
-
-        def check() -> tuple[Any, str | None]:
+        def check() -> tuple[Any, str | None, str | None]:
             with access.db.session() as session:
                 if replaced:  # a new login ends the session it replaces in this browser
                     end_session(session, replaced)
-                result = authenticate(session, name, password, access.policy)
-                token = None
+                result = authenticate(session, name, password, access.policy, directory=access.directory,
+                                      device_token=device_token if trusted_device else None)
+                token = device = None
                 if result.principal is not None:
                     token = start_session(session, result.principal, access.policy)
-                    record_audit(session, result.principal.name, "login")
+                    device = None if trusted_device else new_device(session, result.principal.user_id)
+                    record_audit(session, result.principal.name, "login", detail=f"from {address}"[:512])
                 else:
-                    record_audit(session, name if result.known else None, "login_refused", detail=result.reason)
-                return result, token
+                    record_audit(session, name if result.known else None, "login_refused",
+                                 detail=f"{result.reason} from {address}"[:512])
+                return result, token, device
 
-        if access.unknown_name_throttled(name):
-            result, token = LoginResult(reason="throttled", retry_after_s=access.policy.lockout_s), None
-        else:
-            result, token = await anyio.to_thread.run_sync(check)
+        result, token, device = await anyio.to_thread.run_sync(check)
+        if result.directory_down:
+            access.directory_down_at = time.monotonic()
         if token is None:
-            access.ip_failed(address)
-            if not result.known:
-                access.unknown_name_failed(name)
-                if access.unknown_name_throttled(name):
-                    result = LoginResult(reason="throttled", retry_after_s=access.policy.lockout_s)
+            if not trusted_device:
+                access.ip_failed(address)
+            down = (" The hospital directory does not answer just now: directory accounts cannot sign in until it "
+                    "does.") if access.directory_down else ""
             if result.reason == "throttled":
                 minutes = max(1, round(result.retry_after_s / 60))
                 message = f"Too many failed attempts for this account. Try again in about {minutes} min."
-                return login_page(target, message, username=name, status_code=429)
-            return login_page(target, "Wrong username or password.", username=name, status_code=401)
+                return login_page(target, message + down, username=name, status_code=429)
+            return login_page(target, "Wrong username or password." + down, username=name, status_code=401)
         log.info("user %s logged in", result.principal.name)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=access.cookie_secure,
                             path="/", max_age=int(access.policy.session_max.total_seconds()))
+        if device:
+            response.set_cookie(DEVICE_COOKIE, device, httponly=True, samesite="strict", secure=access.cookie_secure,
+                                path="/login", max_age=DEVICE_COOKIE_DAYS * 86400)
         return response
 
     async def logout(request: Request) -> Response:

@@ -42,4 +42,6 @@ def ui(database: DatabaseOption = "default", port: int = 0, host: str = "127.0.0
     import uvicorn
 
     app, settings = build_standalone_app(database)
-    uvicorn.run(app, host=host, port=port or settings.UI_PORT, log_level="info")
+    # proxy_headers off: uvicorn would take X-Forwarded-For from any loopback peer as the client's address; the app
+    # reads it itself, from XRAYLAB_TRUSTED_PROXIES only (ui/access.py).
+    uvicorn.run(app, host=host, port=port or settings.UI_PORT, log_level="info", proxy_headers=False)

@@ -10,7 +10,11 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
+
 from xraylab.db import monitoring as store
+from xraylab.db.models import Study
+from xraylab.db.scope import EVERY_HOSPITAL, ReadScope
 from xraylab.db.session import Database
 from xraylab.monitor.thresholds import ESTIMATED_PREFIX, METRICS, Thresholds
 
@@ -40,28 +44,37 @@ class MonitorView:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def snapshot(self, version: str | None, hospital: str | None) -> dict[str, Any] | None:
+    def snapshot(self, version: str | None, hospital: str | None,
+                 scope: ReadScope = EVERY_HOSPITAL) -> dict[str, Any] | None:
         """Everything the tab draws, in one transaction: ``version`` (default: the newest monitored one) and
-        ``hospital`` (default: all) as chosen, or None while no model has a monitor."""
+        ``hospital`` (default: all, or the reader's first) as chosen, or None while no model has a monitor.
+        Only the hospitals ``scope`` reads: the figures over all hospitals, their alerts and atypical images are
+        a network-wide reader's; the atypical images are the studies ``scope`` reads."""
         with self.db.session() as session:
             monitors = {m["model_version"]: m for m in store.list_monitors(session)}
             if not monitors:
                 return None
             version = version if version in monitors else list(monitors)[-1]
             per_hospital = {h: store.latest_results(session, version, h)
-                            for h in store.result_hospitals(session, version)}
-            hospital = hospital if hospital in per_hospital else store.ALL
+                            for h in store.result_hospitals(session, version) if scope.allows(h)}
+            choices = ([store.ALL] if scope.network else []) + list(per_hospital)
+            if hospital not in choices:
+                hospital = choices[0] if choices else None
             names = DRIFT + PERFORMANCE + [ESTIMATED_PREFIX + m for m in PERFORMANCE] + HEALTH
-            return {"versions": list(monitors), "version": version, "hospitals": [store.ALL, *per_hospital],
+            latest = ({} if hospital is None else per_hospital[hospital] if hospital != store.ALL
+                      else store.latest_results(session, version, store.ALL))
+            return {"versions": list(monitors), "version": version, "hospitals": choices,
                     "hospital": hospital, "monitor": monitors[version], "thresholds": store.get_thresholds(session),
-                    "points": store.series(session, version, names, hospital),
-                    "latest": (per_hospital[hospital] if hospital != store.ALL
-                               else store.latest_results(session, version, store.ALL)),
-                    "per_hospital": per_hospital, "alerts": store.alerts(session, version, limit=100)}
+                    "points": store.series(session, version, names, hospital) if hospital else [],
+                    "latest": _readable_atypical(session, latest, scope),
+                    "per_hospital": per_hospital,
+                    "alerts": [a for a in store.alerts(session, version, limit=100)
+                               if scope.network or scope.allows(a["hospital"])]}
 
     @staticmethod
     def state_markdown(monitor: dict[str, Any], version: str, hospital: str = store.ALL) -> str:
-        where = "all hospitals" if hospital == store.ALL else f"hospital {hospital}"
+        where = ("all hospitals" if hospital == store.ALL else f"hospital {hospital}" if hospital
+                 else "your hospitals (no figures for them yet)")
         text = (f"**Monitor of model `{version}`: {monitor['state']}** · showing {where}" +
                 (f" — {monitor['message']}" if monitor["message"] else "") +
                 f"  \nLast drift run {_when(monitor['last_drift_at'])} · last health run "
@@ -119,7 +132,7 @@ class MonitorView:
         from ui.monitor_plots import hospital_figure, series_figure
 
         points, thresholds = snap["points"], snap["thresholds"]
-        where = "all hospitals" if hospital == store.ALL else hospital
+        where = "all hospitals" if hospital == store.ALL else hospital or "your hospitals"
         estimated = {m: [p for p in points if p["metric"] == ESTIMATED_PREFIX + m and p["value"] is not None]
                      for m in ("accuracy",)}
         drift = series_figure(points, DRIFT, thresholds, f"Image and prediction drift ({where})")
@@ -131,14 +144,26 @@ class MonitorView:
         return drift, perf, health, per_hospital
 
 
+def _readable_atypical(session: Any, latest: dict[str, dict[str, Any]], scope: ReadScope) -> dict[str, Any]:
+    """``latest`` with its atypical images cut to the studies ``scope`` reads."""
+    image = latest.get("image") or {}
+    items = (image.get("detail") or {}).get("atypical") or []
+    if scope.network or not items:
+        return latest
+    ids = [int(a["study_id"]) for a in items]
+    readable = set(session.scalars(scope.where(select(Study.id).where(Study.id.in_(ids)))))
+    detail = {**image["detail"], "atypical": [a for a in items if int(a["study_id"]) in readable]}
+    return {**latest, "image": {**image, "detail": detail}}
+
+
 def add_monitor_tab(gr: Any, db: Database, user_of: Any) -> Any:
     """The tab's components and events, inside the caller's ``gr.Blocks`` (whose banner says when the model
     learnt from generated images); returns the ``gr.Tab``."""
     view = MonitorView(db)
 
     def show(version: str | None, hospital: str | None, request: gr.Request) -> tuple[Any, ...]:
-        user_of(request)
-        snap = view.snapshot(version, hospital)
+        user = user_of(request)
+        snap = view.snapshot(version, hospital, user.scope)
         if snap is None:
             return (gr.update(choices=[], value=None), gr.update(choices=[store.ALL], value=store.ALL), NO_MONITOR,
                     "", None, None, None, None, [], "")

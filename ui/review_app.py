@@ -10,7 +10,13 @@ own server, behind ``ui/access.py`` (login, sessions, security headers) in both.
 - **Monitor** (``ui/monitor_tab.py``): the model monitor's state, figures against their limits, alerts and the
   most atypical images.
 - Data loads after login, in event handlers: no component's default value holds any, so the page and its
-  config carry none. Every study opened and every verdict is in the audit trail; logs carry study ids.
+  config carry none. A user reads only the studies of their hospitals (``Principal.scope``); a study outside
+  answers as one that does not exist. Every worklist page shown (its filters and the study ids it listed), every
+  study opened and every verdict is in the audit trail; logs carry study ids.
+- Activity: a doctor's own clicks keep their session alive; the worklist's background refresh does not (an
+  unattended workstation signs out after ``SESSION_IDLE_MINUTES``).
+- Fairness: events run ``EVENT_CONCURRENCY`` at a time with a bounded queue (``EVENT_QUEUE_MAX``), and
+  ``ui/access.py`` limits the rate of one session's events, so that a flooding client does not hold up others.
 
 No ``from __future__ import annotations`` here: Gradio finds the ``gr.Request`` parameter of an event handler
 by its evaluated annotation.
@@ -24,7 +30,7 @@ import time
 from datetime import date, datetime
 from typing import Any
 
-from xraylab.accounts import Principal
+from xraylab.accounts import AccessPolicy, Principal, touch_session
 from xraylab.bands import BAND_ORDER
 from xraylab.db.review import (
     MAX_NOTES,
@@ -51,6 +57,8 @@ log = logging.getLogger("xraylab.ui")
 WORKLIST_COLUMNS = ["Study", "Status", "Risk band", "Score", "Hospital", "Patient", "Patient ID", "Study date"]
 SYNTHETIC_MARK = "⚠"  # after a score from a model trained on generated images (the banner says what it means)
 ALL = "All"
+EVENT_CONCURRENCY = 8  # Gradio events served at once (its default is one: one slow event held up every doctor)
+EVENT_QUEUE_MAX = 64  # events waiting beyond those: more are refused ("queue full"), never queued without end
 STATUS_CHOICES = {"All": "all", "Unreviewed": "unreviewed", "Reviewed": "reviewed"}
 
 # Shown by the page's own script when the app's API answers 401 (the session ended while the page was open):
@@ -160,6 +168,12 @@ class ReviewActions:
         self.settings = settings
         self.registry = open_registry(settings)
         self.images = images
+        self.policy = AccessPolicy.from_settings(settings)
+
+    def touch(self, user: Principal) -> None:
+        """The doctor did something: their session's idle time starts again (a background refresh does not)."""
+        with self.db.session() as session:
+            touch_session(session, user.session_id, self.policy)
 
     def score_label(self, row: dict[str, Any]) -> str:
         """The score, marked when the model that gave it learnt from generated images."""
@@ -174,10 +188,18 @@ class ReviewActions:
                               date_from=_parse_date(date_from, "From"), date_to=_parse_date(date_to, "To"),
                               status=STATUS_CHOICES.get(status, "all"))  # type: ignore[arg-type]
 
-    def page(self, filters: WorklistFilter, page: int) -> tuple[list[list[Any]], str, int, tuple[int, int, int]]:
+    def page(self, filters: WorklistFilter, page: int, user: Principal,
+             refresh: bool = False) -> tuple[list[list[Any]], str, int, tuple[int, int, int]]:
+        """One page of ``user``'s worklist, and a line of the audit trail: the filters and the studies listed."""
         with self.db.session() as session:
-            result = worklist_page(session, filters, page, self.settings.WORKLIST_PAGE_SIZE)
+            result = worklist_page(session, filters, page, self.settings.WORKLIST_PAGE_SIZE, scope=user.scope)
             version = worklist_version(session)
+            shown = {"hospital": filters.hospital, "band": filters.band, "status": filters.status,
+                     "from": filters.date_from, "to": filters.date_to}
+            detail = " ".join(f"{k}={v}" for k, v in shown.items() if v not in (None, "all"))
+            detail = f"page {result.page}/{result.pages} of {result.total}" + (f" {detail}" if detail else "") \
+                + (" (refresh)" if refresh else "")
+            record_audit(session, user.name, "list_worklist", detail=detail, listed=[r["id"] for r in result.rows])
         table = [[r["id"], _status(r), r.get("band"), self.score_label(r), r.get("hospital"), r.get("patient_name"),
                   r.get("patient_id"), r.get("study_date")] for r in result.rows]
         info = (f"Page {result.page} of {result.pages} · {result.total} studies · "
@@ -186,7 +208,7 @@ class ReviewActions:
 
     def open(self, study_id: int, user: Principal) -> dict[str, Any]:
         with self.db.session() as session:
-            detail = study_detail(session, study_id)  # raises StudyNotFoundError
+            detail = study_detail(session, study_id, scope=user.scope)  # raises StudyNotFoundError
             record_audit(session, user.name, "open_study", study_id)
         log.info("user %s opened study %s", user.name, detail["study_uid"])
         return detail
@@ -198,7 +220,8 @@ class ReviewActions:
             raise PermissionError(f"only doctors record verdicts; {user.name} is {user.role}")
 
         def work(session: Any) -> int:
-            verdict_id = record_verdict(session, study_id, user.user_id, label, notes, prediction_id=prediction_id)
+            verdict_id = record_verdict(session, study_id, user.user_id, label, notes, scope=user.scope,
+                                        prediction_id=prediction_id)
             record_audit(session, user.name, "verdict", study_id, f"{label} (verdict {verdict_id})")
             return verdict_id
 
@@ -250,14 +273,19 @@ def _history_markdown(verdicts: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _viewer_html(study_id: int | None, heatmap: bool, zoom: float, available: bool | None = True) -> str:
-    """The picture; ``available`` False: the object is gone from its store; None: the store did not answer."""
+def _viewer_html(study_id: int | None, heatmap: bool, zoom: float, available: bool | str | None = True) -> str:
+    """The picture; ``available`` False: the object is gone from its store; ``"changed"``: the object was replaced
+    after the study was scored (its eTag differs); None: the store did not answer."""
     from ui.study_media import heatmap_url, image_url
 
     if study_id is None:
         return "<p>Click a study in the worklist to open it.</p>"
     if available is False:
         return (f"<p id='image-missing'><strong>The image of study {study_id} is no longer in its store.</strong> "
+                "The prediction and verdicts are kept.</p>")
+    if available == "changed":
+        return (f"<p id='image-missing'><strong>The image of study {study_id} was replaced in its store after it "
+                "was scored:</strong> the score does not belong to the picture there now, so it is not shown. "
                 "The prediction and verdicts are kept.</p>")
     if available is None:
         return (f"<p id='image-missing'><strong>The image store of study {study_id} does not answer just now."
@@ -291,21 +319,27 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
                 "model trained on generated images.)")
 
     def worklist(hospital: str, band: str, status: str, date_from: str, date_to: str, page: int,
-                 request: gr.Request) -> tuple[Any, ...]:
-        user_of(request)
+                 request: gr.Request, refresh: bool = False) -> tuple[Any, ...]:
+        user = user_of(request)
+        if not refresh:
+            actions.touch(user)
         try:
             filters = actions.filters(hospital, band, status, date_from, date_to)
         except ValueError as exc:
             return gr.skip(), f"⚠️ {exc}", gr.skip(), gr.skip()
-        table, info, page, version = actions.page(filters, int(page or 1))
+        table, info, page, version = actions.page(filters, int(page or 1), user, refresh)
         return table, info, page, version
 
     def on_load(request: gr.Request) -> tuple[Any, ...]:
         user = user_of(request)
         with db.session() as session:
-            choices = [ALL, *hospitals(session)]
-        table, info, page, version = actions.page(WorklistFilter(), 1)
+            choices = [ALL, *hospitals(session, scope=user.scope)]
+        table, info, page, version = actions.page(WorklistFilter(), 1, user)
+        if user.scope.empty:
+            info = ("⚠️ Your account reads no hospital's patients yet: an administrator assigns your hospitals "
+                    "(`xraylab users hospitals`).")
         who = (f"<div id='signed-in'>Signed in as <strong>{html.escape(user.name)}</strong> ({user.role}) · "
+               f"<span id='reads'>reads {html.escape(user.scope.describe())}</span> · "
                "<a href='/logout'>Log out</a></div>")
         return who, banner(), gr.update(choices=choices, value=ALL), table, info, page, version
 
@@ -316,17 +350,19 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
             version = worklist_version(session)
         if seen is not None and tuple(seen) == tuple(version):
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        return worklist(hospital, band, status, date_from, date_to, page, request)
+        return worklist(hospital, band, status, date_from, date_to, page, request, refresh=True)
 
     def open_study(study_id: int, heatmap: bool, zoom: float, request: gr.Request) -> tuple[Any, ...]:
         user = user_of(request)
+        actions.touch(user)
         try:
             detail = actions.open(study_id, user)
         except StudyNotFoundError:
             message = f"⚠️ Study {study_id} does not exist (or was deleted). Refresh the worklist."
             return None, _viewer_html(None, False, zoom), message, "", 0, "", None, None, "", True
         try:
-            available: bool | None = images.exists(detail)
+            state = images.state(detail)
+            available: bool | str | None = True if state == "ok" else False if state == "gone" else state
         except Exception as exc:  # the store cannot be reached: say so, show the rest
             log.warning("study %s: store not reachable: %s", detail["study_uid"], type(exc).__name__)
             available = None
@@ -349,6 +385,7 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
              hospital: str, band: str, status: str, date_from: str, date_to: str, page: int,
              request: gr.Request) -> tuple[Any, ...]:
         user = user_of(request)
+        actions.touch(user)
         keep = (gr.skip(),) * 8
         if study_id is None:
             return ("⚠️ Open a study first.",) + keep
@@ -369,7 +406,7 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
         message = f"Saved: **{label}** on study {study_id} (verdict {verdict_id})."
         try:  # saved already: what follows only redraws, and a failure here must not invite a second save
             with db.session() as session:
-                verdicts = study_detail(session, int(study_id))["verdicts"]
+                verdicts = study_detail(session, int(study_id), scope=user.scope)["verdicts"]
             table, info, page, version = worklist(hospital, band, status, date_from, date_to, page, request)
         except Exception as exc:
             log.warning("study %s: verdict %s saved, the page not redrawn: %s", study_id, verdict_id,
@@ -452,6 +489,7 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
         zoom.release(redraw, [study_state, heatmap, zoom, available_state], viewer)
         record.click(save, [study_state, verdict, notes, seen_state, prediction_state, *filters, page_state],
                      [message, history, seen_state, verdict, notes, table, page_info, page_state, version_state])
+    demo.queue(default_concurrency_limit=EVENT_CONCURRENCY, max_size=EVENT_QUEUE_MAX)
     return demo
 
 

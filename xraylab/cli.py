@@ -9,7 +9,7 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -265,21 +265,95 @@ def _accounts_db(database: str):  # type: ignore[no-untyped-def]
     return Database(load_settings().database_url(database))
 
 
+HospitalOption = Annotated[list[str] | None, typer.Option(
+    "--hospital", help="a hospital whose patients the user reads (repeat for several)")]
+
+
 @users_app.command("add")
 def users_add(name: str, role: Annotated[str, typer.Option(help="doctor or admin")] = "doctor",
+              hospital: HospitalOption = None,
+              network: Annotated[bool, typer.Option("--network", help=(
+                  "the network-wide reading grant: every hospital's patients"))] = False,
               database: DatabaseOption = "default") -> None:
-    """Create user NAME; the password is asked for (or read from stdin's first line)."""
+    """Create user NAME; the password is asked for (or read from stdin's first line). The user reads the
+    patients of each --hospital, or of all with --network; with neither, none (an admin who manages accounts)."""
     from xraylab.accounts import AccountError, create_user
     from xraylab.db.review import record_audit
+    from xraylab.db.scope import ReadScope
 
     password = _read_password()
+    scope = ReadScope.of(hospital or (), network)
     try:
         with _accounts_db(database).session() as session:
-            create_user(session, name, password, role)
-            record_audit(session, None, "user_added", detail=f"{name} ({role})")
+            create_user(session, name, password, role, hospitals=scope.hospitals, network=network)
+            record_audit(session, _operator(), "user_added", detail=f"{name} ({role}); reads {scope.describe()}")
     except AccountError as exc:
         raise fail(str(exc)) from None
-    print(f"user {name} ({role}) added")
+    print(f"user {name} ({role}) added; reads {scope.describe()}")
+
+
+def _operator() -> str:
+    """Who ran a command, for the audit trail: the operating system's user."""
+    import getpass
+
+    try:
+        return f"os:{getpass.getuser()}"[:64]
+    except Exception:
+        return "os:unknown"
+
+
+@users_app.command("hospitals")
+def users_hospitals(name: str, add: Annotated[list[str] | None, typer.Option("--add", help="a hospital to add")] = None,
+                    remove: Annotated[list[str] | None, typer.Option("--remove", help="one to take away")] = None,
+                    database: DatabaseOption = "default") -> None:
+    """Change which hospitals' patients user NAME reads (a local account's; a directory account's come from its
+    groups). With no option, print them."""
+    from xraylab.accounts import AccountError, set_hospitals
+    from xraylab.db.review import record_audit
+
+    try:
+        with _accounts_db(database).session() as session:
+            scope = set_hospitals(session, name, add or (), remove or ())
+            if add or remove:
+                record_audit(session, _operator(), "user_hospitals",
+                             detail=f"{name}: +{sorted(add or [])} -{sorted(remove or [])}")
+    except AccountError as exc:
+        raise fail(str(exc)) from None
+    print(f"{name} reads {scope.describe()}")
+
+
+@users_app.command("grant-network")
+def users_grant_network(name: str, database: DatabaseOption = "default") -> None:
+    """Give user NAME the network-wide reading grant: every hospital's patients."""
+    _set_network(name, True, database)
+
+
+@users_app.command("revoke-network")
+def users_revoke_network(name: str, database: DatabaseOption = "default") -> None:
+    """Take the network-wide reading grant back from user NAME."""
+    _set_network(name, False, database)
+
+
+def _account_change(database: str, change: Any, action: str, detail: str) -> Any:
+    """``change(session)`` and its line of the audit trail in one transaction; a refused change exits 2."""
+    from xraylab.accounts import AccountError
+    from xraylab.db.review import record_audit
+
+    try:
+        with _accounts_db(database).session() as session:
+            result = change(session)
+            record_audit(session, _operator(), action, detail=detail)
+    except AccountError as exc:
+        raise fail(str(exc)) from None
+    return result
+
+
+def _set_network(name: str, granted: bool, database: str) -> None:
+    from xraylab.accounts import set_network_reader
+
+    _account_change(database, lambda session: set_network_reader(session, name, granted),
+                    "network_granted" if granted else "network_revoked", name)
+    print(f"user {name}: network-wide reading {'granted' if granted else 'revoked'}")
 
 
 @users_app.command("disable")
@@ -295,15 +369,10 @@ def users_enable(name: str, database: DatabaseOption = "default") -> None:
 
 
 def _set_disabled(name: str, disabled: bool, database: str) -> None:
-    from xraylab.accounts import AccountError, set_disabled
-    from xraylab.db.review import record_audit
+    from xraylab.accounts import set_disabled
 
-    try:
-        with _accounts_db(database).session() as session:
-            set_disabled(session, name, disabled)
-            record_audit(session, None, "user_disabled" if disabled else "user_enabled", detail=name)
-    except AccountError as exc:
-        raise fail(str(exc)) from None
+    _account_change(database, lambda session: set_disabled(session, name, disabled),
+                    "user_disabled" if disabled else "user_enabled", name)
     print(f"user {name} {'disabled' if disabled else 'enabled'}")
 
 
@@ -342,28 +411,36 @@ def users_revoke_key(key_id: Annotated[str, typer.Argument(help="the key, or its
 
 @users_app.command("list")
 def users_list(database: DatabaseOption = "default") -> None:
-    """One line per user: name, role, disabled or not, API keys, last login."""
+    """One line per user: name, role, local or directory, disabled or not, what it reads, API keys, last login."""
     from xraylab.accounts import list_users
 
     with _accounts_db(database).session() as session:
         for user in list_users(session):
             state = "disabled" if user["disabled"] else "active"
-            print(f"{user['name']}\t{user['role']}\t{state}\tkeys={user['api_keys']}\tlast_login={user['last_login_at']}")
+            print(f"{user['name']}\t{user['role']}\t{user['source']}\t{state}\treads={user['scope'].describe()}\t"
+                  f"keys={user['api_keys']}\tlast_login={user['last_login_at']}")
 
 
 def audit(study: Annotated[int | None, typer.Option(help="one study's trail")] = None,
           user: Annotated[str | None, typer.Option(help="one user's actions")] = None,
+          patient: Annotated[str | None, typer.Option(help="who saw patient P (their patient ID): every study")] = None,
           limit: int = 1000, database: DatabaseOption = "default") -> None:
-    """Print the audit trail (who opened which study, who recorded which verdict, logins), oldest first."""
-    from xraylab.db.review import audit_trail
+    """Print the audit trail (logins, worklist pages and the studies they listed, studies opened, pictures,
+    verdicts), oldest first. The query itself is audited, under the operating system's user."""
+    from xraylab.db.review import audit_trail, record_audit
 
-    if study is None and user is None:
-        raise fail("name a --study ID or a --user NAME")
+    if study is None and user is None and patient is None:
+        raise fail("name a --study ID, a --user NAME or a --patient ID")
     with _accounts_db(database).session() as session:
-        events = audit_trail(session, study_id=study, user_name=user, limit=limit)
+        events = audit_trail(session, study_id=study, user_name=user, limit=limit, patient_id=patient)
+        asked = {"study": study, "user": user, "patient": "given" if patient is not None else None}
+        record_audit(session, _operator(), "audit_query", study_id=study,
+                     detail=" ".join(f"{k}={v}" for k, v in asked.items() if v is not None))
     if not events:
         print("no audit events" + (f" for study {study}" if study is not None else ""), file=sys.stderr)
     for event in events:
         where = f"study={event['study_id']}" if event["study_id"] is not None else "-"
+        if event["listed"]:
+            where = "listed=" + ",".join(str(i) for i in event["listed"])
         print(f"{event['at']:%Y-%m-%d %H:%M:%S}\t{event['user'] or '-'}\t{event['action']}\t{where}\t"
               f"{event['detail'] or ''}")

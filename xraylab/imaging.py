@@ -242,19 +242,17 @@ def inference_transforms(spec: PreprocessSpec | None = None, limits: ImageLimits
     ])
 
 
-def open_picture(data: bytes, max_side: int | None = None) -> Image.Image:
+def open_picture(data: bytes, max_side: int | None = None, limits: ImageLimits | None = None) -> Image.Image:
     """The picture of a JPEG, PNG or DICOM file for people to look at: an 8-bit grey (or the file's own mode,
     for JPEG and PNG) Pillow image, at most ``max_side`` pixels a side when given (a JPEG decodes at a reduced
-    scale). A DICOM file shows as the chain sees it (``DecodeImage``), rounded to 8 bits."""
-    from xraylab.dicom import is_dicom
-
-    if is_dicom(data):
-        picture = Image.fromarray(np.round(ToGrayscale()(DecodeImage()(data))).astype(np.uint8), mode="L")
+    scale). A DICOM file shows as the chain sees it, rounded to 8 bits. It decodes through the chain's own
+    ``DecodeImage``: with ``limits``, a picture that would decode to more pixels than they allow is refused
+    (``InvalidImageError``, ``too_many_pixels``) from its header, before any pixel is decoded, as scoring refuses it."""
+    decoded = DecodeImage((max_side, max_side) if max_side else None, limits)(data)
+    if isinstance(decoded, np.ndarray):  # a DICOM file's grey picture
+        picture = Image.fromarray(np.round(ToGrayscale()(decoded)).astype(np.uint8), mode="L")
     else:
-        picture = Image.open(io.BytesIO(data))
-        if max_side:
-            picture.draft("L", (max_side, max_side))
-        picture.load()
+        picture = decoded
     if max_side:
         picture.thumbnail((max_side, max_side))
     return picture
@@ -269,5 +267,7 @@ def picture_size(data: bytes) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(data)) as header:
             return header.size
+    except Image.DecompressionBombError as exc:  # Pillow's own ceiling, above any ImageLimits
+        raise InvalidImageError(f"more pixels than Pillow decodes: {exc}", RejectReason.TOO_MANY_PIXELS) from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise InvalidImageError(f"not a readable JPEG, PNG or DICOM image: {exc}") from exc

@@ -91,6 +91,19 @@ class OrthancClient:
             raise OrthancError(f"GET /instances/<id> answered {response.status_code}")
         return True
 
+    def instance_md5(self, instance_id: str, *, max_bytes: int) -> str | None:
+        """The MD5 (hex) of the instance's file, the eTag ``fetch_instance`` gives it, or None when the PACS does
+        not hold it: Orthanc's own record of its attachment's MD5, without reading the file; where Orthanc keeps
+        none (``StoreMD5`` off), the file's, read to ``max_bytes``."""
+        if not is_instance_id(instance_id):
+            return None
+        response = self._get(f"/instances/{instance_id}/attachments/dicom/md5")
+        if response.status_code == 200:
+            return str(response.text).strip().strip('"')
+        if not self.has_instance(instance_id):
+            return None
+        return hashlib.md5(self.instance_file(instance_id, max_bytes=max_bytes), usedforsecurity=False).hexdigest()
+
     def instance_file(self, instance_id: str, *, max_bytes: int) -> bytes:
         """The instance's DICOM file. Raises ``RejectedInputError`` (``missing_object``, ``too_large``,
         ``invalid_name``) for what retrying cannot fix, ``OrthancError`` or a ``requests`` error otherwise."""

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from xraylab.bands import BAND_ORDER, DEFAULT_BANDS, Bands
@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     SEAWEED_VOLUME_PORT: int = 18080
     SEAWEED_FILER_PORT: int = 18888
     MARIADB_PORT: int = 13306
+    LDAP_PORT: int = 13389  # the demo directory (cluster/local/slapd.sh): StartTLS
+    LDAPS_PORT: int = 13636  # and LDAP over TLS
     # The SeaweedFS gRPC client's security.toml (mutual TLS), written by cluster/local/seaweedfs.sh;
     # default <state dir>/seaweedfs/client.
     SEAWEED_CLIENT_CONFIG_DIR: Path | None = None
@@ -177,6 +179,24 @@ class Settings(BaseSettings):
     LOGIN_LOCKOUT_S: float = Field(300, gt=0, description="the first lock; it doubles with each further failure")
     LOGIN_IP_MAX_FAILURES: int = Field(30, ge=1, description="failed logins from one address per 10 minutes")
     COOKIE_SECURE: bool | None = None  # the session cookie only over HTTPS; default: on in production
+    TRUSTED_PROXIES: list[str] = Field(default_factory=list, description=(
+        "addresses or networks (CIDR) of the reverse proxies in front of the app: only from them is "
+        "X-Forwarded-For read for the client's address; empty: the peer's address is the client's"))
+    DIRECTORY_CONFIG: Path | None = Field(None, description=(
+        "the directory sign-in settings file (TOML, xraylab/directory.py); unset: local accounts only"))
+    DIRECTORY_BIND_PASSWORD: SecretStr | None = None  # the directory's service account (never in that file)
+
+    @field_validator("TRUSTED_PROXIES")
+    @classmethod
+    def _proxies_are_networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"XRAYLAB_TRUSTED_PROXIES: {item!r} is no address or network (CIDR)") from None
+        return value
     WORKLIST_PAGE_SIZE: int = Field(50, ge=5, le=500)
     WORKLIST_REFRESH_S: float = Field(5.0, gt=0, description="how often an open worklist looks for new rows")
 

@@ -12,7 +12,7 @@ from xraylab.errors import RejectedInputError, RejectReason
 from xraylab.messages import FetchedObject
 from xraylab.orthanc import OrthancClient, fetch_instance
 from xraylab.settings import Settings, UnknownEndpointError
-from xraylab.storage import check_reachable, get_object, make_s3_client, object_exists
+from xraylab.storage import check_reachable, get_object, make_s3_client, object_etag, object_exists
 
 __all__ = ["Sources"]
 
@@ -62,6 +62,13 @@ class Sources:
         if self.is_pacs(endpoint_id):
             return self.pacs().has_instance(key)
         return object_exists(self.s3(endpoint_id), bucket, key)
+
+    def etag(self, endpoint_id: str, bucket: str, key: str) -> str | None:
+        """The object's eTag as ``fetch`` gives it (S3: its ETag, from a HEAD request; the PACS: the file's MD5, as
+        Orthanc recorded it), without reading the object; None when it is no longer there."""
+        if self.is_pacs(endpoint_id):
+            return self.pacs().instance_md5(key, max_bytes=self.settings.MAX_IMAGE_BYTES)
+        return object_etag(self.s3(endpoint_id), bucket, key)
 
     def check(self, endpoint_id: str) -> None:
         """Raise unless the endpoint (or the PACS) answers at all."""

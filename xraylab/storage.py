@@ -9,7 +9,8 @@ from xraylab.errors import RejectedInputError, RejectReason
 from xraylab.messages import FetchedObject, StudyMetadata
 from xraylab.settings import S3Endpoint
 
-__all__ = ["make_s3_client", "get_object", "object_exists", "check_reachable", "error_code", "MISSING_CODES"]
+__all__ = ["make_s3_client", "get_object", "object_exists", "object_etag", "check_reachable", "error_code",
+           "MISSING_CODES"]
 
 MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchBucket"})  # what S3 answers for "not there"
 
@@ -94,6 +95,20 @@ def object_exists(client: Any, bucket: str, key: str) -> bool:
             return False
         raise
     return True
+
+
+def object_etag(client: Any, bucket: str, key: str) -> str | None:
+    """The object's ETag as ``get_object`` gives it (quotes stripped; "" if the store sends none) from a HEAD
+    request, without reading the object; None when it is not there. Other errors raise."""
+    from botocore.exceptions import ClientError
+
+    try:
+        response = client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if error_code(exc) in MISSING_CODES:
+            return None
+        raise
+    return (response.get("ETag") or "").strip('"')
 
 
 def check_reachable(client: Any) -> None:

@@ -161,7 +161,7 @@ def test_the_worklist_holds_pacs_and_s3_studies_alike_and_shows_the_tags(pipelin
     study_id = studies(mariadb, {dicom.key})[dicom.key].id
     jpeg_id = studies(mariadb, {f"{hospital}/plain.jpeg"})[f"{hospital}/plain.jpeg"].id
 
-    doctor, password = new_account(mariadb)
+    doctor, password = new_account(mariadb, hospitals=[hospital])
     context = browser.new_context(viewport={"width": 1600, "height": 1100})
     page = context.new_page()
     log_in(page, pipeline.url, doctor, password)

@@ -229,7 +229,7 @@ def test_the_monitor_tab_in_chromium_during_a_drift(monitor, pipeline, settings,
     clean = upload_generated(s3, monitor_bucket, 50, seed=140, prefix="w140/", hospitals=("northgate",))
     window(settings, s3, monitor_bucket, mariadb, monitor, seed=141, n=100, drift="blur", hospitals=("riverside",),
            extra=clean)
-    name, password = new_account(mariadb)
+    name, password = new_account(mariadb, network=True)  # the monitor over all hospitals is a network reader's
     page = browser.new_context(viewport={"width": 1600, "height": 1200}).new_page()
     log_in(page, pipeline.url, name, password)
     page.get_by_role("tab", name="Monitor").click()

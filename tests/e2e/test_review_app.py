@@ -19,7 +19,7 @@ from ingest.uploader import upload_study
 from tests.accounts import new_account, new_api_key
 from tests.e2e.browser import log_in
 from tests.e2e.observe import rows_for
-from xraylab.db.models import Study, User, UserSession, VerdictRow
+from xraylab.db.models import LoginThrottle, Study, User, UserSession, VerdictRow
 from xraylab.messages import StudyMetadata
 from xraylab.synthetic import encode_jpeg, generate_xray
 
@@ -32,9 +32,9 @@ SIDE = 640  # pixels of the uploaded images
 class Ward:
     """Studies of one made-up hospital, so that the test's filter shows only its own rows."""
 
-    def __init__(self, s3, bucket: str, mariadb) -> None:
+    def __init__(self, s3, bucket: str, mariadb, hospital: str | None = None) -> None:
         self.s3, self.bucket, self.db = s3, bucket, mariadb
-        self.hospital = f"e2e-{uuid.uuid4().hex[:6]}"
+        self.hospital = hospital or f"e2e-{uuid.uuid4().hex[:6]}"
         self.keys: dict[str, StudyMetadata] = {}
         self.rng = np.random.default_rng(7)
 
@@ -54,11 +54,12 @@ class Ward:
     def wait_rows(self) -> dict[str, int]:
         """object key -> study id, once every uploaded key has its row."""
         deadline = time.time() + WAIT_S
-        while len(rows_for(self.db, self.bucket)) < len(self.keys) and time.time() < deadline:
+        while (len([k for k, _ in rows_for(self.db, self.bucket) if k in self.keys]) < len(self.keys)
+               and time.time() < deadline):
             time.sleep(1)
         with self.db.session() as session:
-            found = dict(session.execute(select(Study.object_key, Study.id)
-                                         .where(Study.bucket == self.bucket)).tuples().all())
+            found = dict(session.execute(select(Study.object_key, Study.id).where(
+                (Study.bucket == self.bucket) & Study.object_key.startswith(self.hospital + "/"))).tuples().all())
         assert set(found) == set(self.keys), "every upload has its study"
         return found
 
@@ -122,7 +123,7 @@ def test_nothing_of_a_patient_without_a_session_or_key(pipeline, ward, mariadb) 
     assert requests.get(f"{url}/healthz", timeout=30).status_code == 200  # probes need no login
 
     # Logged in, the page and its config still carry no patient data: it loads in an event, after login.
-    doctor, password = new_account(mariadb)
+    doctor, password = new_account(mariadb, hospitals=[ward.hospital])
     browser_like = requests.Session()
     assert browser_like.post(f"{url}/login", data={"username": doctor, "password": password},
                              timeout=30).status_code == 200
@@ -137,8 +138,8 @@ def test_a_doctor_reviews_by_clicking_and_a_second_doctor_keeps_the_first_verdic
 
     ward.upload(3)
     ward.wait_rows()
-    doc_a, pw_a = new_account(mariadb)
-    doc_b, pw_b = new_account(mariadb)
+    doc_a, pw_a = new_account(mariadb, hospitals=[ward.hospital])
+    doc_b, pw_b = new_account(mariadb, hospitals=[ward.hospital])
     shots = settings.STATE_DIR / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
 
@@ -241,7 +242,7 @@ def test_a_session_that_ends_mid_verdict_loses_nothing(pipeline, ward, mariadb, 
 
     [key] = ward.upload(1)
     study_id = ward.wait_rows()[key]
-    name, password = new_account(mariadb)
+    name, password = new_account(mariadb, hospitals=[ward.hospital])
     context = browser.new_context(viewport={"width": 1500, "height": 1000})
     page = context.new_page()
     log_in(page, pipeline.url, name, password)
@@ -274,7 +275,7 @@ def test_gone_images_deleted_studies_and_live_refresh(pipeline, ward, mariadb, b
 
     keys = ward.upload(2)
     ids = ward.wait_rows()
-    name, password = new_account(mariadb)
+    name, password = new_account(mariadb, hospitals=[ward.hospital])
     context = browser.new_context(viewport={"width": 1500, "height": 1000})
     page = context.new_page()
     log_in(page, pipeline.url, name, password)
@@ -331,5 +332,151 @@ def test_login_is_throttled_after_repeated_failures(pipeline, mariadb, browser) 
     assert "/ui/" not in page.url
     page.close()
     with mariadb.session() as session:
-        user = session.scalar(select(User).where(User.name == name))
-        assert user.locked_until is not None and user.failed_logins == 5
+        throttle = session.get(LoginThrottle, name)
+        assert throttle.locked_until is not None and throttle.failures == 5
+
+
+def test_doctors_see_only_their_hospitals_and_a_network_reader_sees_both(pipeline, s3, bucket, mariadb,
+                                                                          browser) -> None:
+    """Two doctors of two hospitals, each in their own browser, list and open only their own studies: a study of
+    the other hospital answers exactly as one that does not exist, by id and by picture URL. A reader with the
+    network-wide grant sees both; an admin without a grant sees none. Every worklist page shown is audited with
+    the study ids it listed, so that `xraylab audit --patient` tells who saw a patient."""
+    from playwright.sync_api import expect
+
+    from xraylab.db.review import audit_trail
+
+    north, south = Ward(s3, bucket, mariadb), Ward(s3, bucket, mariadb)
+    [north_key], [south_key] = north.upload(1), south.upload(1)
+    north_id, south_id = north.wait_rows()[north_key], south.wait_rows()[south_key]
+    north_name, south_name = north.keys[north_key].patient_name, south.keys[south_key].patient_name
+    doc_north, pw_north = new_account(mariadb, hospitals=[north.hospital])
+    doc_south, pw_south = new_account(mariadb, hospitals=[south.hospital])
+    reader, pw_reader = new_account(mariadb, network=True)
+    admin, pw_admin = new_account(mariadb, role="admin", prefix="admin")
+
+    def open_by_id(page, study_id: int) -> dict:
+        return {kind: (answer.status, answer.json()) for kind in ("image", "heatmap")
+                for answer in [page.request.get(f"{pipeline.url}/review/studies/{study_id}/{kind}")]}
+
+    for doctor, password, own, other in ((doc_north, pw_north, north, south), (doc_south, pw_south, south, north)):
+        context = browser.new_context(viewport={"width": 1500, "height": 1000})
+        page = context.new_page()
+        log_in(page, pipeline.url, doctor, password)
+        expect(page.locator("#reads")).to_contain_text(own.hospital)
+        page.locator("#filter-hospital input").click()
+        options = page.get_by_role("option")
+        expect(options).to_have_count(2)  # All and their own hospital
+        assert sorted(t.replace("✓", "").strip() for t in options.all_inner_texts()) == sorted(["All", own.hospital])
+        page.keyboard.press("Escape")
+        expect(page.locator("#page-info")).to_contain_text("1 studies")
+        own_id, other_id = own.wait_rows()[next(iter(own.keys))], other.wait_rows()[next(iter(other.keys))]
+        expect(page.locator("#worklist")).to_contain_text(own.keys[next(iter(own.keys))].patient_name)
+        body = page.content()
+        assert other.keys[next(iter(other.keys))].patient_name not in body and other.hospital not in body
+        cell(page, 0, 0).click()
+        expect(page.locator("#study-details")).to_contain_text(f"Study {own_id}", timeout=30000)
+        # The other hospital's study, asked for by its id, is as absent as an id that never existed.
+        outside, missing = open_by_id(page, other_id), open_by_id(page, 9_999_999)
+        assert {k: v[0] for k, v in outside.items()} == {"image": 404, "heatmap": 404}
+        assert outside["image"][1] == {"error": "no_such_study",
+                                      "detail": f"study {other_id} does not exist (or was deleted)"}
+        assert {k: (v[0], v[1]["error"]) for k, v in outside.items()} == \
+               {k: (v[0], v[1]["error"]) for k, v in missing.items()}
+        assert page.request.get(f"{pipeline.url}/review/studies/{own_id}/image").status == 200
+        context.close()
+
+    context = browser.new_context(viewport={"width": 1500, "height": 1000})
+    page = context.new_page()
+    log_in(page, pipeline.url, reader, pw_reader)
+    expect(page.locator("#reads")).to_contain_text("every hospital")
+    for ward, study_id, name in ((north, north_id, north_name), (south, south_id, south_name)):
+        show_hospital(page, ward.hospital)
+        expect(page.locator("#worklist")).to_contain_text(name, timeout=30000)
+        assert page.request.get(f"{pipeline.url}/review/studies/{study_id}/image").status == 200
+    context.close()
+
+    context = browser.new_context()
+    page = context.new_page()
+    log_in(page, pipeline.url, admin, pw_admin)
+    expect(page.locator("#page-info")).to_contain_text("reads no hospital")
+    assert north_name not in page.content() and south_name not in page.content()
+    assert page.request.get(f"{pipeline.url}/review/studies/{north_id}/image").status == 404
+    context.close()
+
+    with mariadb.session() as session:
+        trail = audit_trail(session, patient_id=north.keys[north_key].patient_id)
+    saw_north = {(e["user"], e["action"]) for e in trail}
+    assert (doc_north, "list_worklist") in saw_north and (doc_north, "open_study") in saw_north
+    assert (reader, "list_worklist") in saw_north
+    assert not any(user in (doc_south, admin) for user, _ in saw_north)
+
+
+def test_directory_doctors_sign_in_through_slapd_and_a_disabled_one_cannot(pipeline, s3, bucket, mariadb,
+                                                                            browser) -> None:
+    """The local stack's OpenLDAP (cluster/local/slapd.sh): dr.north signs in with the directory's password and
+    reads the hospital its group maps to (northgate), nothing else; dr.disabled, locked in the directory, is
+    refused as a wrong password is; a local account keeps working beside them."""
+    from playwright.sync_api import expect
+
+    from tests.accounts import directory_demo_password
+    from xraylab.db.models import User as UserRow
+
+    password = directory_demo_password()
+    elsewhere = Ward(s3, bucket, mariadb)
+    [key] = elsewhere.upload(1)
+    outside_id = elsewhere.wait_rows()[key]
+
+    context = browser.new_context(viewport={"width": 1500, "height": 1000})
+    page = context.new_page()
+    log_in(page, pipeline.url, "dr.north", password)
+    expect(page.locator("#reads")).to_contain_text("northgate")
+    page.locator("#filter-hospital input").click()
+    assert sorted(t.replace("✓", "").strip() for t in page.get_by_role("option").all_inner_texts()) == \
+        ["All", "northgate"]
+    page.keyboard.press("Escape")
+    assert page.request.get(f"{pipeline.url}/review/studies/{outside_id}/image").status == 404
+    assert elsewhere.keys[key].patient_name not in page.content()
+    context.close()
+    with mariadb.session() as session:
+        row = session.scalar(select(UserRow).where(UserRow.name == "dr.north"))
+        assert row.source == "directory" and row.role == "doctor" and not row.network_reader
+        assert [h.hospital for h in row.hospitals] == ["northgate"]
+
+    page = browser.new_page()
+    page.goto(f"{pipeline.url}/login")
+    page.get_by_label("Username").fill("dr.disabled")
+    page.get_by_label("Password").fill(password)  # the right password of a disabled directory account
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#login-message")).to_contain_text("Wrong username or password")
+    assert "/ui/" not in page.url
+    local, local_password = new_account(mariadb, hospitals=[elsewhere.hospital])
+    page.close()
+    page = browser.new_context().new_page()
+    log_in(page, pipeline.url, local, local_password)  # break-glass and small sites: local accounts still work
+    expect(page.locator("#reads")).to_contain_text(elsewhere.hospital)
+    page.close()
+
+
+def test_a_forwarded_header_cannot_reset_the_address_limit_on_the_ingress(pipeline, mariadb) -> None:
+    """On the Serve ingress (uvicorn in Serve, FORWARDED_ALLOW_IPS empty): failures sent with made-up
+    X-Forwarded-For addresses all count on the real peer, and a new made-up address does not reset the limit.
+    A browser with the device cookie of its account still signs in. (Last in this module: it spends the
+    address's failures for the next 10 minutes.)"""
+    from xraylab.settings import load_settings
+
+    url = pipeline.url
+    doctor, password = new_account(mariadb)
+    known = requests.Session()
+    assert known.post(f"{url}/login", data={"username": doctor, "password": password}, allow_redirects=False,
+                      timeout=30).status_code == 303
+    limit = load_settings().LOGIN_IP_MAX_FAILURES
+    answers = [requests.post(f"{url}/login", data={"username": f"ghost-{i}", "password": "guess"}, timeout=30,
+                             headers={"X-Forwarded-For": f"203.0.113.{i % 250}"}).status_code for i in range(limit)]
+    assert answers.count(401) == len(answers) - answers.count(429)
+    refused = requests.post(f"{url}/login", data={"username": doctor, "password": password}, timeout=30,
+                            headers={"X-Forwarded-For": "198.51.100.8"}, allow_redirects=False)
+    assert refused.status_code == 429 and "from this address" in refused.text
+    again = known.post(f"{url}/login", data={"username": doctor, "password": password}, allow_redirects=False,
+                       timeout=30)
+    assert again.status_code == 303  # the doctor's own browser is not shut out

@@ -23,7 +23,9 @@ def free_port() -> int:
 
 def test_standalone_ui_refuses_to_start_without_accounts_then_requires_login(tmp_path) -> None:
     url_db = f"sqlite:///{tmp_path / 'ui.db'}"
-    env = {**os.environ, "XRAYLAB_DATABASE_URL": url_db, "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {**os.environ, "XRAYLAB_DATABASE_URL": url_db, "GRADIO_ANALYTICS_ENABLED": "False",
+           "XRAYLAB_LOGIN_IP_MAX_FAILURES": "4"}
+    env["FORWARDED_ALLOW_IPS"] = "127.0.0.1"  # uvicorn's own default, which `xraylab ui` must not follow
     port = free_port()
     command = [sys.executable, "-m", "xraylab_cli", "ui", "--port", str(port)]
     unmigrated = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
@@ -60,6 +62,19 @@ def test_standalone_ui_refuses_to_start_without_accounts_then_requires_login(tmp
         assert session.get(f"{url}/ui/config", timeout=10).status_code == 401
         replayed = requests.get(f"{url}/ui/config", cookies={"xraylab_session": token}, timeout=10)
         assert replayed.status_code == 401 and replayed.json()["error"] == "session_expired"  # ended on the server
+        # The per-address limit counts the real peer: an X-Forwarded-For from a client (no trusted proxy is
+        # configured) neither spreads the failures over made-up addresses nor resets them. (One failure above.)
+        for i in range(3):
+            guess = requests.post(f"{url}/login", data={"username": f"ghost-{i}", "password": "x"},
+                                  headers={"X-Forwarded-For": f"203.0.113.{i}"}, timeout=10)
+            assert guess.status_code == 401
+        blocked = requests.post(f"{url}/login", data={"username": "ghost-x", "password": password},
+                                headers={"X-Forwarded-For": "203.0.113.99"}, allow_redirects=False, timeout=10)
+        assert blocked.status_code == 429 and "from this address" in blocked.text
+        # The browser where the doctor signed in (its device cookie) is not shut out by it.
+        again = session.post(f"{url}/login", data={"username": name, "password": password, "next": "/ui/"},
+                             allow_redirects=False, timeout=10)
+        assert again.status_code == 303
     finally:
         proc.terminate()
         proc.wait(30)

@@ -38,6 +38,7 @@ def test_worklist_bench_times_every_query_on_sqlite(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     [run] = json.loads(out.read_text())["results"]
     assert run["database"] == "sqlite" and run["studies"] == 2000
-    assert {"first page", "one hospital", "live-refresh poll", "handler (query + table)"} <= set(run["timings"])
+    assert {"first page", "one hospital", "live-refresh poll", "handler (query + table + audit)",
+            "a doctor of two hospitals"} <= set(run["timings"])
     assert all(t["median_ms"] > 0 for t in run["timings"].values())
     assert "first page" in result.stdout

@@ -33,8 +33,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["Base", "Study", "Prediction", "User", "ApiKey", "UserSession", "VerdictRow", "AuditEvent", "Heatmap",
-           "MonitorRow", "MonitorSetting", "MonitorResult", "MonitorAlert", "ResearchExport", "utcnow"]
+__all__ = ["Base", "Study", "Prediction", "User", "UserHospital", "LoginThrottle", "LoginDevice", "ApiKey",
+           "UserSession", "VerdictRow", "AuditEvent", "AuditListed", "Heatmap", "MonitorRow",
+           "MonitorSetting", "MonitorResult", "MonitorAlert", "ResearchExport", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -100,7 +101,12 @@ class Prediction(Base):
 
 
 class User(Base):
-    """A person (role ``doctor`` or ``admin``) or a machine client's owner. Passwords are argon2 hashes."""
+    """A person (role ``doctor`` or ``admin``) or a machine client's owner. Passwords are argon2 hashes; a
+    directory account (``source`` ``directory``) has none that can match: its password is the directory's.
+
+    What a user may read of patients: the studies of its hospitals (``hospitals``), or of every hospital with
+    the network-wide reading grant (``network_reader``) that an admin gives explicitly. A role reads nothing
+    by itself: an admin without hospitals or the grant manages accounts and reads no patient."""
 
     __tablename__ = "users"
 
@@ -109,10 +115,44 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str] = mapped_column(String(255))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("0"))
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    network_reader: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("0"))
+    source: Mapped[str] = mapped_column(String(16), default="local", server_default="local")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    hospitals: Mapped[list[UserHospital]] = relationship(cascade="all, delete-orphan", lazy="selectin")
+
+
+class UserHospital(Base):
+    """One hospital whose patients a user may read."""
+
+    __tablename__ = "user_hospitals"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    hospital: Mapped[str] = mapped_column(String(128), primary_key=True)
+
+
+class LoginThrottle(Base):
+    """Consecutive failed logins of one name, whether it is an account's or not: the same rule and the same
+    table for both, so that neither the answer nor its time tells which names exist."""
+
+    __tablename__ = "login_throttle"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LoginDevice(Base):
+    """A browser where a user signed in before (its cookie's SHA-256): such a login is not held back by the
+    per-address limit nor by a lock someone else's guesses put on the account (OWASP's device cookies)."""
+
+    __tablename__ = "login_devices"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ApiKey(Base):
@@ -175,6 +215,16 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(32))
     study_id: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[str | None] = mapped_column(String(512))
+
+
+class AuditListed(Base):
+    """A study shown in a listing (a worklist page) that one audit event records: who saw which names."""
+
+    __tablename__ = "audit_listed"
+    __table_args__ = (Index("ix_audit_listed_study", "study_id"),)
+
+    audit_id: Mapped[int] = mapped_column(ForeignKey("audit_events.id", ondelete="CASCADE"), primary_key=True)
+    study_id: Mapped[int] = mapped_column(Integer, primary_key=True)
 
 
 class Heatmap(Base):

@@ -1,7 +1,9 @@
 """The review side's reads and writes: the worklist (filtered, paged, in risk order), one study with its
 predictions and verdicts, verdicts (append-only), the audit trail and cached Grad-CAM maps.
 
-Like ``crud.py``, every function takes the caller's ``session``; the review app opens one per action.
+Like ``crud.py``, every function takes the caller's ``session``; the review app opens one per action. Every
+read of patient data takes the reader's ``scope`` (``xraylab.db.scope.ReadScope``, a required keyword): a study
+outside it is not found, exactly as one that does not exist.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from sqlalchemy.orm import Session
 
 from xraylab.bands import BAND_ORDER
 from xraylab.db.crud import band_rank, study_row
-from xraylab.db.models import AuditEvent, Heatmap, Prediction, Study, User, VerdictRow, utcnow
+from xraylab.db.models import AuditEvent, AuditListed, Heatmap, Prediction, Study, User, VerdictRow, utcnow
+from xraylab.db.scope import ReadScope
 from xraylab.labels import VERDICT_LABELS
 
 __all__ = ["WorklistFilter", "WorklistPage", "worklist_page", "worklist_version", "hospitals", "study_detail",
            "record_verdict", "verdict_history", "record_audit", "audit_trail", "cached_heatmap", "store_heatmap",
-           "StudyNotFoundError", "InvalidVerdictError", "MAX_NOTES", "ReviewStatus", "studies_by_keys"]
+           "StudyNotFoundError", "InvalidVerdictError", "MAX_NOTES", "ReviewStatus", "studies_by_keys",
+           "study_in_scope"]
 
 MAX_NOTES = 2000  # characters of a verdict's notes
 ReviewStatus = Literal["all", "unreviewed", "reviewed"]
@@ -73,7 +77,8 @@ def _page_count(total: int, page_size: int) -> int:
     return max(1, math.ceil(total / page_size))
 
 
-def _filtered(query: Any, filters: WorklistFilter) -> Any:
+def _filtered(query: Any, filters: WorklistFilter, scope: ReadScope) -> Any:
+    query = scope.where(query)
     if filters.hospital:
         query = query.where(Study.hospital == filters.hospital)
     if filters.band:
@@ -88,16 +93,17 @@ def _filtered(query: Any, filters: WorklistFilter) -> Any:
 
 
 def worklist_page(session: Session, filters: WorklistFilter | None = None, page: int = 1,
-                  page_size: int = 50) -> WorklistPage:
-    """One page of the worklist: unreviewed studies first, then by band (highest risk first), then by score.
-    Each row carries its latest prediction and who reviewed it (``reviewers``: name -> latest label)."""
+                  page_size: int = 50, *, scope: ReadScope) -> WorklistPage:
+    """One page of the worklist of the studies in ``scope``: unreviewed studies first, then by band (highest risk
+    first), then by score. Each row carries its latest prediction and who reviewed it (``reviewers``: name ->
+    latest label)."""
     filters = filters or WorklistFilter()
-    total = session.scalar(_filtered(select(func.count(Study.id)), filters)) or 0
+    total = session.scalar(_filtered(select(func.count(Study.id)), filters, scope)) or 0
     page = min(max(1, page), _page_count(total, page_size))
     # The page's ids first, from the worklist index alone (it holds every sort key and the id), then their rows:
     # a deep page skips index entries, not whole rows.
     ids = list(session.scalars(
-        _filtered(select(Study.id), filters)
+        _filtered(select(Study.id), filters, scope)
         .order_by(Study.reviewed, Study.band_rank, Study.score.desc(), Study.id)
         .offset((page - 1) * page_size).limit(page_size)
     ))
@@ -140,17 +146,26 @@ def worklist_version(session: Session) -> tuple[int, int, int]:
             session.scalar(select(func.max(VerdictRow.id))) or 0)
 
 
-def hospitals(session: Session) -> list[str]:
+def hospitals(session: Session, *, scope: ReadScope) -> list[str]:
+    """The hospitals with studies that ``scope`` reads (the worklist's filter choices)."""
+    if not scope.network:
+        return sorted(scope.hospitals)  # the user's own, whether or not they have studies yet
     return [h for h in session.scalars(select(Study.hospital).where(Study.hospital.is_not(None))
                                        .distinct().order_by(Study.hospital))]
 
 
-def study_detail(session: Session, study_id: int) -> dict[str, Any]:
+def study_in_scope(session: Session, study_id: int, scope: ReadScope) -> Study:
+    """The study, if ``scope`` reads it; else ``StudyNotFoundError``, as for a study that does not exist."""
+    study = session.get(Study, study_id)
+    if study is None or not scope.allows(study.hospital):
+        raise StudyNotFoundError(study_id)
+    return study
+
+
+def study_detail(session: Session, study_id: int, *, scope: ReadScope) -> dict[str, Any]:
     """The study's metadata, its latest prediction (with ``prediction_id`` and ``predicted_at``), every
     prediction (``predictions``) and every verdict (``verdicts``, oldest first)."""
-    study = session.get(Study, study_id)
-    if study is None:
-        raise StudyNotFoundError(study_id)
+    study = study_in_scope(session, study_id, scope)
     predictions = session.scalars(select(Prediction).where(Prediction.study_id == study_id)
                                   .order_by(Prediction.id)).all()
     row = study_row(study, predictions[-1] if predictions else None)
@@ -168,7 +183,7 @@ def verdict_history(session: Session, study_id: int) -> list[dict[str, Any]]:
 
 
 def record_verdict(session: Session, study_id: int, user_id: int, label: str, notes: str | None = None, *,
-                   prediction_id: int | None = None) -> int:
+                   scope: ReadScope, prediction_id: int | None = None) -> int:
     """Add a verdict (never changes another one) with the prediction the doctor saw (``prediction_id``, as shown
     when the study was opened; default the latest), and mark the study reviewed; returns the verdict's id.
     Raises ``InvalidVerdictError`` or ``StudyNotFoundError``."""
@@ -179,7 +194,7 @@ def record_verdict(session: Session, study_id: int, user_id: int, label: str, no
         raise InvalidVerdictError(f"notes are {len(notes)} characters; at most {MAX_NOTES}")
     # Marking the study first takes its row lock: two doctors' verdicts on one study queue here, both kept.
     now = utcnow()
-    marked = session.execute(update(Study).where(Study.id == study_id).values(
+    marked = session.execute(scope.where(update(Study).where(Study.id == study_id)).values(
         reviewed=True, verdict_count=Study.verdict_count + 1, last_verdict_at=now))
     if marked.rowcount == 0:  # type: ignore[attr-defined]
         raise StudyNotFoundError(study_id)
@@ -198,22 +213,40 @@ def record_verdict(session: Session, study_id: int, user_id: int, label: str, no
 
 
 def record_audit(session: Session, user_name: str | None, action: str, study_id: int | None = None,
-                 detail: str | None = None) -> None:
-    """One line of the audit trail. ``detail`` must never carry patient data (ids, actions, labels only)."""
-    session.add(AuditEvent(at=utcnow(), user_name=user_name, action=action, study_id=study_id,
-                           detail=(detail or None) and detail[:512]))
+                 detail: str | None = None, *, listed: list[int] | None = None) -> None:
+    """One line of the audit trail. ``detail`` must never carry patient data (ids, actions, filters, labels
+    only); ``listed``: the studies a listing showed (a worklist page), each findable by ``audit_trail``."""
+    event = AuditEvent(at=utcnow(), user_name=user_name, action=action, study_id=study_id,
+                       detail=(detail or None) and detail[:512])
+    session.add(event)
+    if listed:
+        session.flush()
+        session.add_all(AuditListed(audit_id=event.id, study_id=i) for i in sorted(set(listed)))
 
 
 def audit_trail(session: Session, study_id: int | None = None, user_name: str | None = None,
-                limit: int = 1000) -> list[dict[str, Any]]:
+                limit: int = 1000, *, patient_id: str | None = None) -> list[dict[str, Any]]:
+    """The newest ``limit`` events, oldest first: of one study (opened, its pictures, verdicts, and the worklist
+    pages that listed it), of one user, or of every study of one patient (``patient_id``: who saw patient P)."""
     query = select(AuditEvent)
+    studies: list[int] | None = None
+    if patient_id is not None:
+        studies = list(session.scalars(select(Study.id).where(Study.patient_id == patient_id)))
     if study_id is not None:
-        query = query.where(AuditEvent.study_id == study_id)
+        studies = [study_id] if studies is None or study_id in studies else []
+    if studies is not None:
+        listing = select(AuditListed.audit_id).where(AuditListed.study_id.in_(studies))
+        query = query.where(AuditEvent.study_id.in_(studies) | AuditEvent.id.in_(listing))
     if user_name is not None:
         query = query.where(AuditEvent.user_name == user_name)
     newest = session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit)).all()  # the last ``limit``
-    return [{"at": e.at, "user": e.user_name, "action": e.action, "study_id": e.study_id, "detail": e.detail}
-            for e in reversed(newest)]
+    listed: dict[int, list[int]] = {}
+    if studies:
+        for audit_id, listed_id in session.execute(select(AuditListed.audit_id, AuditListed.study_id).where(
+                AuditListed.audit_id.in_([e.id for e in newest]) & AuditListed.study_id.in_(studies))):
+            listed.setdefault(audit_id, []).append(listed_id)
+    return [{"at": e.at, "user": e.user_name, "action": e.action, "study_id": e.study_id, "detail": e.detail,
+             "listed": sorted(listed.get(e.id, []))} for e in reversed(newest)]
 
 
 def cached_heatmap(session: Session, study_id: int, model_version: str) -> bytes | None:

@@ -31,14 +31,14 @@ def actions(tmp_path: Path) -> ReviewActions:
     return ReviewActions(db, settings, images=None)
 
 
-def principal(actions: ReviewActions, role: str):
-    name, password = new_account(actions.db, role=role)
+def principal(actions: ReviewActions, role: str, hospitals: tuple[str, ...] = ("north",)):
+    name, password = new_account(actions.db, role=role, hospitals=hospitals)
     with actions.db.session() as session:
         return authenticate(session, name, password, POLICY).principal
 
 
 def test_table_rows_say_status_band_and_that_the_model_is_synthetic(actions) -> None:
-    table, info, page, version = actions.page(WorklistFilter(), 1)
+    table, info, page, version = actions.page(WorklistFilter(), 1, principal(actions, "doctor"))
     assert [row[0] for row in table] == [2, 1] and table[0][1] == "Unreviewed" and table[0][2] == "Pneumonia"
     assert table[0][5] == "Name 1" and table[0][3] == "0.900 ⚠"  # unknown model: marked as synthetic
     assert info.startswith("Page 1 of 1 · 2 studies") and page == 1 and version[0] == 2
@@ -53,9 +53,38 @@ def test_doctors_record_verdicts_admins_do_not_and_openings_are_audited(actions)
         actions.save_verdict(2, admin, "Normal", "")
     with pytest.raises(StudyNotFoundError):
         actions.open(99, doctor)
-    table, *_ = actions.page(WorklistFilter(), 1)
+    table, *_ = actions.page(WorklistFilter(), 1, doctor)
     assert table[-1][0] == 2 and table[-1][1] == f"Reviewed: {doctor.name} (Pneumonia)"
     with actions.db.session() as session:
         trail = audit_trail(session, study_id=2)
-    assert [(e["user"], e["action"]) for e in trail] == [(doctor.name, "open_study"), (doctor.name, "verdict")]
+    assert [(e["user"], e["action"]) for e in trail] == [(doctor.name, "open_study"), (doctor.name, "verdict"),
+                                                         (doctor.name, "list_worklist")]
     assert trail[1]["detail"] == f"Pneumonia (verdict {verdict_id})" and "Name 1" not in str(trail)
+
+
+def test_every_worklist_page_shown_is_audited_with_its_filters_and_the_studies_it_listed(actions) -> None:
+    doctor = principal(actions, "doctor")
+    actions.page(WorklistFilter(band="Pneumonia", status="unreviewed"), 1, doctor)
+    actions.page(WorklistFilter(), 1, doctor, refresh=True)
+    with actions.db.session() as session:
+        trail = audit_trail(session, user_name=doctor.name)
+        seen_2 = audit_trail(session, study_id=2)
+        seen_1 = audit_trail(session, study_id=1)
+    listings = [e for e in trail if e["action"] == "list_worklist"]
+    assert [e["detail"] for e in listings] == ["page 1/1 of 1 band=Pneumonia status=unreviewed",
+                                               "page 1/1 of 2 (refresh)"]
+    assert [e["listed"] for e in seen_2 if e["action"] == "list_worklist"] == [[2], [2]]
+    assert [e["listed"] for e in seen_1 if e["action"] == "list_worklist"] == [[1]]  # not on the Pneumonia page
+    assert "Name" not in str(trail)
+
+
+def test_a_doctor_of_another_hospital_lists_and_opens_nothing_here(actions) -> None:
+    south = principal(actions, "doctor", hospitals=("south",))
+    admin = principal(actions, "admin", hospitals=())
+    for reader in (south, admin):
+        table, info, *_ = actions.page(WorklistFilter(), 1, reader)
+        assert table == [] and "0 studies" in info
+        with pytest.raises(StudyNotFoundError, match="study 2 does not exist"):
+            actions.open(2, reader)
+    with pytest.raises(StudyNotFoundError):
+        actions.save_verdict(2, south, "Normal", "")

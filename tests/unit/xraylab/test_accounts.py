@@ -130,3 +130,99 @@ def test_api_keys_are_stored_hashed_and_checked_whole(db) -> None:
         row.revoked = True
     with db.session() as session:
         assert resolve_api_key(session, key) is None
+
+
+def test_known_and_unknown_names_follow_one_lock_rule_and_spend_one_hash_each(db, monkeypatch) -> None:
+    """The answers to a real name and to a made-up one are the same, attempt after attempt and after the lock
+    has doubled past 5 minutes; each attempt (throttled or not) costs one argon2 verification, whatever the name."""
+    import xraylab.accounts as accounts
+
+    hasher = accounts._hasher()
+    verified = []
+    original = type(hasher).verify
+
+    def counting(self, password, hash):  # noqa: A002 - pwdlib's name
+        verified.append(1)
+        return original(self, password, hash)
+
+    monkeypatch.setattr(type(hasher), "verify", counting)
+    monkeypatch.setattr(type(hasher), "verify_and_update", lambda self, p, h: (counting(self, p, h), None))
+    now = utcnow()
+    offsets = [0, 1, 2, 10, 61, 100, 200, 330, 500, 1500]
+    answers = {}
+    for name in ("doc", "ghost-name"):
+        answers[name] = []
+        for seconds in offsets:
+            verified.clear()
+            result = login(db, name, "not it", now + timedelta(seconds=seconds))
+            answers[name].append((result.reason, round(result.retry_after_s)))
+            assert len(verified) == 1, (name, seconds)
+    assert answers["doc"] == answers["ghost-name"]
+    assert answers["doc"][2] == ("throttled", 60) and answers["doc"][4][0] == "throttled"
+
+
+def test_a_known_browser_signs_in_through_a_lock_someone_else_caused(db) -> None:
+    """Device cookies: a lock from guesses elsewhere does not hold back the browser where the doctor signed in
+    before; another user's device, or a device that guessed wrong too often itself, does not open the lock."""
+    from xraylab.accounts import new_device
+
+    principal = login(db, "doc", PASSWORD).principal
+    with db.session() as session:
+        device = new_device(session, principal.user_id)
+        create_user(session, "other", PASSWORD + "!", "doctor")
+        other_id = session.scalar(select(User.id).where(User.name == "other"))
+        other_device = new_device(session, other_id)
+    now = utcnow()
+    for i in range(4):
+        login(db, "doc", f"attacker guess {i}", now)
+    assert login(db, "doc", PASSWORD, now).reason == "throttled"
+
+    def with_device(token, password):
+        with db.session() as session:
+            return authenticate(session, "doc", password, POLICY, now=now, device_token=token)
+
+    assert with_device(other_device, PASSWORD).reason == "throttled"
+    assert with_device(device, PASSWORD).principal.name == "doc"
+    for i in range(3):
+        assert with_device(device, f"my own typo {i}").reason == "bad_credentials"
+    assert with_device(device, PASSWORD).reason == "throttled"  # the device spent its own tries: a plain login
+
+
+def test_background_requests_do_not_keep_a_session_alive(db) -> None:
+    from xraylab.accounts import touch_session
+
+    principal = login(db, "doc", PASSWORD).principal
+    now = utcnow()
+    with db.session() as session:
+        token = start_session(session, principal, POLICY, now=now)
+    with db.session() as session:
+        for minutes in range(2, 30, 2):  # a refresh timer, every few minutes
+            assert resolve_session(session, token, POLICY, now + timedelta(minutes=minutes), touch=False) is not None
+        assert resolve_session(session, token, POLICY, now + timedelta(minutes=31), touch=False) is None
+    with db.session() as session:
+        clicked = start_session(session, principal, POLICY, now=now)
+    with db.session() as session:
+        seen = resolve_session(session, clicked, POLICY, now + timedelta(minutes=20), touch=False)
+        touch_session(session, seen.session_id, POLICY, now + timedelta(minutes=20))  # a click in the app
+    with db.session() as session:
+        assert resolve_session(session, clicked, POLICY, now + timedelta(minutes=45), touch=False) is not None
+
+
+def test_migration_leaves_existing_users_reading_no_patient_until_told(tmp_path: Path) -> None:
+    """Accounts from before hospitals existed are given none and no grant: explicitly nothing, never everything."""
+    from sqlalchemy import text
+
+    old = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade_schema(old.engine, "0004")
+    with old.engine.begin() as connection:
+        connection.execute(text("INSERT INTO users (name, role, password_hash, disabled, failed_logins, created_at) "
+                                "VALUES ('old-doc', 'doctor', 'x', 0, 2, '2026-11-01 00:00:00'),"
+                                " ('old-admin', 'admin', 'x', 0, 0, '2026-11-01 00:00:00')"))
+    upgrade_schema(old.engine)
+    with old.session() as session:
+        from xraylab.accounts import list_users
+
+        users = {u["name"]: u for u in list_users(session)}
+    assert users["old-doc"]["scope"].empty and users["old-admin"]["scope"].empty
+    assert users["old-doc"]["source"] == "local"
+    old.dispose()

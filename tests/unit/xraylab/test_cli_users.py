@@ -43,7 +43,7 @@ def test_add_disable_key_and_audit(db) -> None:
     assert runner.invoke(app, ["users", "add-key", "nobody"]).exit_code == 2
 
     listed = runner.invoke(app, ["users", "list"])
-    assert "dr-house\tdoctor\tactive\tkeys=1" in listed.output
+    assert "dr-house\tdoctor\tlocal\tactive\treads=no hospital: reads no patient\tkeys=1" in listed.output
     other = runner.invoke(app, ["users", "add-key", "dr-house"]).output.strip()
     assert runner.invoke(app, ["users", "revoke-key", other.split("_")[1]]).exit_code == 0
     assert runner.invoke(app, ["users", "revoke-key", "xrk_nosuchkey12"]).exit_code == 2
@@ -61,3 +61,31 @@ def test_add_disable_key_and_audit(db) -> None:
     assert runner.invoke(app, ["audit"]).exit_code == 2  # neither --study nor --user
     everything = runner.invoke(app, ["audit", "--study", "5"])
     assert everything.exit_code == 0 and "no audit events for study 5" in everything.output
+
+
+def test_hospitals_and_the_network_grant_are_given_explicitly_and_audited(db) -> None:
+    """A new account reads nothing unless told; hospitals are added and taken away by name; the network-wide
+    grant is its own command; every change is in the audit trail under the operating system's user."""
+    runner = CliRunner()
+    assert runner.invoke(app, ["users", "add", "dr-north", "--hospital", "northgate", "--hospital", "st-mary"],
+                         input="a long enough password\n").exit_code == 0
+    assert runner.invoke(app, ["users", "add", "it-admin", "--role", "admin"],
+                         input="another long password\n").exit_code == 0
+    with db.session() as session:
+        north = authenticate(session, "dr-north", "a long enough password", POLICY).principal
+        admin = authenticate(session, "it-admin", "another long password", POLICY).principal
+    assert north.scope.hospitals == {"northgate", "st-mary"} and not north.scope.network
+    assert admin.scope.empty  # an admin manages accounts; it reads no patient without a grant
+    changed = runner.invoke(app, ["users", "hospitals", "dr-north", "--add", "riverside", "--remove", "st-mary"])
+    assert changed.exit_code == 0 and "northgate, riverside" in changed.output
+    assert runner.invoke(app, ["users", "hospitals", "nobody", "--add", "x"]).exit_code == 2
+    granted = runner.invoke(app, ["users", "grant-network", "it-admin"])
+    assert granted.exit_code == 0
+    with db.session() as session:
+        admin = authenticate(session, "it-admin", "another long password", POLICY).principal
+    assert admin.scope.network
+    assert runner.invoke(app, ["users", "revoke-network", "it-admin"]).exit_code == 0
+    listed = runner.invoke(app, ["users", "list"]).output
+    assert "reads=northgate, riverside" in listed and "it-admin\tadmin\tlocal\tactive\treads=no hospital" in listed
+    trail = runner.invoke(app, ["audit", "--user", "os:" + __import__("getpass").getuser()]).output
+    assert "user_hospitals" in trail and "network_granted" in trail and "network_revoked" in trail

@@ -137,3 +137,30 @@ class TestImageLimits:
         data = encode_jpeg(generate_xray(np.random.default_rng(1), True))
         gated = inference_transforms(PreprocessSpec(), self.limits)(data)
         assert np.array_equal(gated, inference_transforms(PreprocessSpec())(data))
+
+
+def test_open_picture_holds_a_picture_to_the_chains_pixel_limit_before_decoding(monkeypatch) -> None:
+    from PIL import ImageFile
+
+    from xraylab.errors import RejectReason
+    from xraylab.imaging import open_picture, picture_size
+
+    limits = ImageLimits(max_pixels=130 * 130, min_side=1, min_dynamic_range=0.0)
+    gradient = Image.fromarray(np.tile(np.arange(256, dtype=np.uint8), (256, 1)), "L")
+    jpeg, png = encode(gradient, "JPEG"), encode(gradient, "PNG")
+    # A JPEG counts the pixels it really decodes: at most 128 a side it decodes at 1/2 scale, under the limit.
+    assert open_picture(jpeg, 128, limits).size == (128, 128)
+    assert open_picture(png).size == (256, 256)  # no limits: as before
+    load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("decoded"))
+    for data, side in ((jpeg, None), (png, None), (png, 128)):
+        with pytest.raises(InvalidImageError) as refused:
+            open_picture(data, side, limits)
+        assert refused.value.reason is RejectReason.TOO_MANY_PIXELS
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    with pytest.raises(InvalidImageError):  # only what the chain reads: JPEG, PNG, DICOM
+        open_picture(encode(gradient, "BMP"), limits=limits)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow's own ceiling is twice this
+    with pytest.raises(InvalidImageError) as bomb:
+        picture_size(png)
+    assert bomb.value.reason is RejectReason.TOO_MANY_PIXELS

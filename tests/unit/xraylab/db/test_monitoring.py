@@ -7,6 +7,7 @@ from xraylab.accounts import create_user
 from xraylab.db import monitoring as store
 from xraylab.db.models import Prediction, Study, utcnow
 from xraylab.db.review import record_verdict
+from xraylab.db.scope import EVERY_HOSPITAL
 from xraylab.monitor.alerts import AlertEvent
 from xraylab.monitor.thresholds import Thresholds, default_thresholds
 
@@ -28,10 +29,10 @@ def test_window_takes_the_newest_verdict_of_each_study(db) -> None:
     ids = _studies(db, 6)
     with db.session() as session:
         doctor = create_user(session, "dr-a", "correct horse battery 1")
-        record_verdict(session, ids[0], doctor, "Normal")
-        record_verdict(session, ids[0], doctor, "Pneumonia")  # a change of mind: the newest counts
-        record_verdict(session, ids[1], doctor, "Not diagnostic")  # no label
-        record_verdict(session, ids[2], doctor, "Normal")
+        record_verdict(session, ids[0], doctor, "Normal", scope=EVERY_HOSPITAL)
+        record_verdict(session, ids[0], doctor, "Pneumonia", scope=EVERY_HOSPITAL)  # changed mind: newest counts
+        record_verdict(session, ids[1], doctor, "Not diagnostic", scope=EVERY_HOSPITAL)  # no label
+        record_verdict(session, ids[2], doctor, "Normal", scope=EVERY_HOSPITAL)
     with db.session() as session:
         window = store.performance_window(session, "m1", 5)  # the newest 5: ids[1..5]
         other = store.performance_window(session, "m2", 5)
