@@ -68,7 +68,7 @@ PUBLIC_PATHS = frozenset({"/", "/login", "/logout", "/healthz", "/favicon.ico"})
 API_PREFIX = "/v1/"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 API_DOCS = frozenset({"/docs", "/openapi.json"})  # development only (production serves none)
-EVENT_JOIN = "/gradio_api/queue/join"  # where Gradio's page sends each event
+GRADIO_API = "/ui/gradio_api/"  # every POST here is an event (queue/join, call/{api_name}, upload, ...)
 IP_WINDOW_S = 600.0
 # Gradio's page needs inline scripts and styles (its config and theme are inline) and blob: workers; nothing
 # is loaded from another origin, and no page may frame this one.
@@ -119,11 +119,8 @@ class AccessControl:
             return resolve_session(session, token, self.policy, touch=touch)
 
     def _trusted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.trusted_proxies)
+        ip = _ip(address)
+        return ip is not None and any(ip in network for network in self.trusted_proxies)
 
     def client_address(self, scope: dict[str, Any]) -> str:
         """The peer's address; behind a trusted proxy, the nearest address its ``X-Forwarded-For`` names that is
@@ -136,7 +133,8 @@ class AccessControl:
         hops = [h.strip() for value in forwarded for h in value.decode("latin-1").split(",") if h.strip()]
         for hop in reversed(hops):
             if not self._trusted(hop):
-                return hop
+                ip = _ip(hop)
+                return str(ip) if ip is not None else hop
         return peer
 
     def event_allowed(self, session_id: int | None) -> bool:
@@ -150,8 +148,9 @@ class AccessControl:
             self._events[session_id] = (tokens, now)
             return False
         self._events[session_id] = (tokens - 1.0, now)
-        if len(self._events) > 10_000:  # forget sessions that have been quiet (full buckets)
-            self._events = {k: v for k, v in self._events.items() if v[0] < EVENT_BURST - 1}
+        if len(self._events) > 10_000:  # forget sessions quiet long enough for their bucket to be full again
+            refill_s = EVENT_BURST / EVENT_RATE
+            self._events = {k: v for k, v in self._events.items() if now - v[1] < refill_s}
         return True
 
     @property
@@ -181,6 +180,21 @@ class AccessControl:
 
     def ip_failed(self, address: str) -> None:
         self._ip_failures.setdefault(address, collections.deque()).append(time.monotonic())
+
+
+def _ip(address: str) -> Any:
+    """An address as written by a peer or a proxy (``a.b.c.d``, ``a.b.c.d:port``, ``[v6]:port``, an IPv4-mapped
+    IPv6 address), or None when it is none."""
+    text = address.strip()
+    if text.startswith("["):
+        text = text[1:].split("]", 1)[0]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return ip.ipv4_mapped or ip if isinstance(ip, ipaddress.IPv6Address) else ip
 
 
 def _directory(settings: Settings) -> Any:
@@ -259,7 +273,8 @@ class AccessMiddleware:
         if principal is None and (path.startswith(API_PREFIX) or path in API_DOCS) and (key := _bearer(headers)):
             principal = await anyio.to_thread.run_sync(self.access.key_user, key)
         if principal is not None:
-            if path.endswith(EVENT_JOIN) and not self.access.event_allowed(principal.session_id):
+            if (scope.get("method") == "POST" and path.startswith(GRADIO_API)
+                    and not self.access.event_allowed(principal.session_id)):
                 log.warning("user %s: review app events refused (more than %s at once)", principal.name, EVENT_BURST)
                 response = JSONResponse({"error": "too_many_events",
                                          "detail": "too many requests from this page at once: wait a moment"}, 429,

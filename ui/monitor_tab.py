@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from xraylab.db import monitoring as store
 from xraylab.db.models import Study
+from xraylab.db.review import record_audit
 from xraylab.db.scope import EVERY_HOSPITAL, ReadScope
 from xraylab.db.session import Database
 from xraylab.monitor.thresholds import ESTIMATED_PREFIX, METRICS, Thresholds
@@ -156,18 +157,25 @@ def _readable_atypical(session: Any, latest: dict[str, dict[str, Any]], scope: R
     return {**latest, "image": {**image, "detail": detail}}
 
 
-def add_monitor_tab(gr: Any, db: Database, user_of: Any) -> Any:
+def add_monitor_tab(gr: Any, db: Database, user_of: Any, touch: Any = None) -> Any:
     """The tab's components and events, inside the caller's ``gr.Blocks`` (whose banner says when the model
     learnt from generated images); returns the ``gr.Tab``."""
     view = MonitorView(db)
 
     def show(version: str | None, hospital: str | None, request: gr.Request) -> tuple[Any, ...]:
         user = user_of(request)
+        if touch is not None:
+            touch(user)  # a click of the doctor's: their session stays alive
         snap = view.snapshot(version, hospital, user.scope)
         if snap is None:
             return (gr.update(choices=[], value=None), gr.update(choices=[store.ALL], value=store.ALL), NO_MONITOR,
                     "", None, None, None, None, [], "")
         version, hospital = snap["version"], snap["hospital"]
+        atypical = [int(a["study_id"]) for a in
+                    ((snap["latest"].get("image") or {}).get("detail") or {}).get("atypical") or []]
+        with db.session() as session:  # the studies whose pictures the tab lists
+            record_audit(session, user.name, "view_monitor", detail=f"{version} {hospital or '-'}"[:512],
+                         listed=atypical)
         return (gr.update(choices=snap["versions"], value=version),
                 gr.update(choices=snap["hospitals"], value=hospital),
                 view.state_markdown(snap["monitor"], version, hospital),

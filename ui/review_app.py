@@ -22,6 +22,7 @@ No ``from __future__ import annotations`` here: Gradio finds the ``gr.Request`` 
 by its evaluated annotation.
 """
 
+import hashlib
 import html
 import logging
 import os
@@ -188,20 +189,26 @@ class ReviewActions:
                               date_from=_parse_date(date_from, "From"), date_to=_parse_date(date_to, "To"),
                               status=STATUS_CHOICES.get(status, "all"))  # type: ignore[arg-type]
 
-    def page(self, filters: WorklistFilter, page: int, user: Principal,
-             refresh: bool = False) -> tuple[list[list[Any]], str, int, tuple[int, int, int]]:
-        """One page of ``user``'s worklist, and a line of the audit trail: the filters and the studies listed."""
+    def page(self, filters: WorklistFilter, page: int, user: Principal, refresh: bool = False,
+             unless: str | None = None) -> tuple[list[list[Any]] | None, str | None, int, tuple[Any, ...]]:
+        """One page of ``user``'s worklist, and a line of the audit trail: the filters and the studies listed.
+        The version returned is the tables' (``worklist_version``) and the page's own digest; ``unless`` that
+        digest (a refresh that finds the page as shown), table and info are None and nothing is audited: activity
+        at hospitals the user does not read neither redraws their page nor writes their trail."""
         with self.db.session() as session:
             result = worklist_page(session, filters, page, self.settings.WORKLIST_PAGE_SIZE, scope=user.scope)
-            version = worklist_version(session)
+            table = [[r["id"], _status(r), r.get("band"), self.score_label(r), r.get("hospital"),
+                      r.get("patient_name"), r.get("patient_id"), r.get("study_date")] for r in result.rows]
+            digest = hashlib.sha256(repr((result.page, result.total, table)).encode()).hexdigest()[:16]
+            version = (*worklist_version(session), digest)
+            if unless == digest:
+                return None, None, result.page, version
             shown = {"hospital": filters.hospital, "band": filters.band, "status": filters.status,
                      "from": filters.date_from, "to": filters.date_to}
             detail = " ".join(f"{k}={v}" for k, v in shown.items() if v not in (None, "all"))
             detail = f"page {result.page}/{result.pages} of {result.total}" + (f" {detail}" if detail else "") \
                 + (" (refresh)" if refresh else "")
             record_audit(session, user.name, "list_worklist", detail=detail, listed=[r["id"] for r in result.rows])
-        table = [[r["id"], _status(r), r.get("band"), self.score_label(r), r.get("hospital"), r.get("patient_name"),
-                  r.get("patient_id"), r.get("study_date")] for r in result.rows]
         info = (f"Page {result.page} of {result.pages} · {result.total} studies · "
                 f"updated {datetime.now().strftime('%H:%M:%S')}")
         return table, info, result.page, version
@@ -319,7 +326,7 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
                 "model trained on generated images.)")
 
     def worklist(hospital: str, band: str, status: str, date_from: str, date_to: str, page: int,
-                 request: gr.Request, refresh: bool = False) -> tuple[Any, ...]:
+                 request: gr.Request, refresh: bool = False, unless: str | None = None) -> tuple[Any, ...]:
         user = user_of(request)
         if not refresh:
             actions.touch(user)
@@ -327,7 +334,9 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
             filters = actions.filters(hospital, band, status, date_from, date_to)
         except ValueError as exc:
             return gr.skip(), f"⚠️ {exc}", gr.skip(), gr.skip()
-        table, info, page, version = actions.page(filters, int(page or 1), user, refresh)
+        table, info, page, version = actions.page(filters, int(page or 1), user, refresh, unless)
+        if table is None:  # as shown: only the version moves on
+            return gr.skip(), gr.skip(), gr.skip(), version
         return table, info, page, version
 
     def on_load(request: gr.Request) -> tuple[Any, ...]:
@@ -348,9 +357,10 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
         user_of(request)
         with db.session() as session:
             version = worklist_version(session)
-        if seen is not None and tuple(seen) == tuple(version):
+        if seen is not None and tuple(seen)[:3] == tuple(version):
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        return worklist(hospital, band, status, date_from, date_to, page, request, refresh=True)
+        shown = seen[3] if seen is not None and len(seen) > 3 else None
+        return worklist(hospital, band, status, date_from, date_to, page, request, refresh=True, unless=shown)
 
     def open_study(study_id: int, heatmap: bool, zoom: float, request: gr.Request) -> tuple[Any, ...]:
         user = user_of(request)
@@ -459,7 +469,7 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
                     notes = gr.Textbox(label="Notes (optional)", lines=2, max_length=MAX_NOTES, elem_id="verdict-notes")
                     record = gr.Button("Record verdict", variant="primary", elem_id="record-verdict")
                     message = gr.Markdown(elem_id="verdict-message")
-            add_monitor_tab(gr, db, user_of)
+            add_monitor_tab(gr, db, user_of, actions.touch)
 
         def first_page(h: str, b: str, s: str, f: str, t: str, request: gr.Request) -> tuple[Any, ...]:
             return worklist(h, b, s, f, t, 1, request)

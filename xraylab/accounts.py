@@ -238,15 +238,20 @@ def _lock_for(policy: AccessPolicy, failures: int) -> float | None:
 
 
 def _throttle(session: Session, name: str, now: datetime) -> LoginThrottle:
-    row = session.scalar(select(LoginThrottle).where(LoginThrottle.name == name).with_for_update())
-    if row is None:
-        row = LoginThrottle(name=name, failures=0, updated_at=now)
-        try:
-            with session.begin_nested():
-                session.add(row)
-        except Exception:  # a concurrent login of the same name made it first
-            row = session.scalar(select(LoginThrottle).where(LoginThrottle.name == name).with_for_update())
-    return row  # type: ignore[return-value]
+    """The name's throttle row, locked. Made by an upsert first: on MariaDB a locking read of a missing row
+    would lock the gap where it goes, and two first logins at once would deadlock there. A row is kept after a
+    success (its count reset), so that a name's next login finds it."""
+    values = {"name": name, "failures": 0, "updated_at": now}
+    if session.get_bind().dialect.name == "mysql":
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+        upsert: Any = mysql_insert(LoginThrottle).values(**values).on_duplicate_key_update(name=name)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        upsert = sqlite_insert(LoginThrottle).values(**values).on_conflict_do_nothing()
+    session.execute(upsert)
+    return session.scalars(select(LoginThrottle).where(LoginThrottle.name == name).with_for_update()).one()
 
 
 def authenticate(session: Session, name: str, password: str, policy: AccessPolicy, now: datetime | None = None,
@@ -273,15 +278,17 @@ def authenticate(session: Session, name: str, password: str, policy: AccessPolic
         _hasher().verify(password, _dummy_hash())
         valid, new_hash = False, None
     directory_down = False
-    if not local and directory is not None and password:
+    if directory is not None and password:
         from xraylab.directory import DirectoryUnavailableError
 
         try:
-            account = directory.authenticate(name, password)
+            # A local name makes the same round trip with a password of nobody's (its own is never sent to the
+            # directory): the directory's time does not tell local names from others.
+            account = directory.authenticate(name, secrets.token_urlsafe(24) if local else password)
         except DirectoryUnavailableError as exc:
             log.warning("the directory did not answer a sign-in: %s", type(exc).__name__)
             account, directory_down = None, True
-        if account is not None:
+        if account is not None and not local:
             user = _directory_user(session, user, account, now)
             valid = True
     if valid and user is not None and not user.disabled:
@@ -289,13 +296,11 @@ def authenticate(session: Session, name: str, password: str, policy: AccessPolic
             user.password_hash = new_hash
         user.last_login_at = now
         if device is None:
-            session.delete(throttle)
+            throttle.failures, throttle.locked_until, throttle.updated_at = 0, None, now
         else:  # the lock others' guesses caused stays on for them
             device.failures = 0
         return LoginResult(principal=Principal(user.id, user.name, user.role, "session", scope_of(user)))
     known = user is not None
-    if directory_down and not local:
-        return LoginResult(reason="bad_credentials", known=known, directory_down=True)  # not their fault: no count
     if valid:  # a disabled account with its right password: refused as a wrong one, and not counted
         return LoginResult(reason="bad_credentials", known=known, directory_down=directory_down)
     if device is not None:  # a known browser's own failures count on it, never lock the name for others
@@ -374,8 +379,11 @@ def end_session(session: Session, token: str) -> None:
 
 
 def create_api_key(session: Session, name: str, label: str | None = None) -> str:
-    """A new key for user ``name``; returns it (shown once: only its hash is kept)."""
+    """A new key for user ``name``; returns it (shown once: only its hash is kept). Not for a directory account:
+    a key would outlive its disabling in the directory."""
     user = _user(session, name)
+    if user.source != "local":
+        raise AccountError(f"{name} is a directory account: API keys are for local accounts (machine clients)")
     key_id = "".join(secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789") for _ in range(12))
     secret = secrets.token_urlsafe(32)
     session.add(ApiKey(key_id=key_id, user_id=user.id, secret_hash=_sha256(secret), label=label))

@@ -292,6 +292,18 @@ def users_add(name: str, role: Annotated[str, typer.Option(help="doctor or admin
     print(f"user {name} ({role}) added; reads {scope.describe()}")
 
 
+def _scope_of(session: Any, name: str) -> Any:
+    from sqlalchemy import select
+
+    from xraylab.accounts import AccountError, scope_of
+    from xraylab.db.models import User
+
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise AccountError(f"no user {name!r}")
+    return scope_of(user)
+
+
 def _operator() -> str:
     """Who ran a command, for the audit trail: the operating system's user."""
     import getpass
@@ -313,6 +325,9 @@ def users_hospitals(name: str, add: Annotated[list[str] | None, typer.Option("--
 
     try:
         with _accounts_db(database).session() as session:
+            if not add and not remove:
+                print(f"{name} reads {_scope_of(session, name).describe()}")
+                return
             scope = set_hospitals(session, name, add or (), remove or ())
             if add or remove:
                 record_audit(session, _operator(), "user_hospitals",

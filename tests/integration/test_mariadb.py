@@ -82,3 +82,44 @@ def test_concurrent_batches_over_the_same_studies(db) -> None:
             ids.setdefault(study.study_uid, set()).add((result.study_id, result.prediction_id))
             created += result.created
     assert created == 12 and all(len(v) == 1 for v in ids.values()) and len(ids) == 12
+
+
+def test_hospital_names_compare_byte_for_byte_as_the_scope_does(db) -> None:
+    """MariaDB's default collation would take "Ward-x" and "wärd-x" for "ward-x": a reader of one would list the
+    others' patients while opening them said "does not exist". The hospital columns compare exactly."""
+    from xraylab.accounts import create_user
+    from xraylab.db.review import WorklistFilter, worklist_page
+    from xraylab.db.scope import ReadScope
+
+    tag = uuid.uuid4().hex[:8]
+    names = [f"ward-{tag}", f"Ward-{tag}", f"wärd-{tag}"]
+    rows = [(StudyRecord(study_uid=study_uid("local", "b", f"{tag}/{i}", "e"), endpoint_id="local", bucket="b",
+                         object_key=f"{tag}/{i}", etag="e", metadata=StudyMetadata(name, f"P{i}", "N", "2026-11-02")),
+             Verdict(score=0.5, band="Normal", model_version="v1", synthetic_model=True, infer_ms=1.0), None)
+            for i, name in enumerate(names)]
+    with db.session() as session:
+        record_predictions(session, rows)
+        for name in names:
+            assert worklist_page(session, scope=ReadScope.of([name])).total == 1, name
+            assert worklist_page(session, WorklistFilter(hospital=name), scope=ReadScope.of(names)).total == 1
+        create_user(session, f"doc-{tag}", "a long enough password", hospitals=names)  # three hospitals, not one
+
+
+def test_first_logins_at_once_neither_deadlock_nor_fail(db) -> None:
+    """Many names signing in for the first time at once (their throttle rows made as they go): no deadlock on
+    the rows' gap, every attempt answered."""
+    from datetime import timedelta
+
+    from xraylab.accounts import AccessPolicy, authenticate
+
+    policy = AccessPolicy(session_idle=timedelta(minutes=30), session_max=timedelta(hours=1), max_failures=5,
+                          lockout_s=60)
+    tag = uuid.uuid4().hex[:6]
+
+    def attempt(i: int) -> str | None:
+        with db.session() as session:
+            return authenticate(session, f"ghost-{tag}-{i % 12}", "wrong password", policy).reason
+
+    with ThreadPoolExecutor(8) as pool:
+        reasons = list(pool.map(attempt, range(48)))
+    assert set(reasons) <= {"bad_credentials", "throttled"} and len(reasons) == 48

@@ -38,6 +38,10 @@ __all__ = ["Base", "Study", "Prediction", "User", "UserHospital", "LoginThrottle
            "MonitorSetting", "MonitorResult", "MonitorAlert", "ResearchExport", "utcnow"]
 
 
+# Hospitals' names compare byte for byte (binary collation on MariaDB), as a reader's scope does in Python.
+HOSPITAL_NAME = String(128).with_variant(mysql.VARCHAR(128, charset="utf8mb4", collation="utf8mb4_bin"), "mysql")
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -63,7 +67,7 @@ class Study(Base):
     etag: Mapped[str | None] = mapped_column(String(128))
     size_bytes: Mapped[int | None] = mapped_column(Integer)
     content_type: Mapped[str | None] = mapped_column(String(128))
-    hospital: Mapped[str | None] = mapped_column(String(128))
+    hospital: Mapped[str | None] = mapped_column(HOSPITAL_NAME)
     patient_id: Mapped[str | None] = mapped_column(String(128))
     patient_name: Mapped[str | None] = mapped_column(String(256))
     study_date: Mapped[str | None] = mapped_column(String(32))
@@ -128,7 +132,7 @@ class UserHospital(Base):
     __tablename__ = "user_hospitals"
 
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
-    hospital: Mapped[str] = mapped_column(String(128), primary_key=True)
+    hospital: Mapped[str] = mapped_column(HOSPITAL_NAME, primary_key=True)
 
 
 class LoginThrottle(Base):

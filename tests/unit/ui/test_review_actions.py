@@ -88,3 +88,27 @@ def test_a_doctor_of_another_hospital_lists_and_opens_nothing_here(actions) -> N
             actions.open(2, reader)
     with pytest.raises(StudyNotFoundError):
         actions.save_verdict(2, south, "Normal", "")
+
+
+def test_a_refresh_redraws_and_audits_only_when_the_readers_own_page_changed(actions) -> None:
+    """Activity at a hospital the doctor does not read moves the tables' version but not their page: no redraw
+    (which would tell them of it) and no line in their trail; a change on their page redraws and is audited."""
+    doctor = principal(actions, "doctor")
+    _, _, _, shown = actions.page(WorklistFilter(), 1, doctor)
+
+    def add(i: int, hospital: str) -> None:
+        with actions.db.session() as session:
+            record_predictions(session, [(StudyRecord(
+                study_uid=study_uid("local", "b", f"n{i}", "e"), endpoint_id="local", bucket="b", object_key=f"n{i}",
+                etag="e", metadata=StudyMetadata(hospital, f"Q{i}", f"Other {i}", "2026-11-02")),
+                Verdict(score=0.7, band="Unsure", model_version="v9", synthetic_model=True, infer_ms=1.0), None)])
+
+    add(1, "south")
+    table, info, _, version = actions.page(WorklistFilter(), 1, doctor, refresh=True, unless=shown[3])
+    assert table is None and info is None and version[0] == shown[0] + 1 and version[3] == shown[3]
+    add(2, "north")
+    table, info, _, version = actions.page(WorklistFilter(), 1, doctor, refresh=True, unless=shown[3])
+    assert 4 in [row[0] for row in table] and "3 studies" in info and version[3] != shown[3]
+    with actions.db.session() as session:
+        listings = [e["detail"] for e in audit_trail(session, user_name=doctor.name) if e["action"] == "list_worklist"]
+    assert listings == ["page 1/1 of 2", "page 1/1 of 3 (refresh)"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 revision = "0005"
 down_revision = "0004"
@@ -20,7 +21,14 @@ branch_labels = None
 depends_on = None
 
 
+# A hospital's name is compared byte for byte everywhere: MariaDB's default utf8mb4 collation would take
+# "Northgate" (or "Nörthgate") for "northgate" in SQL, and a scope's SQL and Python checks would disagree.
+HOSPITAL = sa.String(128).with_variant(mysql.VARCHAR(128, charset="utf8mb4", collation="utf8mb4_bin"), "mysql")
+
+
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "mysql":
+        op.execute("ALTER TABLE studies MODIFY hospital VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL")
     op.add_column("users", sa.Column("network_reader", sa.Boolean(), nullable=False, server_default=sa.text("0")))
     op.add_column("users", sa.Column("source", sa.String(16), nullable=False, server_default="local"))
     # The per-account counters move to login_throttle (one rule for known and unknown names).
@@ -29,7 +37,7 @@ def upgrade() -> None:
     op.create_table(
         "user_hospitals",
         sa.Column("user_id", sa.Integer(), sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
-        sa.Column("hospital", sa.String(128), primary_key=True),
+        sa.Column("hospital", HOSPITAL, primary_key=True),
     )
     op.create_table(
         "login_throttle",
@@ -55,9 +63,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index("ix_audit_listed_study", table_name="audit_listed")
-    op.drop_table("audit_listed")
-    op.drop_index("ix_login_devices_user_id", table_name="login_devices")
+    op.drop_table("audit_listed")  # with their indexes (MariaDB keeps one a foreign key needs until then)
     op.drop_table("login_devices")
     op.drop_table("login_throttle")
     op.drop_table("user_hospitals")
@@ -65,3 +71,5 @@ def downgrade() -> None:
     op.add_column("users", sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True))
     for column in ("source", "network_reader"):
         op.execute(f"ALTER TABLE users DROP COLUMN {column}")
+    if op.get_bind().dialect.name == "mysql":
+        op.execute("ALTER TABLE studies MODIFY hospital VARCHAR(128) NULL")
