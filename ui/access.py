@@ -207,11 +207,11 @@ def _directory(settings: Settings) -> Any:
     return Directory(DirectoryConfig.load(settings.DIRECTORY_CONFIG), password)
 
 
-def _cookie(headers: dict[bytes, bytes], name: str = SESSION_COOKIE) -> str | None:
-    """A cookie (default: the session's), parsed as Starlette does (``http.cookies`` gives up on the whole header
-    when another site's cookie holds JSON or spaces)."""
+def _cookie(headers: dict[bytes, bytes]) -> str | None:
+    """The session cookie, parsed as Starlette does (``http.cookies`` gives up on the whole header when
+    another site's cookie holds JSON or spaces)."""
     raw = headers.get(b"cookie")
-    return cookie_parser(raw.decode("latin-1")).get(name) if raw else None
+    return cookie_parser(raw.decode("latin-1")).get(SESSION_COOKIE) if raw else None
 
 
 def _users_own(scope: dict[str, Any], path: str, headers: dict[bytes, bytes]) -> bool:
@@ -220,7 +220,7 @@ def _users_own(scope: dict[str, Any], path: str, headers: dict[bytes, bytes]) ->
     pictures) is not; the review app's handlers count a doctor's clicks themselves (``touch_session``)."""
     if path.startswith(API_PREFIX):
         return True
-    if scope.get("method") != "GET" or path.startswith(UI_PATH + "/gradio_api/"):
+    if scope.get("method") != "GET" or path.startswith(GRADIO_API):
         return False
     mode = headers.get(b"sec-fetch-mode")
     return mode == b"navigate" if mode is not None else b"text/html" in headers.get(b"accept", b"")

@@ -119,8 +119,7 @@ class MonitorView:
 
     @staticmethod
     def atypical_html(latest: dict[str, dict[str, Any]]) -> str:
-        image = latest.get("image")
-        items = (image or {}).get("detail", {}).get("atypical", [])
+        items = _atypical(latest)
         if not items:
             return "<div id='atypical'>No atypical images: no drift run yet.</div>"
         cells = "".join(
@@ -145,14 +144,19 @@ class MonitorView:
         return drift, perf, health, per_hospital
 
 
+def _atypical(latest: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The most atypical images of the latest drift figures (``study_id``, ``atypicality``, ``score`` each)."""
+    return ((latest.get("image") or {}).get("detail") or {}).get("atypical") or []
+
+
 def _readable_atypical(session: Any, latest: dict[str, dict[str, Any]], scope: ReadScope) -> dict[str, Any]:
     """``latest`` with its atypical images cut to the studies ``scope`` reads."""
-    image = latest.get("image") or {}
-    items = (image.get("detail") or {}).get("atypical") or []
+    items = _atypical(latest)
     if scope.network or not items:
         return latest
     ids = [int(a["study_id"]) for a in items]
     readable = set(session.scalars(scope.where(select(Study.id).where(Study.id.in_(ids)))))
+    image = latest["image"]
     detail = {**image["detail"], "atypical": [a for a in items if int(a["study_id"]) in readable]}
     return {**latest, "image": {**image, "detail": detail}}
 
@@ -171,11 +175,9 @@ def add_monitor_tab(gr: Any, db: Database, user_of: Any, touch: Any = None) -> A
             return (gr.update(choices=[], value=None), gr.update(choices=[store.ALL], value=store.ALL), NO_MONITOR,
                     "", None, None, None, None, [], "")
         version, hospital = snap["version"], snap["hospital"]
-        atypical = [int(a["study_id"]) for a in
-                    ((snap["latest"].get("image") or {}).get("detail") or {}).get("atypical") or []]
         with db.session() as session:  # the studies whose pictures the tab lists
             record_audit(session, user.name, "view_monitor", detail=f"{version} {hospital or '-'}"[:512],
-                         listed=atypical)
+                         listed=[int(a["study_id"]) for a in _atypical(snap["latest"])])
         return (gr.update(choices=snap["versions"], value=version),
                 gr.update(choices=snap["hospitals"], value=hospital),
                 view.state_markdown(snap["monitor"], version, hospital),

@@ -280,21 +280,21 @@ def _history_markdown(verdicts: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _viewer_html(study_id: int | None, heatmap: bool, zoom: float, available: bool | str | None = True) -> str:
-    """The picture; ``available`` False: the object is gone from its store; ``"changed"``: the object was replaced
-    after the study was scored (its eTag differs); None: the store did not answer."""
+def _viewer_html(study_id: int | None, heatmap: bool, zoom: float, state: str | None = "ok") -> str:
+    """The picture; ``state`` as ``StudyImages.state`` tells it (``ok``, ``gone``: no longer in its store,
+    ``changed``: replaced after the study was scored), or None: the store did not answer."""
     from ui.study_media import heatmap_url, image_url
 
     if study_id is None:
         return "<p>Click a study in the worklist to open it.</p>"
-    if available is False:
+    if state == "gone":
         return (f"<p id='image-missing'><strong>The image of study {study_id} is no longer in its store.</strong> "
                 "The prediction and verdicts are kept.</p>")
-    if available == "changed":
+    if state == "changed":
         return (f"<p id='image-missing'><strong>The image of study {study_id} was replaced in its store after it "
                 "was scored:</strong> the score does not belong to the picture there now, so it is not shown. "
                 "The prediction and verdicts are kept.</p>")
-    if available is None:
+    if state is None:
         return (f"<p id='image-missing'><strong>The image store of study {study_id} does not answer just now."
                 "</strong> Open the study again in a moment; the prediction and verdicts are shown.</p>")
     src = heatmap_url(study_id) if heatmap else image_url(study_id)
@@ -369,18 +369,17 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
             detail = actions.open(study_id, user)
         except StudyNotFoundError:
             message = f"⚠️ Study {study_id} does not exist (or was deleted). Refresh the worklist."
-            return None, _viewer_html(None, False, zoom), message, "", 0, "", None, None, "", True
+            return None, _viewer_html(None, False, zoom), message, "", 0, "", None, None, "", "ok"
         try:
-            state = images.state(detail)
-            available: bool | str | None = True if state == "ok" else False if state == "gone" else state
+            state: str | None = images.state(detail)
         except Exception as exc:  # the store cannot be reached: say so, show the rest
             log.warning("study %s: store not reachable: %s", detail["study_uid"], type(exc).__name__)
-            available = None
+            state = None
         notice = model_notice(actions.registry, detail.get("model_version"))
         # The verdict form starts empty for each study: a choice made for one is never saved on another.
-        return (study_id, _viewer_html(study_id, heatmap, zoom, available), _details_markdown(detail, notice),
+        return (study_id, _viewer_html(study_id, heatmap, zoom, state), _details_markdown(detail, notice),
                 _history_markdown(detail["verdicts"]), len(detail["verdicts"]), "", detail.get("prediction_id"),
-                None, "", available)
+                None, "", state)
 
     def on_select(evt: gr.SelectData, heatmap: bool, zoom: float, request: gr.Request) -> tuple[Any, ...]:
         row = evt.row_value or []
@@ -388,8 +387,8 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
             return (gr.skip(),) * 10
         return open_study(int(row[0]), heatmap, zoom, request)
 
-    def redraw(study_id: int | None, heatmap: bool, zoom: float, available: bool | None) -> str:
-        return _viewer_html(study_id, heatmap, zoom, available)
+    def redraw(study_id: int | None, heatmap: bool, zoom: float, state: str | None) -> str:
+        return _viewer_html(study_id, heatmap, zoom, state)
 
     def save(study_id: int | None, label: str | None, notes: str, seen: int, prediction_id: int | None,
              hospital: str, band: str, status: str, date_from: str, date_to: str, page: int,
@@ -439,7 +438,7 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
         study_state = gr.State(None)
         seen_state = gr.State(0)
         prediction_state = gr.State(None)  # the prediction shown with the open study (what a verdict answers)
-        available_state = gr.State(True)  # whether the open study's picture is in its store
+        available_state = gr.State("ok")  # the open study's picture: ok, gone, changed, None (store away)
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("Worklist", id="worklist", elem_id="tab-worklist"), gr.Row():
                 with gr.Column(scale=3):

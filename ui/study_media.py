@@ -155,9 +155,6 @@ class StudyImages:
             raise ImageChangedError(study["id"])
         return fetched.data
 
-    def exists(self, study: dict[str, Any]) -> bool:
-        return self.sources.exists(study["endpoint_id"], study["bucket"], study["object_key"])
-
     def state(self, study: dict[str, Any]) -> ImageState:
         """What the study's object is now, without reading it (S3: a HEAD request; the PACS: the MD5 Orthanc
         recorded): ``ok`` (there, and the object scored, or a row with no eTag to tell), ``gone`` (no longer in

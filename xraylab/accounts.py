@@ -44,9 +44,9 @@ from xraylab.db.models import ApiKey, LoginDevice, LoginThrottle, User, UserHosp
 from xraylab.db.scope import NO_PATIENTS, ReadScope
 
 __all__ = ["ROLES", "Principal", "AccessPolicy", "AccountError", "LoginResult", "create_user", "set_disabled",
-           "set_hospitals", "set_network_reader", "list_users", "authenticate", "start_session", "resolve_session",
-           "touch_session", "end_session", "create_api_key", "revoke_api_key", "resolve_api_key", "new_device",
-           "device_user", "MIN_PASSWORD_LENGTH", "check_password_strength", "scope_of"]
+           "set_hospitals", "set_network_reader", "user_scope", "list_users", "authenticate", "start_session",
+           "resolve_session", "touch_session", "end_session", "create_api_key", "revoke_api_key", "resolve_api_key",
+           "new_device", "device_user", "MIN_PASSWORD_LENGTH", "check_password_strength", "scope_of"]
 
 log = logging.getLogger("xraylab.accounts")
 
@@ -183,15 +183,24 @@ def set_disabled(session: Session, name: str, disabled: bool = True) -> None:
         session.execute(delete(LoginThrottle).where(LoginThrottle.name == name))
 
 
-def set_hospitals(session: Session, name: str, add: Iterable[str] = (), remove: Iterable[str] = (),
-                  replace: Iterable[str] | None = None) -> ReadScope:
-    """Change which hospitals a local user reads; returns the new scope. A directory account's hospitals come
-    from its groups (``AccountError``)."""
+def _local_user(session: Session, name: str, what: str) -> User:
+    """A local account, for a change of ``what`` a directory account's groups decide (``AccountError``)."""
     user = _user(session, name)
     if user.source != "local":
-        raise AccountError(f"{name} is a directory account: its hospitals come from its directory groups")
-    current = {h.hospital for h in user.hospitals} if replace is None else set()
-    wanted = (current | set(_check_hospitals(add if replace is None else replace))) - set(_check_hospitals(remove))
+        raise AccountError(f"{name} is a directory account: its {what} come from its directory groups")
+    return user
+
+
+def user_scope(session: Session, name: str) -> ReadScope:
+    """What user ``name`` reads (``AccountError`` for no such user)."""
+    return scope_of(_user(session, name))
+
+
+def set_hospitals(session: Session, name: str, add: Iterable[str] = (), remove: Iterable[str] = ()) -> ReadScope:
+    """Change which hospitals a local user reads; returns the new scope. A directory account's hospitals come
+    from its groups (``AccountError``)."""
+    user = _local_user(session, name, "hospitals")
+    wanted = ({h.hospital for h in user.hospitals} | set(_check_hospitals(add))) - set(_check_hospitals(remove))
     user.hospitals = [UserHospital(hospital=h) for h in sorted(wanted)]
     session.flush()
     return scope_of(user)
@@ -199,10 +208,7 @@ def set_hospitals(session: Session, name: str, add: Iterable[str] = (), remove: 
 
 def set_network_reader(session: Session, name: str, granted: bool) -> None:
     """Give (or take back) the network-wide reading grant: every hospital's patients."""
-    user = _user(session, name)
-    if user.source != "local":
-        raise AccountError(f"{name} is a directory account: its grant comes from its directory groups")
-    user.network_reader = granted
+    _local_user(session, name, "reading grant and hospitals").network_reader = granted
 
 
 def list_users(session: Session) -> list[dict[str, Any]]:
@@ -356,8 +362,8 @@ def resolve_session(session: Session, token: str, policy: AccessPolicy, now: dat
     if (user_session.ended or user.disabled or (_aware(user_session.expires_at) or now) <= now
             or now - last_seen > policy.session_idle):
         return None
-    if touch and (now - last_seen).total_seconds() > policy.touch_every_s:
-        user_session.last_seen_at = now
+    if touch:
+        _touch(user_session, last_seen, now, policy)
     return Principal(user.id, user.name, user.role, "session", scope_of(user), user_session.id)
 
 
@@ -370,7 +376,13 @@ def touch_session(session: Session, session_id: int | None, policy: AccessPolicy
     if row is None or row.ended:
         return
     last_seen = _aware(row.last_seen_at) or now
-    if now - last_seen <= policy.session_idle and (now - last_seen).total_seconds() > policy.touch_every_s:
+    if now - last_seen <= policy.session_idle:  # an idle session stays ended
+        _touch(row, last_seen, now, policy)
+
+
+def _touch(row: UserSession, last_seen: datetime, now: datetime, policy: AccessPolicy) -> None:
+    """The session's last activity is now: written at most every ``policy.touch_every_s``."""
+    if (now - last_seen).total_seconds() > policy.touch_every_s:
         row.last_seen_at = now
 
 

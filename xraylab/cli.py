@@ -292,18 +292,6 @@ def users_add(name: str, role: Annotated[str, typer.Option(help="doctor or admin
     print(f"user {name} ({role}) added; reads {scope.describe()}")
 
 
-def _scope_of(session: Any, name: str) -> Any:
-    from sqlalchemy import select
-
-    from xraylab.accounts import AccountError, scope_of
-    from xraylab.db.models import User
-
-    user = session.scalar(select(User).where(User.name == name))
-    if user is None:
-        raise AccountError(f"no user {name!r}")
-    return scope_of(user)
-
-
 def _operator() -> str:
     """Who ran a command, for the audit trail: the operating system's user."""
     import getpass
@@ -320,20 +308,17 @@ def users_hospitals(name: str, add: Annotated[list[str] | None, typer.Option("--
                     database: DatabaseOption = "default") -> None:
     """Change which hospitals' patients user NAME reads (a local account's; a directory account's come from its
     groups). With no option, print them."""
-    from xraylab.accounts import AccountError, set_hospitals
-    from xraylab.db.review import record_audit
+    from xraylab.accounts import AccountError, set_hospitals, user_scope
 
-    try:
-        with _accounts_db(database).session() as session:
-            if not add and not remove:
-                print(f"{name} reads {_scope_of(session, name).describe()}")
-                return
-            scope = set_hospitals(session, name, add or (), remove or ())
-            if add or remove:
-                record_audit(session, _operator(), "user_hospitals",
-                             detail=f"{name}: +{sorted(add or [])} -{sorted(remove or [])}")
-    except AccountError as exc:
-        raise fail(str(exc)) from None
+    if not add and not remove:
+        try:
+            with _accounts_db(database).session() as session:
+                print(f"{name} reads {user_scope(session, name).describe()}")
+        except AccountError as exc:
+            raise fail(str(exc)) from None
+        return
+    scope = _account_change(database, lambda session: set_hospitals(session, name, add or (), remove or ()),
+                            "user_hospitals", f"{name}: +{sorted(add or [])} -{sorted(remove or [])}")
     print(f"{name} reads {scope.describe()}")
 
 

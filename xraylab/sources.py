@@ -12,7 +12,7 @@ from xraylab.errors import RejectedInputError, RejectReason
 from xraylab.messages import FetchedObject
 from xraylab.orthanc import OrthancClient, fetch_instance
 from xraylab.settings import Settings, UnknownEndpointError
-from xraylab.storage import check_reachable, get_object, make_s3_client, object_etag, object_exists
+from xraylab.storage import check_reachable, get_object, make_s3_client, object_etag
 
 __all__ = ["Sources"]
 
@@ -57,11 +57,6 @@ class Sources:
             fetched = get_object(self.s3(endpoint_id), bucket, key, alt_key=alt_key, max_bytes=max_bytes,
                                  endpoint_id=endpoint_id)
         return with_tags(fetched)
-
-    def exists(self, endpoint_id: str, bucket: str, key: str) -> bool:
-        if self.is_pacs(endpoint_id):
-            return self.pacs().has_instance(key)
-        return object_exists(self.s3(endpoint_id), bucket, key)
 
     def etag(self, endpoint_id: str, bucket: str, key: str) -> str | None:
         """The object's eTag as ``fetch`` gives it (S3: its ETag, from a HEAD request; the PACS: the file's MD5, as

@@ -9,7 +9,7 @@ from xraylab.errors import RejectedInputError, RejectReason
 from xraylab.messages import FetchedObject, StudyMetadata
 from xraylab.settings import S3Endpoint
 
-__all__ = ["make_s3_client", "get_object", "object_exists", "object_etag", "check_reachable", "error_code",
+__all__ = ["make_s3_client", "get_object", "object_etag", "check_reachable", "error_code",
            "MISSING_CODES"]
 
 MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchBucket"})  # what S3 answers for "not there"
@@ -82,19 +82,6 @@ def _get_object(client: Any, bucket: str, key: str, *, max_bytes: int, endpoint_
         fetch_ms=(time.perf_counter() - t0) * 1000,
         key=key,
     )
-
-
-def object_exists(client: Any, bucket: str, key: str) -> bool:
-    """Whether the object is there (a HEAD request); other errors than "not there" raise."""
-    from botocore.exceptions import ClientError
-
-    try:
-        client.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if error_code(exc) in MISSING_CODES:
-            return False
-        raise
-    return True
 
 
 def object_etag(client: Any, bucket: str, key: str) -> str | None:

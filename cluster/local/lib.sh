@@ -74,6 +74,30 @@ env_set() {
   cat "$tmp" > "$ENV_FILE"; rm -f "$tmp"
 }
 
+# make_certs NAME DIR CERT CA_CN CERT_CN USAGE WHAT: once, in DIR (mode 700), a private CA (ca.crt; its key is
+# not kept: nothing more is signed) and one certificate CERT.crt / CERT.key for 127.0.0.1 and localhost, with
+# extendedKeyUsage USAGE; openssl's output goes to $RUN/NAME-certs.log, shown on failure. WHAT names them in errors.
+make_certs() {
+  local name="$1" dir="$2" cert="$3" ca_cn="$4" cn="$5" usage="$6" what="$7"
+  [[ -f "$dir/$cert.crt" && -f "$dir/$cert.key" && -f "$dir/ca.crt" ]] && return 0
+  command -v openssl >/dev/null || die "openssl is needed to make $what"
+  mkdir -p "$dir"; chmod 700 "$dir"
+  (
+    set -e
+    cd "$dir"
+    umask 077
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -subj "/CN=$ca_cn" \
+      -keyout ca.key -out ca.crt
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$cn" -keyout "$cert.key" -out "$cert.csr"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n' \
+      "$usage" > ext.cnf
+    openssl x509 -req -in "$cert.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile ext.cnf \
+      -out "$cert.crt"
+    rm -f ca.key "$cert.csr" ext.cnf ca.srl
+  ) >"$RUN/$name-certs.log" 2>&1 || { cat "$RUN/$name-certs.log" >&2; die "could not make $what"; }
+  [[ -s "$dir/$cert.crt" && -s "$dir/$cert.key" ]] || die "$what are missing after openssl"
+}
+
 random_secret() { "$PY" -c 'import secrets; print(secrets.token_urlsafe(24))'; }
 
 probe() { "$PY" "$LOCAL_DIR/probe.py" "$@"; }

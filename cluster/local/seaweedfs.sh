@@ -37,24 +37,8 @@ PYEOF
 
 # ensure_certs: a private CA and one certificate for every SeaweedFS component and its client (made once).
 ensure_certs() {
-  local dir="$DATA/certs"
-  [[ -f "$dir/node.crt" && -f "$dir/node.key" && -f "$dir/ca.crt" ]] && return 0
-  command -v openssl >/dev/null || die "openssl is needed to make the SeaweedFS gRPC certificates"
-  mkdir -p "$dir"; chmod 700 "$dir"
-  (
-    set -e
-    cd "$dir"
-    umask 077
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -subj /CN=xraylab-seaweed-ca \
-      -keyout ca.key -out ca.crt
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=xraylab-seaweed \
-      -keyout node.key -out node.csr
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n' > ext.cnf
-    openssl x509 -req -in node.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile ext.cnf \
-      -out node.crt
-    rm -f ca.key node.csr ext.cnf ca.srl  # nothing more to sign: the CA's key is not kept
-  ) >"$RUN/seaweedfs-certs.log" 2>&1 || { cat "$RUN/seaweedfs-certs.log" >&2; die "could not make the SeaweedFS certificates"; }
-  [[ -s "$dir/node.crt" && -s "$dir/node.key" ]] || die "the SeaweedFS certificates are missing after openssl"
+  make_certs seaweedfs "$DATA/certs" node xraylab-seaweed-ca xraylab-seaweed serverAuth,clientAuth \
+    "the SeaweedFS gRPC certificates"
 }
 
 # write_security: security.toml for weed mini (read from its working directory, $DATA) with fresh JWT keys,

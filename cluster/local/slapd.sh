@@ -35,26 +35,10 @@ ADMIN_DN="cn=admin,$SUFFIX"
 READER_DN="cn=xraylab-reader,ou=services,$SUFFIX"
 DEMO_USERS=(dr.north dr.south dr.network dr.disabled it.admin)
 
-# ensure_certs: a private CA and a server certificate for 127.0.0.1 and localhost (made once).
+# ensure_certs: a private CA and a server certificate for 127.0.0.1 and localhost (made once; both public, 644).
 ensure_certs() {
-  [[ -f "$TLS/server.crt" && -f "$TLS/server.key" && -f "$TLS/ca.crt" ]] && return 0
-  command -v openssl >/dev/null || die "openssl is needed to make the directory's TLS certificates"
-  mkdir -p "$TLS"; chmod 700 "$TLS"
-  (
-    set -e
-    cd "$TLS"
-    umask 077
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -subj /CN=xraylab-ldap-ca \
-      -keyout ca.key -out ca.crt
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
-      -keyout server.key -out server.csr
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n' > ext.cnf
-    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile ext.cnf \
-      -out server.crt
-    rm -f ca.key server.csr ext.cnf ca.srl  # nothing more to sign: the CA's key is not kept
-    chmod 644 ca.crt server.crt
-  ) >"$RUN/slapd-certs.log" 2>&1 || { cat "$RUN/slapd-certs.log" >&2; die "could not make the directory's certificates"; }
-  [[ -s "$TLS/server.crt" && -s "$TLS/server.key" ]] || die "the directory's certificates are missing after openssl"
+  make_certs slapd "$TLS" server xraylab-ldap-ca 127.0.0.1 serverAuth "the directory's TLS certificates"
+  chmod 644 "$TLS/ca.crt" "$TLS/server.crt"
 }
 
 # secret KEY: the env file's KEY, generated there first if missing.
