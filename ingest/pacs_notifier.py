@@ -4,9 +4,10 @@ Orthanc numbers every change (``Seq``) and replays them from any number (``GET /
 numbers survive its restarts. This notifier reads them in pages, produces one event per ``NewInstance``
 (endpoint ``ORTHANC_ENDPOINT_ID``, bucket ``instances``, key the instance id; ``acks=all``), waits for the broker
 to acknowledge the page, and only then saves the page's last sequence number. After a crash it resumes from the
-saved number: at-least-once, and the pipeline's idempotent writes absorb a repeated page. Should the PACS's log
-start again below the saved number (a PACS reinstalled), it follows the new log from its start. Events carry no
-patient data: an instance id is a hash of UIDs.
+saved number: at-least-once, and the pipeline's idempotent writes absorb a repeated page. The results xraylab's
+deliverer stores back (stored by ``XRAYLAB_DELIVERY_AET``: Orthanc's ``RemoteAET``) make no event. Should the
+PACS's log start again below the saved number (a PACS reinstalled), it follows the new log from its start. Events
+carry no patient data: an instance id is a hash of UIDs.
 """
 
 from __future__ import annotations
@@ -98,9 +99,12 @@ class PacsNotifier:
                         last, since)
             self._save_seq(0)
             return True
-        futures = []
+        futures, own = [], 0
         for change in changes:
             item = change_to_object(change, self.settings.ORTHANC_ENDPOINT_ID)
+            if item is not None and self.client.remote_aet(item.key) == self.settings.DELIVERY_AET:
+                own += 1  # a result xraylab's deliverer stored back (delivery/): never scored, never dead-lettered
+                continue
             if item is not None:
                 payload = json.dumps(make_s3_event(item, source=PACS_EVENT_SOURCE)).encode("utf-8")
                 futures.append(producer.send(self.settings.KAFKA_TOPIC, key=item.key.encode(), value=payload))
@@ -109,6 +113,7 @@ class PacsNotifier:
         newest = max([int(c.get("Seq") or 0) for c in changes] + [since])
         if newest > since:
             self._save_seq(newest)
-        if futures:
-            log.info("pacs notifier: %d new instances, up to change %d", len(futures), newest)
+        if futures or own:
+            log.info("pacs notifier: %d new instances, up to change %d (%d results of ours left alone)", len(futures),
+                     newest, own)
         return not done and bool(changes)

@@ -10,7 +10,8 @@ command -v prometheus >/dev/null || [[ -x /usr/bin/prometheus ]] || missing+=(pr
 command -v Orthanc >/dev/null || [[ -x /usr/sbin/Orthanc ]] || missing+=(orthanc)  # the PACS (cluster/local/orthanc.sh)
 command -v slapd >/dev/null || [[ -x /usr/sbin/slapd ]] || missing+=(slapd)  # the LDAP directory (cluster/local/slapd.sh)
 command -v ldapsearch >/dev/null || missing+=(ldap-utils)  # its clients: slapd.sh seeds and probes with them
-command -v storescu >/dev/null || missing+=(dcmtk)  # DCMTK's storescu: the modality stand-in of the e2e tests
+command -v storescu >/dev/null || missing+=(dcmtk)  # DCMTK: storescu (the tests' modality), dsrdump (reads our SRs)
+command -v dciodvfy >/dev/null || missing+=(dicom3tools)  # dciodvfy: validates the DICOM objects we write
 command -v openssl >/dev/null || missing+=(openssl)  # the SeaweedFS gRPC certificates (cluster/local/seaweedfs.sh)
 command -v python3.11 >/dev/null || missing+=(python3.11 python3.11-venv)
 if (( ${#missing[@]} == 0 )); then exit 0; fi

@@ -3,6 +3,7 @@ call lives in ``serve_app/launch.py`` and ``serve_app/demo.py``."""
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import time
@@ -25,7 +26,11 @@ AddressOption = Annotated[str, typer.Option(help="the Ray cluster (`ray start --
 
 
 def register(root: typer.Typer) -> None:
+    from delivery.cli import outbox_app
     from serve_app.monitor_cli import monitor_cli
+
+    outbox_app.command("start")(outbox_start)  # beside `outbox list|retry|run` (delivery/cli.py): they need Ray
+    outbox_app.command("stop")(outbox_stop)
 
     root.add_typer(serve_app_cli, name="serve")
     root.add_typer(ingest_cli, name="ingest")
@@ -193,3 +198,45 @@ def ingest_status(address: AddressOption = "auto") -> None:
             print(json.dumps({"actor": name, "error": _first_line(exc)}))
             continue
         print(json.dumps({"actor": name, "node": node, **stats}, default=str))
+
+
+def outbox_start(address: AddressOption = "auto", database: DatabaseOption = "default") -> None:
+    """Start the deliverer on the cluster as a detached actor (after `serve deploy`, or a RayService); one running
+    already is kept. It sends the outbox's results to the PACS and RIS of XRAYLAB_DELIVERY_CONFIG until `outbox stop`,
+    and Ray restarts it where its process or node dies."""
+    from serve_app.delivery_actor import start_delivery
+    from xraylab.delivery_config import DeliveryConfigError
+
+    settings = _connect(address)
+    try:
+        actor = start_delivery(settings, database, detached=True)
+    except DeliveryConfigError as exc:
+        raise fail(str(exc)) from None
+    if actor is None:
+        raise fail("no destinations: set XRAYLAB_DELIVERY_CONFIG on every node (docs/delivery.md)")
+    import ray
+
+    try:
+        print(json.dumps(ray.get(actor.stats.remote(), timeout=120)))
+    except _cluster_errors() as exc:
+        raise fail(f"the deliverer did not start: {_first_line(exc)}") from None
+    print("deliverer running; `xraylab outbox list` shows what it sends")
+
+
+def outbox_stop(address: AddressOption = "auto") -> None:
+    """Stop the cluster's deliverer (what it has not sent stays queued in the outbox)."""
+    import ray
+
+    from serve_app.delivery_actor import DELIVERY_ACTOR, NAMESPACE
+
+    _connect(address)
+    try:
+        actor = ray.get_actor(DELIVERY_ACTOR, namespace=NAMESPACE)
+    except ValueError:
+        raise fail("no deliverer runs on this cluster") from None
+    try:
+        ray.get(actor.stop.remote(), timeout=60)
+    except _cluster_errors() as exc:
+        print(f"the deliverer did not stop cleanly ({_first_line(exc)}); killed")
+    ray.kill(actor, no_restart=True)
+    print("deliverer stopped")

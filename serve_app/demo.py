@@ -44,6 +44,7 @@ class DemoSummary:
     database: str = ""
     ingest: dict[str, object] = field(default_factory=dict)
     monitor: str = ""
+    delivery: dict[str, dict[str, int]] = field(default_factory=dict)  # destination -> state -> results
 
     @property
     def complete(self) -> bool:
@@ -62,6 +63,12 @@ class DemoSummary:
             out.append(f"agreement of the uploaded images with {whose}: score > 0.5 {self.agree}/"
                        f"{self.uploads_stored}, band (Pneumonia or Unsure for pneumonia) "
                        f"{self.agree_band}/{self.uploads_stored}")
+        if self.delivery:
+            out.append("results delivered (xraylab outbox list): " + ", ".join(
+                f"{d} {states.get('sent', 0)}/{sum(states.values())}"
+                + (f" ({states['failed']} set aside)" if states.get("failed") else "")
+                for d, states in sorted(self.delivery.items()))
+                + "; PACS: SR and Grad-CAM series in each study, RIS: ORU^R01 messages")
         out += [f"rows in: {self.database} (tables studies, predictions)", f"ingest: {self.ingest}",
                 f"model monitor: {self.monitor}", f"NOTE: {self.notice}"]
         return out
@@ -129,9 +136,24 @@ def run_demo(settings: Settings, *, count: int, database: str, timeout_s: float,
                           agree_band=sum((r["band"] != NORMAL) == (keys[r["object_key"]] == PNEUMONIA_CLASS)
                                          for r in uploaded_rows),
                           database=db.engine.url.render_as_string(hide_password=True),
-                          ingest=pipeline.ingest_stats(), monitor=_start_monitor(settings, db, database))
+                          ingest=pipeline.ingest_stats(), monitor=_start_monitor(settings, db, database),
+                          delivery=_wait_for_delivery(db, [r["id"] for r in rows], 120.0)
+                          if pipeline.delivery is not None else {})
     db.dispose()
     return pipeline, summary
+
+
+def _wait_for_delivery(db: Any, study_ids: list[int], timeout_s: float) -> dict[str, dict[str, int]]:
+    """The deliveries of these studies per destination and state, once none is queued (or after ``timeout_s``)."""
+    from xraylab.db.outbox import QUEUED, states_of
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with db.session() as session:
+            states = states_of(session, study_ids)
+        if not any(s.get(QUEUED) for s in states.values()) or time.monotonic() > deadline:
+            return states
+        time.sleep(1.0)
 
 
 def _serving_notice(settings: Settings) -> str:

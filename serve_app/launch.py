@@ -8,6 +8,7 @@ of its own (``xraylab db upgrade``; the demo and the tests call ``upgrade_schema
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ class Pipeline:
     settings: Settings
     ingest: list[Any] = field(default_factory=list)  # the ingest actors' handles
     ingest_refs: list[Any] = field(default_factory=list)
+    delivery: Any = None  # the deliverer actor (serve_app/delivery_actor.py), where destinations are configured
 
     @property
     def url(self) -> str:
@@ -68,6 +70,13 @@ class Pipeline:
 
         if self.ingest:
             self.stop_ingest()
+        if self.delivery is not None:  # what it has not sent stays queued in the outbox
+            try:
+                ray.get(self.delivery.stop.remote(), timeout=40)
+            except Exception as exc:  # shutting down anyway
+                log.warning("the deliverer did not stop cleanly: %s", exc)
+            with contextlib.suppress(Exception):  # so that the next start makes a new one, on the file then
+                ray.kill(self.delivery, no_restart=True)
         serve.shutdown()
         ray.shutdown()
 
@@ -140,17 +149,20 @@ def init_ray(settings: Settings, *, address: str = "", num_cpus: int | None = No
 
 def start_pipeline(settings: Settings, args: AppArgs | None = None, *, ingest: bool = True,
                    num_cpus: int | None = None, address: str = "") -> Pipeline:
-    """The Serve app and its ingest actors on a Ray of this process's own, or on the running cluster at
-    ``address`` (``127.0.0.1:6379``, ``auto``; Ray's own ``RAY_ADDRESS`` works too)."""
+    """The Serve app, its ingest actors and the deliverer (where ``XRAYLAB_DELIVERY_CONFIG`` names destinations)
+    on a Ray of this process's own, or on the running cluster at ``address`` (``127.0.0.1:6379``, ``auto``; Ray's
+    own ``RAY_ADDRESS`` works too)."""
     from ray import serve
 
     from serve_app.app import build_app
+    from serve_app.delivery_actor import start_delivery
 
     init_ray(settings, address=address, num_cpus=num_cpus)
     serve.start(proxy_location=settings.SERVE_PROXY_LOCATION,
                 http_options={"host": settings.SERVE_HTTP_HOST, "port": settings.SERVE_HTTP_PORT})
-    serve.run(build_app(args or AppArgs()), name=settings.SERVE_APP_NAME, route_prefix="/")
-    pipeline = Pipeline(settings=settings)
+    args = args or AppArgs()
+    serve.run(build_app(args), name=settings.SERVE_APP_NAME, route_prefix="/")
+    pipeline = Pipeline(settings=settings, delivery=start_delivery(settings, args.database, detached=bool(address)))
     if ingest:
         pipeline.start_ingest()
     log.info("pipeline up at %s", pipeline.url)

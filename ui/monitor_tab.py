@@ -1,6 +1,8 @@
 """The review app's Monitor tab: for a monitored model version and a hospital (or all), the monitor's state,
 the latest figure of each metric against its limits, each metric over time, the latest image drift per
-hospital, the alerts, and the most atypical images of the last drift run (``xraylab.db.monitoring``).
+hospital, the alerts, the most atypical images of the last drift run (``xraylab.db.monitoring``), and how far
+behind the delivery of results to the PACS and the RIS is (``xraylab.db.outbox``: counts per destination, no
+patient data).
 
 Like the worklist, it loads data only in event handlers, after login (the middleware in ``ui/access.py``
 guards every route), and the atypical images come through the audited study-picture route.
@@ -13,17 +15,19 @@ from typing import Any
 from sqlalchemy import select
 
 from xraylab.db import monitoring as store
+from xraylab.db import outbox
 from xraylab.db.models import Study
 from xraylab.db.review import record_audit
 from xraylab.db.scope import EVERY_HOSPITAL, ReadScope
 from xraylab.db.session import Database
 from xraylab.monitor.thresholds import ESTIMATED_PREFIX, METRICS, Thresholds
 
-__all__ = ["MonitorView", "add_monitor_tab", "ALERT_COLUMNS"]
+__all__ = ["MonitorView", "add_monitor_tab", "ALERT_COLUMNS", "DELIVERY_COLUMNS"]
 
 log = logging.getLogger("xraylab.ui.monitor")
 
 ALERT_COLUMNS = ["Fired", "Severity", "Metric", "Hospital", "Value", "Limit", "Resolved"]
+DELIVERY_COLUMNS = ["Destination", "Waiting", "Oldest waiting for", "Median delay (24 h)", "Sent", "Set aside"]
 DRIFT = [m for m, kind in METRICS.items() if kind == "drift"]
 PERFORMANCE = ["accuracy", "precision", "recall", "f1_score"]  # plotted (every one has a tile)
 HEALTH = [m for m, kind in METRICS.items() if kind == "health"]
@@ -33,6 +37,13 @@ NO_MONITOR = "No monitor yet: start one with `xraylab monitor start`."
 
 def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min" if seconds < 3600 else \
+        f"{seconds / 3600:.1f} h"
 
 
 def _fmt(value: float | None) -> str:
@@ -71,6 +82,14 @@ class MonitorView:
                     "per_hospital": per_hospital,
                     "alerts": [a for a in store.alerts(session, version, limit=100)
                                if scope.network or scope.allows(a["hospital"])]}
+
+    def delivery_table(self) -> list[list[Any]]:
+        """Per destination: results waiting, how long the oldest has waited, the median delay from scoring to the
+        destination's acknowledgement over the last 24 hours, results sent, and results set aside (refused)."""
+        with self.db.session() as session:
+            figures = outbox.summary(session)
+        return [[f.destination, f.queued, _duration(f.oldest_queued_s), _duration(f.median_lag_s), f.sent, f.failed]
+                for f in figures]
 
     @staticmethod
     def state_markdown(monitor: dict[str, Any], version: str, hospital: str = store.ALL) -> str:
@@ -171,9 +190,10 @@ def add_monitor_tab(gr: Any, db: Database, user_of: Any, touch: Any = None) -> A
         if touch is not None:
             touch(user)  # a click of the doctor's: their session stays alive
         snap = view.snapshot(version, hospital, user.scope)
+        delivery = view.delivery_table() if user.scope.network else []  # all hospitals' volumes: network readers
         if snap is None:
             return (gr.update(choices=[], value=None), gr.update(choices=[store.ALL], value=store.ALL), NO_MONITOR,
-                    "", None, None, None, None, [], "")
+                    "", None, None, None, None, [], "", delivery)
         version, hospital = snap["version"], snap["hospital"]
         with db.session() as session:  # the studies whose pictures the tab lists
             record_audit(session, user.name, "view_monitor", detail=f"{version} {hospital or '-'}"[:512],
@@ -182,7 +202,8 @@ def add_monitor_tab(gr: Any, db: Database, user_of: Any, touch: Any = None) -> A
                 gr.update(choices=snap["hospitals"], value=hospital),
                 view.state_markdown(snap["monitor"], version, hospital),
                 view.tiles_html(snap["latest"], snap["thresholds"]),
-                *view.figures(snap, hospital), view.alert_table(snap["alerts"]), view.atypical_html(snap["latest"]))
+                *view.figures(snap, hospital), view.alert_table(snap["alerts"]), view.atypical_html(snap["latest"]),
+                delivery)
 
     with gr.Tab("Monitor", id="monitor", elem_id="tab-monitor") as tab:
         with gr.Row():
@@ -201,8 +222,10 @@ def add_monitor_tab(gr: Any, db: Database, user_of: Any, touch: Any = None) -> A
         alert_table = gr.Dataframe(headers=ALERT_COLUMNS, interactive=False, elem_id="monitor-alerts", max_height=320)
         gr.Markdown("### Most atypical images of the last drift run")
         atypical = gr.HTML(elem_id="monitor-atypical")
+        gr.Markdown("### Results delivered to the PACS and the RIS (all hospitals: for network-wide readers)")
+        delivery = gr.Dataframe(headers=DELIVERY_COLUMNS, interactive=False, elem_id="monitor-delivery", max_height=240)
         outputs = [version, hospital, state, tiles, drift_plot, perf_plot, health_plot, hospital_plot, alert_table,
-                   atypical]
+                   atypical, delivery]
         tab.select(show, [version, hospital], outputs)
         refresh.click(show, [version, hospital], outputs)
         version.input(show, [version, hospital], outputs)

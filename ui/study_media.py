@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
@@ -33,10 +31,11 @@ from fastapi.responses import JSONResponse, Response
 
 from ui.access import principal_of
 from xraylab.db.crud import get_study
-from xraylab.db.review import StudyNotFoundError, cached_heatmap, record_audit, store_heatmap, study_in_scope
+from xraylab.db.review import StudyNotFoundError, record_audit, study_in_scope
 from xraylab.db.scope import NO_PATIENTS
 from xraylab.db.session import Database
 from xraylab.errors import RejectedInputError, RejectReason
+from xraylab.heatmaps import HeatmapCache, overlay_base, overlay_png
 from xraylab.imaging import ImageLimits, InvalidImageError, check_size, open_picture, picture_size
 from xraylab.registry import RegistryLike
 from xraylab.settings import Settings
@@ -49,7 +48,6 @@ __all__ = ["StudyImages", "HeatmapMaker", "media_router", "ImageGoneError", "Ima
 log = logging.getLogger("xraylab.ui.media")
 MEDIA_PREFIX = "/review/studies"
 SERVED_AS_IS = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"))  # signature, media type
-OVERLAY_MAX_SIDE = 2048
 # Per process (one router): Grad-CAM maps being made at once, and requests let wait for one beyond those. A map
 # costs about a second of CPU at first sight (then it is cached) and Grad-CAM runs one at a time anyway
 # (``HeatmapMaker``); more waiting than this and the doctor is better told to try again than kept waiting.
@@ -166,57 +164,19 @@ class StudyImages:
         return "changed" if _replaced(study, etag) else "ok"
 
 
-class HeatmapMaker:
-    """Grad-CAM maps from the model that scored a study, computed once per (study, model) and cached in the
-    database; the last two models loaded stay in memory."""
+class HeatmapMaker(HeatmapCache):
+    """The review app's Grad-CAM maps (``xraylab.heatmaps.HeatmapCache``) over the study's picture."""
 
     def __init__(self, db: Database, registry: RegistryLike, images: StudyImages, limits: Any = None) -> None:
-        self.db = db
-        self.registry = registry
+        super().__init__(db, registry, limits)
         self.images = images
-        self.limits = limits
-        self._models: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def _model(self, version: str) -> tuple[Any, Any]:
-        from xraylab.registry import load_model
-
-        with self._lock:
-            if version not in self._models:
-                self._models[version] = load_model(self.registry, version)
-                while len(self._models) > 2:
-                    self._models.popitem(last=False)
-            self._models.move_to_end(version)
-            return self._models[version]
-
-    def heat(self, study: dict[str, Any], original: bytes) -> Any:
-        """The study's map (2-D, in [0, 1]) under the model of its latest prediction."""
-        from xraylab.gradcam import explain, heat_from_png, heat_to_png
-
-        version = study["model_version"]
-        with self.db.session() as session:
-            cached = cached_heatmap(session, study["id"], version)
-        if cached is not None:
-            return heat_from_png(cached)
-        model, card = self._model(version)
-        with self._lock:  # one Grad-CAM at a time per process: it is CPU-bound and the model is shared
-            heat = explain(model, card, original, self.limits)
-        with self.db.session() as session:
-            store_heatmap(session, study["id"], version, heat_to_png(heat))
-        log.info("study %s: Grad-CAM map computed under model %s", study["study_uid"], version)
-        return heat
 
     def overlay_png(self, study: dict[str, Any]) -> bytes:
-        """The map over the picture, at most ``OVERLAY_MAX_SIDE`` pixels a side (a heatmap's detail is the model's
-        input size; a 3,000-pixel film need not be blended at full size)."""
-        from xraylab.gradcam import overlay
-
+        """The map of the study's latest prediction over its picture."""
         original = self.images.original(study)
-        # a JPEG decodes at a reduced size; a picture (DICOM too) with more pixels than the limits is refused first
-        picture = open_picture(original, OVERLAY_MAX_SIDE, self.images.limits)
-        out = io.BytesIO()
-        overlay(picture, self.heat(study, original)).save(out, "PNG", optimize=False, compress_level=3)
-        return out.getvalue()
+        picture = overlay_base(original, self.images.limits)  # a picture beyond the limits is refused first
+        return overlay_png(picture, self.heat(study["id"], study["model_version"], original,
+                                              study_uid=study["study_uid"]))
 
 
 def _as_served(data: bytes, limits: ImageLimits) -> tuple[bytes, str]:

@@ -33,14 +33,14 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Literal
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from xraylab.db.models import ApiKey, LoginDevice, LoginThrottle, User, UserHospital, UserSession, utcnow
+from xraylab.db.models import ApiKey, LoginDevice, LoginThrottle, User, UserHospital, UserSession, as_utc, utcnow
 from xraylab.db.scope import NO_PATIENTS, ReadScope
 
 __all__ = ["ROLES", "Principal", "AccessPolicy", "AccountError", "LoginResult", "create_user", "set_disabled",
@@ -119,11 +119,6 @@ def _hasher() -> Any:
 @lru_cache(maxsize=1)
 def _dummy_hash() -> str:
     return _hasher().hash(secrets.token_hex(16))
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite and MariaDB give back naive datetimes; every time here is written in UTC."""
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def _sha256(text: str) -> str:
@@ -272,7 +267,7 @@ def authenticate(session: Session, name: str, password: str, policy: AccessPolic
     user = session.scalar(select(User).where(User.name == name))
     device = device_user(session, device_token, name, policy.max_failures) if user is not None else None
     throttle = _throttle(session, name, now)
-    locked_until = _aware(throttle.locked_until)
+    locked_until = as_utc(throttle.locked_until)
     if device is None and locked_until is not None and locked_until > now:
         _hasher().verify(password, _dummy_hash())  # as long as a checked password: the answer's time tells nothing
         return LoginResult(reason="throttled", retry_after_s=(locked_until - now).total_seconds(),
@@ -358,8 +353,8 @@ def resolve_session(session: Session, token: str, policy: AccessPolicy, now: dat
     if found is None:
         return None
     user_session, user = found
-    last_seen = _aware(user_session.last_seen_at) or now
-    if (user_session.ended or user.disabled or (_aware(user_session.expires_at) or now) <= now
+    last_seen = as_utc(user_session.last_seen_at) or now
+    if (user_session.ended or user.disabled or (as_utc(user_session.expires_at) or now) <= now
             or now - last_seen > policy.session_idle):
         return None
     if touch:
@@ -375,7 +370,7 @@ def touch_session(session: Session, session_id: int | None, policy: AccessPolicy
     row = session.get(UserSession, session_id)
     if row is None or row.ended:
         return
-    last_seen = _aware(row.last_seen_at) or now
+    last_seen = as_utc(row.last_seen_at) or now
     if now - last_seen <= policy.session_idle:  # an idle session stays ended
         _touch(row, last_seen, now, policy)
 
@@ -426,7 +421,7 @@ def resolve_api_key(session: Session, token: str, now: datetime | None = None) -
     if key.revoked or user.disabled or not hmac.compare_digest(key.secret_hash, _sha256(secret)):
         return None
     now = now or utcnow()
-    last_used = _aware(key.last_used_at)
+    last_used = as_utc(key.last_used_at)
     if last_used is None or (now - last_used).total_seconds() > TOUCH_EVERY_S:
         key.last_used_at = now
     return Principal(user.id, user.name, user.role, "api_key", scope_of(user))

@@ -15,7 +15,7 @@ import typer
 
 from xraylab.settings import load_settings, project_root
 
-__all__ = ["register", "fail", "setup_logging", "DatabaseOption"]
+__all__ = ["register", "fail", "setup_logging", "DatabaseOption", "operator_name"]
 
 DatabaseOption = Annotated[str, typer.Option(help="'default' (XRAYLAB_DATABASE_URL, SQLite unless set) or 'mariadb'")]
 
@@ -286,13 +286,13 @@ def users_add(name: str, role: Annotated[str, typer.Option(help="doctor or admin
     try:
         with _accounts_db(database).session() as session:
             create_user(session, name, password, role, hospitals=scope.hospitals, network=network)
-            record_audit(session, _operator(), "user_added", detail=f"{name} ({role}); reads {scope.describe()}")
+            record_audit(session, operator_name(), "user_added", detail=f"{name} ({role}); reads {scope.describe()}")
     except AccountError as exc:
         raise fail(str(exc)) from None
     print(f"user {name} ({role}) added; reads {scope.describe()}")
 
 
-def _operator() -> str:
+def operator_name() -> str:
     """Who ran a command, for the audit trail: the operating system's user."""
     import getpass
 
@@ -342,7 +342,7 @@ def _account_change(database: str, change: Any, action: str, detail: str) -> Any
     try:
         with _accounts_db(database).session() as session:
             result = change(session)
-            record_audit(session, _operator(), action, detail=detail)
+            record_audit(session, operator_name(), action, detail=detail)
     except AccountError as exc:
         raise fail(str(exc)) from None
     return result
@@ -434,7 +434,7 @@ def audit(study: Annotated[int | None, typer.Option(help="one study's trail")] =
     with _accounts_db(database).session() as session:
         events = audit_trail(session, study_id=study, user_name=user, limit=limit, patient_id=patient)
         asked = {"study": study, "user": user, "patient": "given" if patient is not None else None}
-        record_audit(session, _operator(), "audit_query", study_id=study,
+        record_audit(session, operator_name(), "audit_query", study_id=study,
                      detail=" ".join(f"{k}={v}" for k, v in asked.items() if v is not None))
     if not events:
         print("no audit events" + (f" for study {study}" if study is not None else ""), file=sys.stderr)

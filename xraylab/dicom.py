@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from pydicom import Dataset
 
 __all__ = ["is_dicom", "claims_dicom", "refuse_misnamed", "read_dataset", "check_supported", "to_grey",
-           "decode_grey", "tag_metadata", "with_tags", "dicom_size", "MONOCHROME", "DICOM_SUFFIXES", "DICOM_MEDIA_TYPE"]
+           "decode_grey", "tag_metadata", "with_tags", "dicom_size", "MONOCHROME", "DICOM_SUFFIXES", "DICOM_MEDIA_TYPE",
+           "is_own_result", "RESULT_MANUFACTURER"]
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 DICOM_MEDIA_TYPE = "application/dicom"
@@ -85,11 +86,25 @@ def _sop_class(ds: Dataset) -> str:
     return f"{uid.name} ({uid})" if uid else "no SOP Class UID"
 
 
+RESULT_MANUFACTURER = "xraylab"  # what the results delivered to a PACS say they are made by (delivery/)
+
+
+def is_own_result(ds: Dataset) -> bool:
+    """Whether an instance is one of the results xraylab stores into a PACS (``delivery.dicom_results``): its
+    Manufacturer is ``RESULT_MANUFACTURER`` and it is derived (Secondary Capture or a structured report)."""
+    sop_class = str(ds.get("SOPClassUID", ""))
+    derived = sop_class == "1.2.840.10008.5.1.4.1.1.7" or sop_class.startswith("1.2.840.10008.5.1.4.1.1.88.")
+    return derived and str(ds.get("Manufacturer", "")).strip() == RESULT_MANUFACTURER
+
+
 def check_supported(ds: Dataset) -> None:
     """Refuse what the classifier cannot score, naming what: no pixel data (a non-image SOP class), several
     frames, a transfer syntax with no decoder installed, a photometric interpretation or bit depth not handled."""
     from pydicom.pixels import get_decoder
 
+    if is_own_result(ds):
+        raise InvalidImageError("an xraylab result (its SR or Grad-CAM picture), not a radiograph to score",
+                                RejectReason.OWN_RESULT)
     if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
         raise InvalidImageError(f"no pixel data: SOP class {_sop_class(ds)} is not an image",
                                 RejectReason.NOT_IMAGE_DICOM)
@@ -305,8 +320,9 @@ def _iso_date(value: Any) -> str | None:
 
 def tag_metadata(ds: Dataset, fallback: StudyMetadata | None = None) -> StudyMetadata:
     """Patient and study data from the tags (PatientID, PatientName, StudyInstanceUID, StudyDate, Modality,
-    ViewPosition, Manufacturer; the hospital from InstitutionName). Where a tag is absent, ``fallback`` (the
-    object's S3 user metadata) fills in; the hospital of ``fallback`` wins, since it names the sending site."""
+    ViewPosition, Manufacturer, AccessionNumber; the hospital from InstitutionName). Where a tag is absent,
+    ``fallback`` (the object's S3 user metadata) fills in; the hospital of ``fallback`` wins, since it names the
+    sending site."""
     base = fallback or StudyMetadata()
     return StudyMetadata(
         hospital=base.hospital or _text(ds.get("InstitutionName"), 128),
@@ -317,6 +333,7 @@ def tag_metadata(ds: Dataset, fallback: StudyMetadata | None = None) -> StudyMet
         modality=_text(ds.get("Modality"), 16),
         view_position=_text(ds.get("ViewPosition"), 16),
         manufacturer=_text(ds.get("Manufacturer"), 64),
+        accession_number=_text(ds.get("AccessionNumber"), 64) or base.accession_number,
     )
 
 

@@ -32,6 +32,7 @@ class RejectReason(StrEnum):
     UNSUPPORTED_DICOM = "unsupported_dicom"
     UNDECODABLE = "undecodable"
     FAILS_ALONE = "fails_alone"
+    OWN_RESULT = "own_result"
 
     @property
     def description(self) -> str:
@@ -39,6 +40,7 @@ class RejectReason(StrEnum):
 
 
 _DESCRIPTIONS = {
+    RejectReason.OWN_RESULT: "an xraylab result (the SR or the Grad-CAM picture delivered to a PACS) came back in",
     RejectReason.MALFORMED_EVENT: "the Kafka message is not an S3 event notification",
     RejectReason.UNKNOWN_ENDPOINT: "the event names an S3 endpoint with no configured credentials",
     RejectReason.MISSING_OBJECT: "the object named by the event does not exist",

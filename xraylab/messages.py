@@ -72,7 +72,8 @@ def _decode_header(name: str, value: str) -> str:
 @dataclass(frozen=True)
 class StudyMetadata:
     """Patient and study data of one upload: carried as S3 user metadata (``x-amz-meta-<name>``) for a JPEG or
-    PNG, read from the tags for a DICOM object (``xraylab.dicom.tag_metadata``, which also fills the last four).
+    PNG, read from the tags for a DICOM object (``xraylab.dicom.tag_metadata``, which also fills the four marked
+    DICOM only).
 
     ``S3_KEYS`` is the one place the metadata names are spelled: the uploader writes them with
     ``to_s3_metadata`` and the Fetcher reads them with ``from_s3_metadata``."""
@@ -85,9 +86,10 @@ class StudyMetadata:
     modality: str | None = None
     view_position: str | None = None
     manufacturer: str | None = None
+    accession_number: str | None = None  # the RIS's order; DICOM's AccessionNumber, or an upload's metadata
 
     S3_KEYS = {"hospital": "hospital", "patient_id": "patient-id", "patient_name": "patient-name",
-               "study_date": "study-date"}
+               "study_date": "study-date", "accession_number": "accession-number"}
 
     def to_s3_metadata(self) -> dict[str, str]:
         return {key: _encode_header(value) for attr, key in self.S3_KEYS.items()

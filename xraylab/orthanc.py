@@ -91,6 +91,18 @@ class OrthancClient:
             raise OrthancError(f"GET /instances/<id> answered {response.status_code}")
         return True
 
+    def remote_aet(self, instance_id: str) -> str | None:
+        """The calling AE title that stored the instance by C-STORE (Orthanc's ``RemoteAET`` metadata), None when
+        it came otherwise or is not there."""
+        if not is_instance_id(instance_id):
+            return None
+        response = self._get(f"/instances/{instance_id}/metadata/RemoteAET")
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise OrthancError(f"GET /instances/<id>/metadata/RemoteAET answered {response.status_code}")
+        return str(response.text).strip()
+
     def instance_md5(self, instance_id: str, *, max_bytes: int) -> str | None:
         """The MD5 (hex) of the instance's file, the eTag ``fetch_instance`` gives it, or None when the PACS does
         not hold it: Orthanc's own record of its attachment's MD5, without reading the file; where Orthanc keeps

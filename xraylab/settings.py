@@ -124,6 +124,18 @@ class Settings(BaseSettings):
     ORTHANC_HOSPITAL: str = ""  # the hospital of studies from this PACS; empty: each study's InstitutionName
     MODALITY_AET: str = "XRAYLAB_MOD"  # the calling AE title of the simulated modality (xraylab upload --to-pacs)
 
+    # Results back to the PACS and the RIS (xraylab/delivery_config.py, delivery/): the per-hospital destinations
+    # file, the calling AE title that stores results (register it on each PACS), and the outbox's retry schedule.
+    DELIVERY_CONFIG: Path | None = Field(None, description=(
+        "where each hospital's results go (TOML, xraylab/delivery_config.py); unset: no delivery"))
+    DELIVERY_AET: str = Field("XRAYLAB_RES", min_length=1, max_length=16)
+    DELIVERY_RETRY_BASE_S: float = Field(2.0, gt=0, description="first wait after a destination failed")
+    DELIVERY_RETRY_MAX_S: float = Field(60.0, gt=0, description="longest wait between tries of one destination")
+    DELIVERY_POLL_S: float = Field(1.0, gt=0, description="how often the outbox is read for due messages")
+    DELIVERY_MAX_ATTEMPTS: int = Field(10, ge=1, description=(
+        "tries of a result that fails on its own (not its destination being down) before it is set aside"))
+    DEMO_RIS_PORT: int = 12575  # the local stack's demo RIS listener (cluster/local/ris.sh)
+
     # The de-identified research export (xraylab/research_export.py, `xraylab export research`): studies whose
     # latest band is one of RESEARCH_BANDS (comma-separated) go to RESEARCH_BUCKET on the S3 endpoint
     # RESEARCH_ENDPOINT (default S3_ENDPOINT_ID), de-identified under the HMAC key RESEARCH_KEY (pseudonyms, UIDs,

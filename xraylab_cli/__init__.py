@@ -4,7 +4,7 @@ Layers, each importing only those below it::
 
     xraylab_cli   this root
     serve_app     the Serve app, and launch/demo, which run it with the ingest actor beside it
-    ingest, ui, train
+    ingest, ui, train, delivery
     xraylab       the shared package (settings, messages, db, imaging, events, registry, storage)
 
 Heavy imports (Ray, TensorFlow, Gradio) happen inside the commands, so ``xraylab cluster status``
@@ -17,6 +17,7 @@ import os
 
 import typer
 
+from delivery import cli as delivery_cli
 from ingest import cli as ingest_cli
 from serve_app import cli as serve_cli
 from train import cli as train_cli
@@ -29,5 +30,5 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up 
 
 app = typer.Typer(help="xraylab: chest X-ray pneumonia triage on Ray Serve.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-for layer in (shared_cli, train_cli, ingest_cli, ui_cli, serve_cli):
+for layer in (shared_cli, train_cli, ingest_cli, ui_cli, delivery_cli, serve_cli):
     layer.register(app)

@@ -7,7 +7,8 @@
 # - DICOM SCP on XRAYLAB_ORTHANC_DICOM_PORT, AET XRAYLAB_ORTHANC_AET: associations only from the registered
 #   modalities, each checked by calling AET *and* host ("DicomCheckModalityHost"); other AETs are rejected.
 #   The simulated modality "xraylab-modality" (calling AET XRAYLAB_MODALITY_AET from 127.0.0.1) is always
-#   registered, allowed C-ECHO and C-STORE only. A hospital adds its own with XRAYLAB_ORTHANC_EXTRA_MODALITIES,
+#   registered, allowed C-ECHO and C-STORE only, and so is xraylab's deliverer (calling AET XRAYLAB_DELIVERY_AET
+#   from 127.0.0.1), which stores results back. A hospital adds its own with XRAYLAB_ORTHANC_EXTRA_MODALITIES,
 #   a JSON object in Orthanc's "DicomModalities" syntax merged into it: '{"ct1": ["CT_ROOM1", "10.1.2.3", 104]}'
 #   (every DICOM command allowed) or '{"cr2": {"AET": "CR2", "Host": "10.1.2.4", "Port": 104, "AllowFind": false,
 #   "AllowGet": false, "AllowMove": false}}' (only what is not turned off).
@@ -29,6 +30,11 @@ import json, os, sys
 env = os.environ
 modalities = {"xraylab-modality": {
     "AET": env["XRAYLAB_MODALITY_AET"], "Host": "127.0.0.1", "Port": 104,  # it only pushes (Orthanc 1.10 rejects port 0)
+    "AllowEcho": True, "AllowStore": True, "AllowFind": False, "AllowFindWorklist": False, "AllowGet": False,
+    "AllowMove": False, "AllowStorageCommitment": False},
+    # xraylab's deliverer stores each PACS study's SR and Grad-CAM picture back (delivery/, docs/delivery.md).
+    "xraylab-results": {
+    "AET": env["XRAYLAB_DELIVERY_AET"], "Host": "127.0.0.1", "Port": 104,
     "AllowEcho": True, "AllowStore": True, "AllowFind": False, "AllowFindWorklist": False, "AllowGet": False,
     "AllowMove": False, "AllowStorageCommitment": False}}
 try:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Start the whole local stack (idempotent): SeaweedFS, Kafka, MariaDB, Orthanc, the LDAP directory, Prometheus, the
-# two notifiers; then migrate.
+# Start the whole local stack (idempotent): SeaweedFS, Kafka, MariaDB, Orthanc, the LDAP directory, the demo RIS,
+# Prometheus, the two notifiers; then migrate.
 source "$(dirname "$0")/lib.sh"
 # The research export's pseudonymisation key (xraylab/research_export.py), generated once and kept.
 [[ -n "$(env_get XRAYLAB_RESEARCH_KEY)" ]] || env_set XRAYLAB_RESEARCH_KEY "$(random_secret)"
@@ -9,6 +9,7 @@ source "$(dirname "$0")/lib.sh"
 "$LOCAL_DIR/mariadb.sh" start
 "$LOCAL_DIR/orthanc.sh" start
 "$LOCAL_DIR/slapd.sh" start
+"$LOCAL_DIR/ris.sh" start
 "$LOCAL_DIR/prometheus.sh" start
 "$LOCAL_DIR/notifier.sh" start
 "$LOCAL_DIR/pacs-notifier.sh" start

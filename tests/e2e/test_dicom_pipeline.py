@@ -297,3 +297,49 @@ def test_predict_takes_a_real_size_dicom_and_the_batch_route_several(pipeline, s
     assert all("score" in r for r in results), results
     assert results[0]["score"] == pytest.approx(one.json()["score"], abs=1e-6), "the same file, the same score"
     assert results[3]["score"] == pytest.approx(results[0]["score"], abs=0.03), "the DICOM scores as its film"
+
+
+def test_pacs_studies_get_their_sr_and_heatmap_series_back_and_the_ris_one_oru_each(pipeline, settings,
+                                                                                  mariadb) -> None:
+    """The local stack's delivery settings (cluster/local/ris.sh): PACS studies back into Orthanc, every study to the
+    demo RIS. Each study comes back with an xraylab SR and Grad-CAM series in its own PACS study, and the RIS logs
+    exactly one ORU^R01 per study, under the control id its outbox row records."""
+    import json
+
+    from xraylab.db import outbox
+    from xraylab.delivery_config import DeliveryConfig
+
+    assert settings.DELIVERY_CONFIG, "cluster/local/ris.sh sets XRAYLAB_DELIVERY_CONFIG for the local stack"
+    config = DeliveryConfig.load(settings.DELIVERY_CONFIG)
+    destinations = {d.id for d in config.destinations(None, from_pacs=True)}
+    assert {d.split("/")[0] for d in destinations} == {"pacs", "ris"}
+    sent = send_generated_to_pacs(PacsTarget.from_settings(settings), 3, seed=7000 + int(time.time()) % 1000,
+                                  dicom=DicomOptions("jpeg2000-lossless", bits=16))
+    keys = {u.key for u in sent}
+    rows, _ = wait_for(mariadb, PACS_BUCKET, keys)
+    assert len(rows) == 3
+    ids = [s.id for s in studies(mariadb, keys).values()]
+    deadline, states = time.time() + WAIT_S, {}
+    while time.time() < deadline:
+        with mariadb.session() as session:
+            states = outbox.states_of(session, ids)
+        if states and not any(s.get("queued") for s in states.values()):
+            break
+        time.sleep(2)
+    assert states == {d: {"sent": 3} for d in destinations}, states
+
+    client = OrthancClient.from_settings(settings)
+    for study in studies(mariadb, keys).values():
+        [pacs_study] = client.session.post(f"{client.url}/tools/find", json={
+            "Level": "Study", "Query": {"StudyInstanceUID": study.study_instance_uid}}, timeout=30).json()
+        series = client.session.get(f"{client.url}/studies/{pacs_study}/series", timeout=30).json()
+        ours = sorted((s["MainDicomTags"]["Modality"], len(s["Instances"])) for s in series
+                      if s["MainDicomTags"].get("SeriesDescription", "").startswith("xraylab"))
+        assert len(ours) == 2 and ("SR", 1) in ours, ours  # the report and the Grad-CAM picture, once each
+
+    with mariadb.session() as session:
+        expected = [r["message_id"] for r in outbox.list_deliveries(session, limit=10000)
+                    if r["study_id"] in ids and r["destination"].startswith("ris/")]
+    log = settings.STATE_DIR / "ris" / "messages.jsonl"
+    received = [json.loads(line)["control_id"] for line in log.read_text().splitlines() if line.strip()]
+    assert sorted(c for c in received if c in expected) == sorted(expected), "one ORU^R01 per study, none twice"

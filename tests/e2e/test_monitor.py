@@ -220,7 +220,8 @@ def test_performance_from_verdicts_and_its_estimate(monitor, settings, s3, monit
 def test_the_monitor_tab_in_chromium_during_a_drift(monitor, pipeline, settings, s3, monitor_bucket, mariadb,
                                                      browser) -> None:
     """A doctor logs in, clicks the Monitor tab and sees the drift: the image-drift tile red, the open alert,
-    the plots, and the most atypical images drawn; the view of one hospital follows the dropdown."""
+    the plots, the most atypical images drawn and the delivery of results; the view of one hospital follows the
+    dropdown."""
     from playwright.sync_api import expect
 
     from tests.accounts import new_account
@@ -239,6 +240,9 @@ def test_the_monitor_tab_in_chromium_during_a_drift(monitor, pipeline, settings,
     expect(image_tile).to_have_attribute("data-status", "critical")
     expect(page.locator("#monitor-alerts")).to_contain_text("critical")
     expect(page.locator("#monitor-alerts")).to_contain_text("open")
+    # The delivery of these studies' results to the local stack's demo RIS (cluster/local/ris.sh), per destination.
+    expect(page.locator("#monitor-delivery")).to_contain_text("ris/demo")
+    expect(page.locator("#monitor-delivery")).to_contain_text("Median delay")
     for plot in ("#plot-drift", "#plot-performance", "#plot-hospitals", "#plot-health"):
         expect(page.locator(f"{plot} img")).to_be_visible(timeout=30000)
     first = page.locator("#atypical img").first

@@ -1,4 +1,5 @@
-"""Each layer imports only the layers below it: xraylab (shared) < train, ingest, ui < serve_app < xraylab_cli."""
+"""Each layer imports only the layers below it: xraylab (shared) < train, ingest, ui, delivery < serve_app <
+xraylab_cli."""
 
 import ast
 from pathlib import Path
@@ -11,8 +12,9 @@ BELOW = {
     "train": {"xraylab"},
     "ingest": {"xraylab"},
     "ui": {"xraylab"},
-    "serve_app": {"xraylab", "ingest", "ui", "train"},
-    "xraylab_cli": {"xraylab", "ingest", "ui", "train", "serve_app"},
+    "delivery": {"xraylab"},
+    "serve_app": {"xraylab", "ingest", "ui", "train", "delivery"},
+    "xraylab_cli": {"xraylab", "ingest", "ui", "train", "delivery", "serve_app"},
 }
 
 

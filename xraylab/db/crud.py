@@ -23,7 +23,7 @@ __all__ = ["record_prediction", "record_predictions", "get_study", "count_rows",
 
 STUDY_COLUMNS = ("study_uid", "endpoint_id", "bucket", "object_key", "etag", "size_bytes", "content_type",
                  "hospital", "patient_id", "patient_name", "study_date", "study_instance_uid", "modality",
-                 "view_position", "manufacturer")
+                 "view_position", "manufacturer", "accession_number")
 PREDICTION_COLUMNS = ("model_version", "score", "band", "fetch_ms", "infer_ms")
 
 Row = TypeVar("Row", bound=Base)

@@ -35,7 +35,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = ["Base", "Study", "Prediction", "User", "UserHospital", "LoginThrottle", "LoginDevice", "ApiKey",
            "UserSession", "VerdictRow", "AuditEvent", "AuditListed", "Heatmap", "MonitorRow",
-           "MonitorSetting", "MonitorResult", "MonitorAlert", "ResearchExport", "utcnow"]
+           "MonitorSetting", "MonitorResult", "MonitorAlert", "ResearchExport", "Delivery", "utcnow", "as_utc"]
 
 
 # Hospitals' names compare byte for byte (binary collation on MariaDB), as a reader's scope does in Python.
@@ -44,6 +44,11 @@ HOSPITAL_NAME = String(128).with_variant(mysql.VARCHAR(128, charset="utf8mb4", c
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite and MariaDB give back naive datetimes; every time here is written in UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 class Base(DeclarativeBase):
@@ -76,6 +81,7 @@ class Study(Base):
     modality: Mapped[str | None] = mapped_column(String(16))
     view_position: Mapped[str | None] = mapped_column(String(16))
     manufacturer: Mapped[str | None] = mapped_column(String(64))
+    accession_number: Mapped[str | None] = mapped_column(String(64))  # the RIS's order (DICOM AccessionNumber)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # The worklist's sort keys: the latest prediction's band (index in xraylab.bands.BAND_ORDER) and score,
     # and whether any doctor recorded a verdict (with how many verdicts and when the last one came).
@@ -333,3 +339,30 @@ class ResearchExport(Base):
     model_version: Mapped[str | None] = mapped_column(String(64))
     method: Mapped[str | None] = mapped_column(String(255))  # the de-identification method, as written in the file
     exported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Delivery(Base):
+    """The outbox: one model's result of one study for one destination (``pacs/<name>``: the SR and the Grad-CAM
+    picture stored into that PACS; ``ris/<name>``: an HL7 ORU^R01 to that RIS). Written in the transaction that
+    stores the prediction, so that no result is scored and forgotten; ``queued`` until the destination took it
+    (``sent``) or refused it for good (``failed``, with the reason; ``xraylab outbox retry`` queues it again).
+    ``message_id`` is what a resend repeats for the receiver to de-duplicate: the SR's SOP Instance UID, or the
+    HL7 message control id."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("prediction_id", "destination", name="uq_delivery_prediction_destination"),
+                      Index("ix_deliveries_due", "status", "destination", "next_attempt_at", "id"),
+                      Index("ix_deliveries_study", "study_id"),
+                      Index("ix_deliveries_sent_at", "sent_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    prediction_id: Mapped[int] = mapped_column(ForeignKey("predictions.id", ondelete="CASCADE"))
+    destination: Mapped[str] = mapped_column(String(80))
+    status: Mapped[str] = mapped_column(String(16))  # queued | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(String(512))
+    message_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

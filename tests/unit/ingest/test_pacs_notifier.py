@@ -32,9 +32,13 @@ class Log:
 class Client:
     def __init__(self, log: Log) -> None:
         self.log = log
+        self.stored_by: dict[str, str] = {}  # instance id -> the calling AE title that stored it (else a modality)
 
     def changes(self, since: int, limit: int = 100) -> dict:
         return self.log.changes_after(since, limit)
+
+    def remote_aet(self, instance_id: str) -> str | None:
+        return self.stored_by.get(instance_id, "XRAYLAB_MOD")
 
 
 class Future:
@@ -83,6 +87,17 @@ def test_pages_until_done_then_resumes_where_it_stopped(tmp_path: Path) -> None:
     again = notifier(tmp_path, log)  # a restarted notifier: from the saved number, not from 0
     assert not again.publish_page(producer)
     assert producer.sent[12:] == [f"{i:08x}-0-0-0-0" for i in range(3)] and again.last_seq() == 45
+
+
+def test_results_xraylab_stored_back_make_no_event(tmp_path: Path) -> None:
+    """The SR and Grad-CAM picture the deliverer stores (calling AE XRAYLAB_DELIVERY_AET) are not uploads."""
+    log, producer = Log(4), Producer()
+    pacs = notifier(tmp_path, log)
+    pacs.client.stored_by = {"00000001-0-0-0-0": pacs.settings.DELIVERY_AET,
+                             "00000003-0-0-0-0": pacs.settings.DELIVERY_AET}
+    while pacs.publish_page(producer):
+        pass
+    assert producer.sent == ["00000000-0-0-0-0", "00000002-0-0-0-0"] and pacs.last_seq() == 12
 
 
 def test_a_page_the_broker_did_not_acknowledge_is_not_saved(tmp_path: Path) -> None:
