@@ -31,7 +31,9 @@ GAUGES = {"queued": "xraylab_delivery_queued", "failed_waiting": "xraylab_delive
 COUNTERS = {"sent": "xraylab_delivery_sent_total", "failed": "xraylab_delivery_failed_total"}
 
 
-@ray.remote(num_cpus=0.25, max_restarts=-1, max_concurrency=4)
+# No CPU reserved: it waits on sockets most of the time, and a reservation would take from what Ray Train's workers
+# and the replicas are scheduled on (a 2-CPU Ray with a 0.25-CPU deliverer cannot place 2 one-CPU training workers).
+@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)
 class DeliveryActor:
     """Runs the deliverer on the destinations file its starter read (``config_text``): the same on whichever node
     Ray places or restarts it, whatever that node's own files say."""
