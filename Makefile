@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-unit bench bench-worklist bench-monitor chaos multinode lint up down status clean
+.PHONY: install system-deps demo test test-unit bench bench-worklist bench-monitor bench-delivery chaos multinode lint up down status clean
 
 install: system-deps $(STAMP)
 
@@ -62,6 +62,11 @@ clean: down
 # writes benchmarks/results/worklist.json.
 bench-worklist: install
 	bash scripts/bench.sh --worklist $(BENCH_ARGS)
+
+# The deliverer emptying its outbox: ORU^R01 per second to one RIS, seconds per study to the PACS (Orthanc of its
+# own stack): writes benchmarks/results/delivery.json.
+bench-delivery: install
+	bash scripts/bench.sh --delivery $(BENCH_ARGS)
 
 # One drift run of the model monitor over 1,000 live images per kind of drift (SeaweedFS of its own stack):
 # writes benchmarks/results/monitor.json.

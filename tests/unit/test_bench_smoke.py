@@ -42,3 +42,16 @@ def test_worklist_bench_times_every_query_on_sqlite(tmp_path: Path) -> None:
             "a doctor of two hospitals"} <= set(run["timings"])
     assert all(t["median_ms"] > 0 for t in run["timings"].values())
     assert "first page" in result.stdout
+
+
+def test_delivery_bench_ris_part_runs_and_writes_json(tmp_path: Path) -> None:
+    """The delivery benchmark's RIS part needs no stack: a listener of its own and an SQLite outbox."""
+    out = tmp_path / "delivery.json"
+    result = subprocess.run([sys.executable, str(BENCH.parent / "deliveries.py"), "--ris", "40", "--pacs", "0",
+                             "--out", str(out)], capture_output=True, text=True, timeout=300,
+                            env={"XRAYLAB_ENV_FILE": str(tmp_path / "none.env"), "XRAYLAB_STATE_DIR": str(tmp_path),
+                                 "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    ris = json.loads(out.read_text())["ris"]
+    assert ris["messages"] == ris["received"] == 40 and ris["messages_per_s"] > 0
+    assert "RIS:" in result.stdout
