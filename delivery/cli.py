@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from xraylab.cli import DatabaseOption, fail, operator_name, setup_logging
+from xraylab.cli import DatabaseOption, fail, open_database, operator_name, setup_logging
 from xraylab.settings import load_settings
 
 __all__ = ["register"]
@@ -20,12 +20,6 @@ def register(root: typer.Typer) -> None:
     root.add_typer(outbox_app, name="outbox")
 
 
-def _db(database: str):  # type: ignore[no-untyped-def]
-    from xraylab.db.session import Database
-
-    return Database(load_settings().database_url(database))
-
-
 @outbox_app.command("list")
 def outbox_list(status: Annotated[str | None, typer.Option(help="queued, sent or failed")] = None,
                 destination: Annotated[str | None, typer.Option(help="pacs/<name> or ris/<name>")] = None,
@@ -35,7 +29,7 @@ def outbox_list(status: Annotated[str | None, typer.Option(help="queued, sent or
 
     if status is not None and status not in outbox.STATUSES:
         raise fail(f"--status is one of {', '.join(outbox.STATUSES)}")
-    with _db(database).session() as session:
+    with open_database(database).session() as session:
         rows = outbox.list_deliveries(session, status=status, destination=destination, limit=limit)
         figures = outbox.summary(session)
     for row in rows:
@@ -63,7 +57,7 @@ def outbox_retry(ids: Annotated[list[int] | None, typer.Argument(help="failed de
 
     if not ids and not all_failed:
         raise fail("name the failed deliveries' ids, or --all")
-    with _db(database).session() as session:
+    with open_database(database).session() as session:
         count = outbox.requeue(session, ids=ids or (), destination=destination)
         record_audit(session, operator_name(), "outbox_retry",
                      detail=f"{count} queued again" + (f" to {destination}" if destination else ""))
@@ -91,4 +85,4 @@ def outbox_run(database: DatabaseOption = "default") -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     print("delivering; Ctrl-C to stop", file=sys.stderr)
-    Deliverer(settings, _db(database), config).run(stop)
+    Deliverer(settings, open_database(database), config).run(stop)

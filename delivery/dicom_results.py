@@ -50,6 +50,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -168,21 +169,12 @@ def build_report(source: pydicom.Dataset, result: ScoredStudy, *, manufacturer: 
         series_number=SR_SERIES_NUMBER,
         sop_instance_uid=result_uid("sr-instance", result.study_uid, result.model_version),
         instance_number=1,
-        manufacturer=_lo(manufacturer),
         is_complete=True,
         is_final=False,
         is_verified=False,
-        institution_name=_lo(institution_name) if institution_name else None,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
         series_description=_lo(f"xraylab pneumonia triage {result.model_version}"),
-        manufacturer_model_name=_lo(result.model_name),
-        software_versions=_lo(result.model_version),
-        content_date=DA(when.date()),
-        content_time=TM(when.time().replace(tzinfo=None)),
-        series_date=DA(when.date()),
-        series_time=TM(when.time().replace(tzinfo=None)),
         coding_schemes=[_CODING_SCHEME],
-        specific_character_set=_UTF8,
+        **_made_by(result, when, manufacturer, institution_name),
     )
     _set_creation_and_zone(report, zone)
     logger.debug("built SR %s for study %s (model %s)", report.SOPInstanceUID, result.study_id, result.model_version)
@@ -211,18 +203,9 @@ def build_heatmap_image(source: pydicom.Dataset, result: ScoredStudy, overlay_rg
         series_number=HEATMAP_SERIES_NUMBER,
         sop_instance_uid=result_uid("heatmap-instance", result.study_uid, result.model_version),
         instance_number=1,
-        manufacturer=_lo(manufacturer),
         patient_orientation=orientation or ("L", "F"),
-        transfer_syntax_uid=ExplicitVRLittleEndian,
         series_description=_lo(f"xraylab Grad-CAM {result.model_version}"),
-        institution_name=_lo(institution_name) if institution_name else None,
-        manufacturer_model_name=_lo(result.model_name),
-        software_versions=_lo(result.model_version),
-        content_date=DA(when.date()),
-        content_time=TM(when.time().replace(tzinfo=None)),
-        series_date=DA(when.date()),
-        series_time=TM(when.time().replace(tzinfo=None)),
-        specific_character_set=_UTF8,
+        **_made_by(result, when, manufacturer, institution_name),
     )
     if orientation is None:  # unknown: Patient Orientation is type 2 here, empty rather than guessed
         image.PatientOrientation = ""
@@ -263,6 +246,16 @@ def result_datasets(source: pydicom.Dataset, result: ScoredStudy, overlay_rgb: n
     image = build_heatmap_image(source, result, overlay_rgb, manufacturer=manufacturer,
                                 institution_name=institution_name)
     return [report, image]
+
+
+def _made_by(result: ScoredStudy, when: datetime, manufacturer: str, institution_name: str | None) -> dict[str, Any]:
+    """What the report and the picture alike say of where, when and by what they were made, and how they are
+    encoded."""
+    return {"manufacturer": _lo(manufacturer), "institution_name": _lo(institution_name) if institution_name else None,
+            "manufacturer_model_name": _lo(result.model_name), "software_versions": _lo(result.model_version),
+            "content_date": DA(when.date()), "content_time": TM(when.time().replace(tzinfo=None)),
+            "series_date": DA(when.date()), "series_time": TM(when.time().replace(tzinfo=None)),
+            "transfer_syntax_uid": ExplicitVRLittleEndian, "specific_character_set": _UTF8}
 
 
 def _evidence(source: Dataset, result: ScoredStudy) -> Dataset:

@@ -15,7 +15,7 @@ import typer
 
 from xraylab.settings import load_settings, project_root
 
-__all__ = ["register", "fail", "setup_logging", "DatabaseOption", "operator_name"]
+__all__ = ["register", "fail", "setup_logging", "DatabaseOption", "operator_name", "open_database"]
 
 DatabaseOption = Annotated[str, typer.Option(help="'default' (XRAYLAB_DATABASE_URL, SQLite unless set) or 'mariadb'")]
 
@@ -259,7 +259,8 @@ def _read_password(confirm: bool = True) -> str:
     return password
 
 
-def _accounts_db(database: str):  # type: ignore[no-untyped-def]
+def open_database(database: str):  # type: ignore[no-untyped-def]
+    """The database a command names (``--database``)."""
     from xraylab.db.session import Database
 
     return Database(load_settings().database_url(database))
@@ -284,7 +285,7 @@ def users_add(name: str, role: Annotated[str, typer.Option(help="doctor or admin
     password = _read_password()
     scope = ReadScope.of(hospital or (), network)
     try:
-        with _accounts_db(database).session() as session:
+        with open_database(database).session() as session:
             create_user(session, name, password, role, hospitals=scope.hospitals, network=network)
             record_audit(session, operator_name(), "user_added", detail=f"{name} ({role}); reads {scope.describe()}")
     except AccountError as exc:
@@ -312,7 +313,7 @@ def users_hospitals(name: str, add: Annotated[list[str] | None, typer.Option("--
 
     if not add and not remove:
         try:
-            with _accounts_db(database).session() as session:
+            with open_database(database).session() as session:
                 print(f"{name} reads {user_scope(session, name).describe()}")
         except AccountError as exc:
             raise fail(str(exc)) from None
@@ -340,7 +341,7 @@ def _account_change(database: str, change: Any, action: str, detail: str) -> Any
     from xraylab.db.review import record_audit
 
     try:
-        with _accounts_db(database).session() as session:
+        with open_database(database).session() as session:
             result = change(session)
             record_audit(session, operator_name(), action, detail=detail)
     except AccountError as exc:
@@ -385,7 +386,7 @@ def users_add_key(name: str, label: Annotated[str, typer.Option(help="what the k
     from xraylab.db.review import record_audit
 
     try:
-        with _accounts_db(database).session() as session:
+        with open_database(database).session() as session:
             key = create_api_key(session, name, label or None)
             record_audit(session, None, "api_key_added", detail=f"{name} {key.split('_')[1]}")
     except AccountError as exc:
@@ -401,7 +402,7 @@ def users_revoke_key(key_id: Annotated[str, typer.Argument(help="the key, or its
     from xraylab.db.review import record_audit
 
     try:
-        with _accounts_db(database).session() as session:
+        with open_database(database).session() as session:
             owner = revoke_api_key(session, key_id)
             record_audit(session, None, "api_key_revoked", detail=f"{owner} {key_id.removeprefix('xrk_')[:12]}")
     except AccountError as exc:
@@ -414,7 +415,7 @@ def users_list(database: DatabaseOption = "default") -> None:
     """One line per user: name, role, local or directory, disabled or not, what it reads, API keys, last login."""
     from xraylab.accounts import list_users
 
-    with _accounts_db(database).session() as session:
+    with open_database(database).session() as session:
         for user in list_users(session):
             state = "disabled" if user["disabled"] else "active"
             print(f"{user['name']}\t{user['role']}\t{user['source']}\t{state}\treads={user['scope'].describe()}\t"
@@ -431,7 +432,7 @@ def audit(study: Annotated[int | None, typer.Option(help="one study's trail")] =
 
     if study is None and user is None and patient is None:
         raise fail("name a --study ID, a --user NAME or a --patient ID")
-    with _accounts_db(database).session() as session:
+    with open_database(database).session() as session:
         events = audit_trail(session, study_id=study, user_name=user, limit=limit, patient_id=patient)
         asked = {"study": study, "user": user, "patient": "given" if patient is not None else None}
         record_audit(session, operator_name(), "audit_query", study_id=study,

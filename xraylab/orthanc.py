@@ -80,28 +80,26 @@ class OrthancClient:
             raise OrthancError(f"GET /changes answered {response.status_code}")
         return dict(response.json())
 
+    def _instance_get(self, instance_id: str, path: str = "") -> Any:
+        """``GET /instances/{id}{path}``: the answer, or None for an id that is none or an instance not there."""
+        if not is_instance_id(instance_id):
+            return None
+        response = self._get(f"/instances/{instance_id}{path}")
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise OrthancError(f"GET /instances/<id>{path} answered {response.status_code}")
+        return response
+
     def has_instance(self, instance_id: str) -> bool:
         """Whether the PACS holds the instance (``GET /instances/{id}``)."""
-        if not is_instance_id(instance_id):
-            return False
-        response = self._get(f"/instances/{instance_id}")
-        if response.status_code == 404:
-            return False
-        if response.status_code != 200:
-            raise OrthancError(f"GET /instances/<id> answered {response.status_code}")
-        return True
+        return self._instance_get(instance_id) is not None
 
     def remote_aet(self, instance_id: str) -> str | None:
         """The calling AE title that stored the instance by C-STORE (Orthanc's ``RemoteAET`` metadata), None when
         it came otherwise or is not there."""
-        if not is_instance_id(instance_id):
-            return None
-        response = self._get(f"/instances/{instance_id}/metadata/RemoteAET")
-        if response.status_code == 404:
-            return None
-        if response.status_code != 200:
-            raise OrthancError(f"GET /instances/<id>/metadata/RemoteAET answered {response.status_code}")
-        return str(response.text).strip()
+        response = self._instance_get(instance_id, "/metadata/RemoteAET")
+        return None if response is None else str(response.text).strip()
 
     def instance_md5(self, instance_id: str, *, max_bytes: int) -> str | None:
         """The MD5 (hex) of the instance's file, the eTag ``fetch_instance`` gives it, or None when the PACS does
