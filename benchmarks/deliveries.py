@@ -119,11 +119,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from xraylab.db.session import Database, upgrade_schema
-    from xraylab.registry import FolderRegistry, resolve_version
+    from xraylab.registry import ShippedRegistry, resolve_version
     from xraylab.settings import load_settings, project_root
 
     settings = load_settings()
-    registry = FolderRegistry(project_root() / "models")
+    registry = ShippedRegistry(project_root() / "models")
     version = resolve_version(registry)
     with tempfile.TemporaryDirectory() as tmp:
         db = Database(f"sqlite:///{tmp}/outbox.db")

@@ -130,6 +130,15 @@ def main() -> None:
                       XRAYLAB_ENV_FILE=str(Path(state) / "none.env"))
     from xraylab.settings import load_settings
 
+    if args.models.resolve() == (ROOT / "models").resolve():  # the shipped model: installed (signed) as serving has it
+        from xraylab.registry import FolderRegistry, ModelKeys, ShippedRegistry
+        from xraylab.registry.signing import generate_key_pair
+
+        generate_key_pair(ModelKeys.from_settings(load_settings()), "monitor benchmark key")
+        installed = Path(state) / "models"
+        FolderRegistry(installed).install_shipped(ShippedRegistry(args.models))
+        os.environ["XRAYLAB_MODEL_DIR"] = str(installed)
+
     result = measure(load_settings(), args.data, windows=args.windows, drift_windows=args.drift_windows,
                      window=args.window)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -64,7 +64,9 @@ def skip_own_events(settings: Any, start: int, expected: int, timeout_s: float =
     from kafka import KafkaConsumer, TopicPartition
     from kafka.structs import OffsetAndMetadata
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.KAFKA_BOOTSTRAP, group_id=settings.KAFKA_GROUP,
+    from xraylab.kafka_security import client_config
+
+    consumer = KafkaConsumer(**client_config(settings, "ingest"), group_id=settings.KAFKA_GROUP,
                              enable_auto_commit=False)
     try:
         parts = [TopicPartition(settings.KAFKA_TOPIC, p) for p in consumer.partitions_for_topic(settings.KAFKA_TOPIC)]
@@ -102,7 +104,7 @@ def main() -> None:
 
         train_bootstrap_model(registry)
     model, card = load_model(registry)
-    s3 = make_s3_client(settings.s3_endpoint(None))
+    s3 = make_s3_client(settings.s3_endpoint(None, "admin"))
     topic_end = TopicEnd(settings)
     events_before = topic_end()
     topic_end.close()

@@ -332,7 +332,9 @@ class TopicEnd:
     def __init__(self, settings: Any) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
-        self.consumer = KafkaConsumer(bootstrap_servers=settings.KAFKA_BOOTSTRAP, group_id=None,
+        from xraylab.kafka_security import client_config
+
+        self.consumer = KafkaConsumer(**client_config(settings, "admin"), group_id=None,
                                       enable_auto_commit=False)
         topic = settings.KAFKA_TOPIC
         self.parts = [TopicPartition(topic, p) for p in self.consumer.partitions_for_topic(topic)]
@@ -424,7 +426,7 @@ def run_path(settings: Any, database: str, images: list[bytes], n: int, live_n: 
 
     db = Database(settings.database_url(database))
     upgrade_schema(db.engine)
-    client = make_s3_client(settings.s3_endpoint(None))
+    client = make_s3_client(settings.s3_endpoint(None, "upload"))
     pipeline = start_pipeline(settings, args_factory(database), ingest=False)
     try:
         # Drain: the uploads wait on the topic while ingest is paused.

@@ -98,7 +98,7 @@ def upload(
         print(f"sent {len(done)} DICOM studies to the PACS {target.called_aet}"
               + (f" with {drift} drift" if injected else ""))
     else:
-        client = make_s3_client(settings.s3_endpoint(None))
+        client = make_s3_client(settings.s3_endpoint(None, "upload"))
         bucket = bucket or settings.S3_BUCKET
         if paths:
             done = upload_files(client, bucket, paths, hospital=hospital, seed=seed)

@@ -545,10 +545,10 @@ class KafkaIngestActor:
             # Static membership (the actor's name as group.instance.id): an actor that Ray restarts takes its
             # partitions back at once, with no rebalance of the group; a dead one's go to the others after
             # the session timeout.
-            consumer=make_consumer(settings, settings.KAFKA_TOPIC, max_poll_records=config.max_in_flight,
+            consumer=make_consumer(settings, settings.KAFKA_TOPIC, job="ingest", max_poll_records=config.max_in_flight,
                                    group_instance_id=name or None, session_timeout_ms=10000,
                                    heartbeat_interval_ms=2000),
-            producer=make_producer(settings), dlq_topic=settings.KAFKA_DLQ_TOPIC, config=config,
+            producer=make_producer(settings, job="ingest"), dlq_topic=settings.KAFKA_DLQ_TOPIC, config=config,
             check_ready=lambda endpoints: handle.check_ready.remote(endpoints).result(timeout_s=15),
             on_tick=self.metrics.update)
         self.started = time.time()

@@ -47,7 +47,7 @@ def _records(settings: Settings, topic: str, start: dict[int, int] | None = None
 
     from ingest.kafka_io import make_consumer
 
-    consumer = make_consumer(settings, group_id=None)  # no group: reads, commits nothing
+    consumer = make_consumer(settings, job="admin", group_id=None)  # no group: reads, commits nothing
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         if not partitions:
@@ -143,7 +143,7 @@ def replay(settings: Settings, entries: list[DeadLetterEntry], *, dry_run: bool 
     from ingest.kafka_io import make_producer
 
     result = ReplayResult(refused=[])
-    producer = None if dry_run else make_producer(settings)
+    producer = None if dry_run else make_producer(settings, job="admin")
     try:
         for entry in entries:
             try:

@@ -9,16 +9,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from xraylab.errors import RejectReason
+from xraylab.kafka_security import KafkaJob, client_config
 from xraylab.settings import Settings
 
 __all__ = ["make_producer", "make_consumer", "dead_letter"]
 
 
-def make_producer(settings: Settings, **overrides: Any) -> Any:
+def make_producer(settings: Settings, *, job: KafkaJob, **overrides: Any) -> Any:
+    """A producer connected as ``job``'s Kafka user (xraylab/kafka_security.py)."""
     from kafka import KafkaProducer
 
     config: dict[str, Any] = {
-        "bootstrap_servers": settings.KAFKA_BOOTSTRAP,
+        **client_config(settings, job),
         "acks": "all",
         "retries": 5,
         "linger_ms": 5,
@@ -28,11 +30,12 @@ def make_producer(settings: Settings, **overrides: Any) -> Any:
     return KafkaProducer(**config)
 
 
-def make_consumer(settings: Settings, *topics: str, **overrides: Any) -> Any:
+def make_consumer(settings: Settings, *topics: str, job: KafkaJob, **overrides: Any) -> Any:
+    """A consumer connected as ``job``'s Kafka user, in the ingest group unless ``group_id`` says otherwise."""
     from kafka import KafkaConsumer
 
     config: dict[str, Any] = {
-        "bootstrap_servers": settings.KAFKA_BOOTSTRAP,
+        **client_config(settings, job),
         "group_id": settings.KAFKA_GROUP,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",

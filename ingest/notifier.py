@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -56,10 +56,10 @@ def _is_multipart_part(key: str) -> bool:
 
 
 def filer_event_to_object(event: dict[str, Any], endpoint_id: str,
-                          skip_buckets: frozenset[str] = frozenset()) -> ObjectToProcess | None:
+                          is_source: Callable[[str], bool] = lambda bucket: True) -> ObjectToProcess | None:
     """One ``filer.meta.tail`` event -> an ``ObjectToProcess`` (create or delete), or None to skip it (a
-    directory, a multipart part, a hidden bucket or one of ``skip_buckets``: the project's own, such as the
-    research export's, whose objects are no uploads)."""
+    directory, a multipart part, a hidden bucket or one that ``is_source`` says is none: the project's own, such
+    as the research export's, whose objects are no uploads, and any bucket not configured as a source)."""
     note = event.get("eventNotification") or {}
     new, old = note.get("newEntry"), note.get("oldEntry")
     entry = new or old
@@ -73,7 +73,7 @@ def filer_event_to_object(event: dict[str, Any], endpoint_id: str,
         return None
     bucket = parts[1]
     key = "/".join([*parts[2:], entry["name"]])
-    if bucket.startswith(".") or bucket in skip_buckets or _is_multipart_part(key):
+    if bucket.startswith(".") or not is_source(bucket) or _is_multipart_part(key):
         return None
     attrs = entry.get("attributes") or {}
     etag = _b64((entry.get("extended") or {}).get("Seaweed-X-Amz-ETag"))
@@ -139,7 +139,7 @@ class SeaweedNotifier:
     def run(self) -> None:
         from ingest.kafka_io import make_producer
 
-        producer = make_producer(self.settings)
+        producer = make_producer(self.settings, job="notifier")
         log.info("notifier following SeaweedFS filer on port %s -> topic %s",
                  self.settings.SEAWEED_FILER_PORT, self.settings.KAFKA_TOPIC)
         backoff = 1.0
@@ -178,7 +178,8 @@ class SeaweedNotifier:
         newest = saved = self._last_ts() or 0
         produced, pending = 0, []
         for event in events:
-            item = filer_event_to_object(event, self.settings.S3_ENDPOINT_ID, self.settings.internal_buckets())
+            item = filer_event_to_object(event, self.settings.S3_ENDPOINT_ID,
+                                         lambda bucket: self.settings.source_allowed(None, bucket))
             if item is not None:
                 payload = json.dumps(make_s3_event(item)).encode("utf-8")
                 pending.append(producer.send(self.settings.KAFKA_TOPIC, key=item.key.encode("utf-8"), value=payload))

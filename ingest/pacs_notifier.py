@@ -22,6 +22,7 @@ from typing import Any
 from xraylab.events import make_s3_event
 from xraylab.messages import ObjectToProcess
 from xraylab.orthanc import PACS_BUCKET, OrthancClient
+from xraylab.redact import redact_url
 from xraylab.settings import Settings
 
 __all__ = ["PacsNotifier", "change_to_object", "PACS_EVENT_SOURCE"]
@@ -68,8 +69,8 @@ class PacsNotifier:
     def run(self) -> None:
         from ingest.kafka_io import make_producer
 
-        producer = make_producer(self.settings)
-        log.info("pacs notifier following %s/changes from %d -> topic %s", self.settings.ORTHANC_URL,
+        producer = make_producer(self.settings, job="notifier")
+        log.info("pacs notifier following %s/changes from %d -> topic %s", redact_url(self.settings.ORTHANC_URL),
                  self.last_seq(), self.settings.KAFKA_TOPIC)
         backoff = 1.0
         try:

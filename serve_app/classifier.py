@@ -3,7 +3,10 @@ served model's own preprocessing spec (``xraylab.model_input``; or encoded bytes
 forward pass.
 
 Unless pinned to a version, it follows the registry's promoted version: a watcher thread loads a
-newly promoted model next to the serving one, warms it, then swaps it in with one assignment.
+newly promoted model next to the serving one, warms it, then swaps it in with one assignment. A model is
+loaded only once its files are checked against a trusted signature (``xraylab.registry.signing``): a replica
+refuses to start on a version no trusted key signed, and a promotion to one is refused (``UntrustedModelError``,
+logged) while the model before keeps serving.
 Requests already preprocessed for the old model finish on it (``score_batch`` splits a batch by
 model; an input decoded at the edge for the old model's chain is scored by it), so a promotion drops
 no request, and each verdict names the version that scored it. Risk bands come from the card of the
@@ -30,7 +33,7 @@ from xraylab.errors import RejectedInputError
 from xraylab.imaging import Compose, ImageLimits, InvalidImageError, inference_transforms
 from xraylab.messages import ModelInput, Verdict
 from xraylab.model_input import SpecChangedError
-from xraylab.registry import ModelCard, RegistryLike, load_model, open_registry, promoted_version
+from xraylab.registry import ModelCard, RegistryLike, UntrustedModelError, load_model, open_registry, promoted_version
 from xraylab.settings import get_settings
 
 __all__ = ["Classifier", "ClassifierConfig", "ActiveModel", "score_batch"]
@@ -78,6 +81,8 @@ WARM_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
 def load_active(registry: RegistryLike, version: str, limits: ImageLimits | None = None) -> ActiveModel:
+    """``version`` loaded (``UntrustedModelError`` when no trusted key signed it: nothing of it is deserialised)
+    and warmed."""
     import keras
 
     model, card = load_model(registry, version)
@@ -140,6 +145,9 @@ class Classifier:
                     loaded = load_active(self.registry, wanted, self.limits)
                     self.previous, self.active = self.active, loaded
                     log.info("now serving model %s", wanted)
+            except UntrustedModelError as exc:  # unsigned, an unknown key or changed files: never served
+                failed = (wanted, time.monotonic() + 300)  # tried again in 5 min (the trusted keys may change)
+                log.error("refusing promoted model %s, still serving %s: %s", wanted, self.active.card.version, exc)
             except Exception as exc:  # keep serving the current model; a broken version is tried every 5 min
                 failed = (wanted, time.monotonic() + 300)
                 log.error("could not switch model: %s: %s", type(exc).__name__, exc)

@@ -18,7 +18,15 @@ from serve_app.app import AppArgs
 from serve_app.launch import Pipeline, start_pipeline
 from xraylab.bands import NORMAL
 from xraylab.labels import PNEUMONIA_CLASS
-from xraylab.registry import FolderRegistry, ModelNotFoundError, list_cards, open_registry, read_card, resolve_version
+from xraylab.registry import (
+    ModelKeys,
+    ModelNotFoundError,
+    ShippedRegistry,
+    list_cards,
+    open_registry,
+    read_card,
+    resolve_version,
+)
 from xraylab.settings import Settings
 
 __all__ = ["DemoSummary", "run_demo", "ensure_demo_account", "DEMO_USER"]
@@ -75,10 +83,17 @@ class DemoSummary:
 
 
 def ensure_demo_model(settings: Settings) -> str:
-    """The shipped model trained on real X-rays installed and promoted (``Registry.install_shipped``); where the
-    checkout ships none, a bootstrap model when the registry has no model at all. Returns what was done."""
-    registry = open_registry(settings)
-    shipped = FolderRegistry(settings.SHIPPED_MODELS) if settings.SHIPPED_MODELS else None
+    """The shipped model trained on real X-rays installed and promoted (``Registry.install_shipped``: checked
+    against its committed checksums and signed with the local training key); where the checkout ships none, a
+    bootstrap model when the registry has no model at all. The local signing key pair is made first where there
+    is none (what ``xraylab models keygen``, cluster/local/keys.sh, does). Returns what was done."""
+    from xraylab.registry.signing import generate_key_pair
+
+    pair = generate_key_pair(ModelKeys.from_settings(settings), "demo training key")
+    if pair.created or pair.trusted_added:
+        log.info("model signing key %s made for the demo (%s)", pair.key_id, settings.MODEL_SIGNING_KEY)
+    registry = open_registry(settings, publish=True)
+    shipped = ShippedRegistry(settings.SHIPPED_MODELS) if settings.SHIPPED_MODELS else None
     if shipped is not None and shipped.versions():
         card, done = registry.install_shipped(shipped)
         return f"{card.version}: {', '.join(done) or 'already installed'}"
@@ -109,7 +124,7 @@ def run_demo(settings: Settings, *, count: int, database: str, timeout_s: float,
     ensure_demo_account(db, settings)
     pipeline = start_pipeline(settings, AppArgs(database=database))
     prefix = f"demo-{int(time.time())}/"
-    client = make_s3_client(settings.s3_endpoint(None))
+    client = make_s3_client(settings.s3_endpoint(None, "upload"))
     real = xrays is not None and xrays.is_dir()
     if real:
         uploads = upload_labelled(client, settings.S3_BUCKET, xrays, count, prefix=prefix, seed=seed)

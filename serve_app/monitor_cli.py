@@ -134,7 +134,8 @@ def monitor_thresholds(file: Annotated[Path | None, typer.Argument(help="a thres
         raise fail(f"thresholds stored, but Prometheus' rules could not be written: {exc}") from None
     reloaded = reload_prometheus(settings.PROMETHEUS_URL)
     print(f"thresholds stored ({len(thresholds.limits)} limits); Prometheus rules in {rules}"
-          + ("; Prometheus reloaded" if reloaded else "; Prometheus not reachable, it reads them when it starts"))
+          + ("; Prometheus reloaded" if reloaded else
+             "; Prometheus not reloaded (not running here, or it refused them): it reads them when it starts"))
 
 
 def drift_of_folder(settings: Settings, folder: Path, version: str, thresholds: Any) -> dict[str, Any]:

@@ -23,11 +23,31 @@ def settings() -> Settings:
     return load_settings()
 
 
+@pytest.fixture(scope="session")
+def model_key_pair(tmp_path_factory: pytest.TempPathFactory):  # -> xraylab.registry.ModelKeys
+    """A model signing key pair of the test session's own (xraylab.registry.signing), trusted by itself."""
+    from xraylab.registry.signing import ModelKeys, generate_key_pair
+
+    folder = tmp_path_factory.mktemp("model-keys") / "keys"
+    keys = ModelKeys(folder / "model-signing.key", folder / "model-trusted.pub")
+    generate_key_pair(keys, "test training key")
+    return keys
+
+
+@pytest.fixture()
+def model_keys(model_key_pair, monkeypatch: pytest.MonkeyPatch):  # -> xraylab.registry.ModelKeys
+    """``model_key_pair`` as the settings' XRAYLAB_MODEL_SIGNING_KEY and XRAYLAB_MODEL_TRUSTED_KEYS for one test
+    (and the commands it runs): what publishes signs with it, what loads trusts it."""
+    monkeypatch.setenv("XRAYLAB_MODEL_SIGNING_KEY", str(model_key_pair.signing_key))
+    monkeypatch.setenv("XRAYLAB_MODEL_TRUSTED_KEYS", str(model_key_pair.trusted_keys))
+    return model_key_pair
+
+
 @pytest.fixture()
 def s3(settings: Settings):
     from xraylab.storage import make_s3_client
 
-    return make_s3_client(settings.s3_endpoint(None))
+    return make_s3_client(settings.s3_endpoint(None, "admin"))
 
 
 @pytest.fixture()

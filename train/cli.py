@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from xraylab.cli import fail, setup_logging
-from xraylab.registry import open_registry
+from xraylab.registry import Registry, open_registry
 from xraylab.settings import load_settings
 
 __all__ = ["register"]
@@ -25,6 +25,17 @@ def register(root: typer.Typer) -> None:
     root.command("make-dataset")(make_dataset)
 
 
+def _check_signing_key(registry: Registry) -> None:
+    """Publishing signs with the training key (XRAYLAB_MODEL_SIGNING_KEY): without it, fail before training."""
+    from xraylab.registry import SigningKeyError
+    from xraylab.registry.signing import load_signing_key
+
+    try:
+        load_signing_key(registry.model_keys().signing_key)
+    except SigningKeyError as exc:
+        raise fail(str(exc)) from None
+
+
 @train_app.command("bootstrap")
 def train_bootstrap(force: Annotated[bool, typer.Option(help="train even if a model exists")] = False) -> None:
     """Train the small bootstrap CNN on generated images for a few seconds and publish it (promoted)."""
@@ -32,10 +43,11 @@ def train_bootstrap(force: Annotated[bool, typer.Option(help="train even if a mo
     from xraylab.registry import list_cards
 
     settings = load_settings()
-    registry = open_registry(settings)
+    registry = open_registry(settings, publish=True)
     if list_cards(registry) and not force:
         print(f"a model already exists in {registry}; use --force to train another")
         return
+    _check_signing_key(registry)
     from train.bootstrap import train_bootstrap_model
 
     card = train_bootstrap_model(registry, bands=settings.bands())
@@ -82,13 +94,15 @@ def train_run(
     from xraylab.imaging import PreprocessSpec
 
     settings = load_settings()
+    registry = open_registry(settings, publish=True)  # as training's S3 identity
+    _check_signing_key(registry)  # the model is signed as it is published: no key, no training
     spec = PreprocessSpec(height=image_size, width=image_size)
     cfg = TrainConfig(data=str(data), arch=arch, workers=workers, gpus_per_worker=gpus_per_worker, epochs=epochs,
                       batch_size=batch_size, learning_rate=learning_rate, lr_schedule=lr_schedule,
                       patience=patience, seed=seed, val_fraction=val_fraction, preprocess=spec.to_dict(),
                       storage_path=str(settings.STATE_DIR / "train"))
     try:
-        card, outcome = train_and_publish(cfg, registry=open_registry(settings), version=version, promote=promote,
+        card, outcome = train_and_publish(cfg, registry=registry, version=version, promote=promote,
                                           bands=settings.bands(), trained_on=trained_on,
                                           bands_sensitivity=bands_sensitivity)
     except (DatasetLayoutError, ValueError) as exc:
@@ -108,13 +122,13 @@ def evaluate(
     setup_logging()
     from train.dataset import DatasetLayoutError
     from train.evaluate import evaluate_model
-    from xraylab.registry import ModelNotFoundError
+    from xraylab.registry import ModelNotFoundError, UntrustedModelError
 
     settings = load_settings()
     out = out or settings.STATE_DIR / "evaluations" / f"{model or 'promoted'}-{int(time.time())}"
     try:
         report = evaluate_model(open_registry(settings), model, data, out, split=split)
-    except (DatasetLayoutError, ModelNotFoundError) as exc:
+    except (DatasetLayoutError, ModelNotFoundError, UntrustedModelError) as exc:
         raise fail(str(exc)) from None
     summary = {k: report[k] for k in ("model_version", "n", "accuracy", "auc", "sensitivity", "specificity",
                                       "precision", "f1", "mcc", "confusion_matrix", "bands", "band_thresholds",

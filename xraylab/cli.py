@@ -77,11 +77,12 @@ RegistryOption = Annotated[str, typer.Option(
     "--registry", help="s3://BUCKET[/PREFIX] or a folder; default XRAYLAB_MODEL_REGISTRY, else XRAYLAB_MODEL_DIR")]
 
 
-def _registry(location: str):  # -> xraylab.registry.Registry
+def _registry(location: str, *, publish: bool = False):  # -> xraylab.registry.Registry
+    """The registry; ``publish``: as training's S3 identity (promote, import, install), else serving's (reads)."""
     from xraylab.registry import open_registry
 
     try:
-        return open_registry(load_settings(), location)
+        return open_registry(load_settings(), location, publish=publish)
     except (ValueError, KeyError) as exc:  # a bad location; an unknown XRAYLAB_MODEL_REGISTRY_ENDPOINT
         raise fail(str(exc).strip('"')) from None
 
@@ -113,7 +114,7 @@ def models_list(registry: RegistryOption = "") -> None:
 @models_app.command("promote")
 def models_promote(version: str, registry: RegistryOption = "") -> None:
     """Make VERSION the one serving loads (every replica that follows promotions switches to it)."""
-    reg = _registry(registry)
+    reg = _registry(registry, publish=True)
     try:
         reg.promote(version)
     except _registry_errors() as exc:
@@ -124,14 +125,16 @@ def models_promote(version: str, registry: RegistryOption = "") -> None:
 @models_app.command("install-shipped")
 def models_install_shipped(registry: RegistryOption = "") -> None:
     """Install the model the project ships (XRAYLAB_SHIPPED_MODELS, default models/: trained on real X-rays) into
-    the registry, and promote it unless a model trained on real data is promoted there already."""
-    from xraylab.registry import FolderRegistry
+    the registry, and promote it unless a model trained on real data is promoted there already. Its files are
+    checked against their committed SHA256SUMS and signed with XRAYLAB_MODEL_SIGNING_KEY: installing vouches
+    for them."""
+    from xraylab.registry import ShippedRegistry
 
     settings = load_settings()
     assert settings.SHIPPED_MODELS is not None
-    reg = _registry(registry)
+    reg = _registry(registry, publish=True)
     try:
-        card, done = reg.install_shipped(FolderRegistry(settings.SHIPPED_MODELS))
+        card, done = reg.install_shipped(ShippedRegistry(settings.SHIPPED_MODELS))
     except _registry_errors() as exc:
         raise fail(f"{settings.SHIPPED_MODELS} -> {reg.location}: {exc}") from None
     print(f"{card.version} in {reg.location}: {', '.join(done) or 'already there'}"
@@ -146,10 +149,11 @@ def models_import(
     promote: Annotated[bool, typer.Option(help="promote the imported version (one version only)")] = False,
 ) -> None:
     """Copy model versions from a folder into the registry (e.g. the embedded folder into S3); versions the
-    registry already has are left as they are."""
+    registry already has are left as they are. Each is signed with XRAYLAB_MODEL_SIGNING_KEY (importing vouches
+    for it); a copy that carries a signature must be whole as it was signed."""
     from xraylab.registry import FolderRegistry, ModelCard
 
-    reg = _registry(registry)
+    reg = _registry(registry, publish=True)
     if not source.is_dir():
         raise fail(f"{source} is not a folder")
     single = (source / "card.json").is_file()
@@ -176,6 +180,65 @@ def models_import(
     print(f"{imported} of {len(folders)} versions imported")
 
 
+@models_app.command("keygen")
+def models_keygen(
+    name: Annotated[str, typer.Option(help="the key's name in the trusted file (default: training@<host>)")] = "",
+    check: Annotated[bool, typer.Option(help="make nothing: exit 1 unless the key is there and trusted")] = False,
+) -> None:
+    """Make the model signing key pair where there is none: the private key XRAYLAB_MODEL_SIGNING_KEY (mode 600,
+    training's alone) and its public line appended to XRAYLAB_MODEL_TRUSTED_KEYS. Never overwrites a key: run it
+    again and it changes nothing (it adds the key's public line to the trusted file if that lost it)."""
+    import socket
+
+    from xraylab.registry import ModelKeys, SigningKeyError
+    from xraylab.registry.signing import generate_key_pair, key_id, load_signing_key, read_trusted_keys
+
+    keys = ModelKeys.from_settings(load_settings())
+    if check:
+        try:
+            ident = key_id(load_signing_key(keys.signing_key).public_key())
+            trusted = ident in read_trusted_keys(keys.trusted_keys)
+        except (SigningKeyError, ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise typer.Exit(1) from None
+        print(f"model signing key {ident}: {keys.signing_key}; "
+              f"{'trusted in' if trusted else 'NOT trusted in'} {keys.trusted_keys}")
+        if not trusted:
+            raise typer.Exit(1)
+        return
+    try:
+        pair = generate_key_pair(keys, name or f"training@{socket.gethostname()}")
+    except (SigningKeyError, ValueError, OSError) as exc:
+        raise fail(str(exc)) from None
+    made = f"created {keys.signing_key}" if pair.created else f"{keys.signing_key} exists (kept)"
+    trusted = f"added to {keys.trusted_keys}" if pair.trusted_added else f"already in {keys.trusted_keys}"
+    print(f"model signing key {pair.key_id}: {made}; {trusted}")
+
+
+@models_app.command("verify")
+def models_verify(
+    version: Annotated[str, typer.Argument(help="model version (default: every version)")] = "",
+    registry: RegistryOption = "",
+) -> None:
+    """Check versions against their signatures and XRAYLAB_MODEL_TRUSTED_KEYS, as serving does before it loads
+    one: one line per version, exit 1 when any is refused."""
+    reg = _registry(registry)
+    try:
+        versions = [version] if version else reg.versions()
+    except _registry_errors() as exc:
+        raise fail(f"{reg.location}: {exc}") from None
+    refused = 0
+    for v in versions:
+        try:
+            verified = reg.verify(v)
+            print(f"ok       {v}  signed by {verified.key_name or '(unnamed)'} {verified.key_id}")
+        except _registry_errors() as exc:
+            refused += 1
+            print(f"REFUSED  {v}  {getattr(exc, 'reason', exc)}")
+    if refused:
+        raise typer.Exit(1)
+
+
 def predict(
     files: Annotated[list[Path], typer.Argument(help="JPEG, PNG or DICOM files to score")],
     model: Annotated[str, typer.Option(help="model version; default the promoted one")] = "",
@@ -190,6 +253,7 @@ def predict(
     reg = _registry(registry)
     try:
         version = reg.resolve_version(model)  # checked before any output; and a promotion meanwhile changes nothing
+        reg.verify(version)  # a version no trusted key signed: one line, exit 2 (loading would refuse it too)
         notice = reg.read_card(version).notice
     except _registry_errors() as exc:
         raise fail(str(exc)) from None

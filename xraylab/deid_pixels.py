@@ -1,16 +1,20 @@
-"""Burned-in text: where it is (rules keyed by the dataset, as the RSNA/CTP DicomPixelAnonymizer keys its
-signatures) and how it is made illegible (a Gaussian blur inside those regions, nothing outside them).
+"""Burned-in text: found in the pixels by OCR (``xraylab.ocr``, Tesseract) on every image, and where rules keyed by
+the dataset say it is (as the RSNA/CTP DicomPixelAnonymizer keys its signatures); made illegible, then looked for
+again: an image in which text is still found is refused (``DeidRefused``), never exported.
 
 A ``TextRule`` names the datasets it applies to (Manufacturer / model containing a string, Modality, Rows,
 Columns: every condition given must hold) and the regions to clean, in pixels (``Region``) or as fractions of
-the image (``FractionalRegion``, for a band whatever the size). The regions of every matching rule are cleaned.
-The default rule matches the project's simulated modality (Manufacturer ``SIMULATED_MANUFACTURER``) and cleans the
-top 12% of the rows, full width, where it burns the patient's name and id (``ingest.dicom_files``). A real
-device's images need rules of their own: one that says it has burned-in text (Burned In Annotation YES) and
-that no rule covers is refused by ``xraylab.deid``, never exported with its text.
+the image (``FractionalRegion``, for a band whatever the size). The regions of every matching rule are
+Gaussian-blurred. The default rule matches the project's simulated modality (Manufacturer
+``SIMULATED_MANUFACTURER``) and blurs the top 12% of the rows, full width, where it burns the patient's name and
+id (``ingest.dicom_files``). Rules are a device's known layout; they are not trusted to be complete, and neither
+is the header's Burned In Annotation: whatever else OCR reads as text (a name, an id, a date, a time) is covered
+by a flat patch, the median of the box it was read in (``xraylab.ocr.text_regions``: the word's box, the words
+next to it, widened along its line). An image whose header says it has burned-in annotation where neither a rule
+nor OCR finds any is refused too: the text is there, and unreadable to OCR is not unreadable.
 
 ``clean_pixel_data`` decodes the pixels (compressed or big endian ones too, through pydicom and the pylibjpeg
-plugins), blurs the regions and writes them back uncompressed: the caller sets Explicit VR Little Endian; Bits
+plugins), cleans them and writes them back uncompressed: the caller sets Explicit VR Little Endian; Bits
 Allocated, Bits Stored and Pixel Representation stay those of the input.
 """
 
@@ -25,11 +29,22 @@ from pydicom import Dataset
 from pydicom.pixels import get_decoder
 from scipy import ndimage
 
+from xraylab import ocr
+
 __all__ = ["Region", "FractionalRegion", "TextRule", "DEFAULT_TEXT_RULES", "TEXT_BAND", "SIMULATED_MANUFACTURER",
-           "blur_regions", "text_regions", "clean_pixel_data"]
+           "DeidRefused", "blur_regions", "fill_regions", "text_regions", "remove_text", "clean_pixel_data"]
 
 TEXT_BAND = 0.12  # the share of rows, from the top, where the uploader burns the patient's name and id
 SIMULATED_MANUFACTURER = "xraylab simulated modality"  # the Manufacturer the project's uploader writes
+
+
+class DeidRefused(ValueError):
+    """A dataset that is not exported, and ``reason``, why in a word (``burned_in_text``, ``no_patient_id``, ...):
+    the message may say where, never what (it names no identifier)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -124,21 +139,62 @@ def blur_regions(pixels: np.ndarray, regions: Sequence[Region]) -> np.ndarray:
     return out
 
 
-def clean_pixel_data(src: Dataset, out: Dataset, rules: Sequence[TextRule]) -> bool:
+def fill_regions(pixels: np.ndarray, regions: Sequence[Region]) -> np.ndarray:
+    """A copy of ``pixels`` (rows x columns) with each region one flat value, the median of its own pixels: where
+    text is a minority of the box, the background it was written on. Nothing of the letters' shapes is left."""
+    out = pixels.copy()
+    rows, columns = out.shape
+    for region in regions:
+        clipped = region.clip(rows, columns)
+        if clipped is not None:
+            box = out[clipped.y:clipped.y + clipped.height, clipped.x:clipped.x + clipped.width]
+            value = np.median(box)
+            box[...] = value if np.issubdtype(out.dtype, np.floating) else np.rint(value)
+    return out
+
+
+def remove_text(frame: np.ndarray, *, invert: bool = False) -> tuple[np.ndarray, list[Region]]:
+    """``frame`` (rows x columns) with the text OCR reads in it filled (``fill_regions``), and the regions filled.
+    ``invert``: MONOCHROME1. Raises ``xraylab.ocr.TesseractMissingError`` without Tesseract."""
+    regions = [Region(word.x, word.y, word.width, word.height) for word in ocr.text_regions(frame, invert=invert)]
+    return (fill_regions(frame, regions) if regions else frame), regions
+
+
+def clean_pixel_data(src: Dataset, out: Dataset, rules: Sequence[TextRule]) -> list[Region]:
     """``src``'s pixels into ``out``'s Pixel Data, uncompressed and little endian, with the text regions of the
-    matching rules blurred; True when a rule matched (and so text was cleaned). Monochrome images only: a colour
-    one raises ``ValueError``."""
+    matching rules blurred and the text OCR reads filled; the regions cleaned (rules' and OCR's, every frame's).
+
+    Raises ``DeidRefused`` (reason ``burned_in_text``) when OCR still reads text in the cleaned pixels, or when the
+    header says there is burned-in annotation and neither a rule nor OCR finds any; ``DeidRefused`` (reason
+    ``unsupported_pixels``) for colour pixels (monochrome only); ``xraylab.ocr.TesseractMissingError`` without
+    Tesseract (never a silent skip)."""
     from xraylab.dicom import MONOCHROME
 
+    ocr.require_tesseract()
     regions = text_regions(src, rules)
     photometric = str(src.get("PhotometricInterpretation", ""))
     if photometric not in MONOCHROME or int(src.get("SamplesPerPixel", 1)) != 1:
-        raise ValueError(f"cannot clean burned-in text in {photometric or 'unknown'} pixel data: monochrome only")
+        raise DeidRefused("unsupported_pixels", f"cannot clean burned-in text in {photometric or 'unknown'} pixel "
+                                                "data: monochrome only")
     tsyntax = getattr(src, "file_meta", Dataset()).get("TransferSyntaxUID")
     if tsyntax is None:
         raise ValueError("the dataset has no file meta Transfer Syntax UID: its pixel data cannot be decoded")
     decoded, _ = get_decoder(tsyntax).as_array(src)  # not ds.pixel_array: it would cache the array on the input
-    pixels = blur_regions(decoded, regions) if regions else decoded
+    pixels = blur_regions(decoded, regions) if regions else decoded.copy()
+    frames = pixels[np.newaxis] if pixels.ndim == 2 else pixels
+    invert = photometric == "MONOCHROME1"
+    found: list[Region] = []
+    for index, frame in enumerate(frames):
+        frames[index], filled = remove_text(frame, invert=invert)
+        found += filled
+    left = [word for frame in frames for word in ocr.find_text(frame, invert=invert)]
+    if left:
+        where = ", ".join(f"({w.x}, {w.y}) {w.width}x{w.height}" for w in left[:3])
+        raise DeidRefused("burned_in_text", f"text is still read in the pixels once cleaned, {len(left)} word(s) at "
+                                            f"{where}: not exported")
+    if not regions and not found and str(src.get("BurnedInAnnotation", "")).upper() == "YES":
+        raise DeidRefused("burned_in_text", "the image says it has burned-in annotation, and neither a text rule nor "
+                                            "OCR finds where: not exported")
     pixels = pixels.astype(pixels.dtype.newbyteorder("<"), copy=False)  # a big endian input's array: swap the bytes
     if "NumberOfFrames" in src and pixels.ndim == 2:  # keep a multi-frame IOD's Number of Frames (1)
         pixels = pixels[np.newaxis]
@@ -146,4 +202,4 @@ def clean_pixel_data(src: Dataset, out: Dataset, rules: Sequence[TextRule]) -> b
         if keyword in out:
             del out[keyword]
     out.set_pixel_data(pixels, photometric, int(src.BitsStored), generate_instance_uid=False)
-    return bool(regions)
+    return regions + found

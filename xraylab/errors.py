@@ -33,6 +33,7 @@ class RejectReason(StrEnum):
     UNDECODABLE = "undecodable"
     FAILS_ALONE = "fails_alone"
     OWN_RESULT = "own_result"
+    SOURCE_NOT_ALLOWED = "source_not_allowed"
 
     @property
     def description(self) -> str:
@@ -40,6 +41,8 @@ class RejectReason(StrEnum):
 
 
 _DESCRIPTIONS = {
+    RejectReason.SOURCE_NOT_ALLOWED: "the event names a bucket that is not a configured source of its endpoint (the "
+                                     "research bucket, the model registry, another site's bucket): never read",
     RejectReason.OWN_RESULT: "an xraylab result (the SR or the Grad-CAM picture delivered to a PACS) came back in",
     RejectReason.MALFORMED_EVENT: "the Kafka message is not an S3 event notification",
     RejectReason.UNKNOWN_ENDPOINT: "the event names an S3 endpoint with no configured credentials",

@@ -56,7 +56,10 @@ class OrthancClient:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OrthancClient:
-        return cls(settings.ORTHANC_URL, settings.ORTHANC_USER, settings.ORTHANC_PASSWORD.get_secret_value())
+        password = settings.ORTHANC_PASSWORD.get_secret_value()
+        if not password and settings.ENV == "production":
+            raise ValueError("XRAYLAB_ORTHANC_PASSWORD is empty: production reads the PACS only with credentials")
+        return cls(settings.ORTHANC_URL, settings.ORTHANC_USER, password)
 
     def _get(self, path: str, **kwargs: Any) -> Any:
         response = self.session.get(self.url + path, timeout=self.timeout_s, **kwargs)

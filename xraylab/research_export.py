@@ -29,6 +29,7 @@ from xraylab.errors import RejectedInputError, RejectReason
 from xraylab.imaging import InvalidImageError
 from xraylab.settings import Settings
 from xraylab.sources import Sources
+from xraylab.storage import make_s3_client
 
 __all__ = ["ExportReport", "export_research", "key_id"]
 
@@ -78,7 +79,7 @@ def export_research(db: Database, settings: Settings, *, bands: list[str] | None
     policy = DeidPolicy(key, max_shift_days=settings.RESEARCH_MAX_SHIFT_DAYS)
     kid = key_id(key)
     sources = sources or Sources(settings)
-    target = sources.s3(settings.RESEARCH_ENDPOINT or settings.S3_ENDPOINT_ID)
+    target = make_s3_client(settings.s3_endpoint(settings.RESEARCH_ENDPOINT or None, "export"))  # its own identity
     _ensure_bucket(target, settings.RESEARCH_BUCKET)
     report = ExportReport()
     for study_id in _candidates(db, [band_rank(b) for b in bands or settings.research_bands()], kid, limit):

@@ -23,7 +23,16 @@ from xraylab.bands import BAND_ORDER, DEFAULT_BANDS, Bands
 if TYPE_CHECKING:
     from xraylab.imaging import ImageLimits
 
-__all__ = ["S3Endpoint", "Settings", "get_settings", "project_root", "UnknownEndpointError"]
+__all__ = ["S3Endpoint", "S3Job", "S3_JOBS", "Settings", "get_settings", "project_root", "UnknownEndpointError",
+           "MissingCredentialsError"]
+
+# The jobs that touch S3, each with an identity of its own (docs/security.md): the pipeline reads the source
+# buckets, uploaders write them, training publishes models, serving reads them, the export writes research copies;
+# the administrator makes buckets (the stack's scripts and the tests' fixtures, never a job of the pipeline).
+S3Job = Literal["pipeline", "upload", "publish", "registry", "export", "admin"]
+S3_JOBS: tuple[S3Job, ...] = ("pipeline", "upload", "publish", "registry", "export", "admin")
+_S3_JOB_FIELDS = {"pipeline": "S3", "upload": "S3_UPLOAD", "publish": "S3_PUBLISH", "registry": "S3_REGISTRY",
+                  "export": "S3_EXPORT", "admin": "S3_ADMIN"}
 
 PLACEHOLDER_SECRETS = {"changethis", "changeme", "replace", ""}
 
@@ -50,13 +59,31 @@ class UnknownEndpointError(KeyError):
     """An event named an S3 endpoint id this deployment has no credentials for."""
 
 
+class MissingCredentialsError(RuntimeError):
+    """This process was not given the S3 identity of the job it tried to do."""
+
+
+class S3Credentials(BaseModel):
+    access_key: SecretStr
+    secret_key: SecretStr
+
+
 class S3Endpoint(BaseModel):
-    """Where and how to reach one S3-compatible store. Events name it by id only."""
+    """Where and how to reach one S3-compatible store. Events name it by id only. An extra endpoint's keys are
+    the pipeline's (it reads ``buckets`` there); ``jobs`` may give other jobs' keys on it (the registry's, the
+    export's)."""
 
     url: str
     access_key: SecretStr
     secret_key: SecretStr
     region: str = "us-east-1"
+    buckets: list[str] = []  # the buckets events may name there; empty: S3_BUCKET
+    jobs: dict[str, S3Credentials] = {}
+
+    def secrets(self) -> list[str]:
+        return [self.access_key.get_secret_value(), self.secret_key.get_secret_value(),
+                *(v for c in self.jobs.values() for v in (c.access_key.get_secret_value(),
+                                                          c.secret_key.get_secret_value()))]
 
 
 class Settings(BaseSettings):
@@ -72,14 +99,29 @@ class Settings(BaseSettings):
     # The project's own MariaDB instance (written to the env file by cluster/local/mariadb.sh).
     MARIADB_URL: SecretStr = SecretStr("")
 
-    # S3: the default endpoint ("local") plus any others as JSON {"id": {url, access_key, ...}}.
+    # S3: the default endpoint ("local") plus any others as JSON {"id": {url, access_key, secret_key, buckets}}.
+    # One identity per job (docs/security.md): S3_ACCESS_KEY is the pipeline's, which reads the source buckets
+    # (Fetcher, review app, monitor); the others each do one job and a process is given only its own.
     S3_ENDPOINT_ID: str = "local"
     S3_ENDPOINT_URL: str = ""  # default: http://127.0.0.1:<S3_PORT>, the local stack
     S3_ACCESS_KEY: SecretStr = SecretStr("")
     S3_SECRET_KEY: SecretStr = SecretStr("")
+    S3_UPLOAD_ACCESS_KEY: SecretStr = SecretStr("")  # uploaders: write the source bucket, nothing else
+    S3_UPLOAD_SECRET_KEY: SecretStr = SecretStr("")
+    S3_PUBLISH_ACCESS_KEY: SecretStr = SecretStr("")  # training: writes the model registry
+    S3_PUBLISH_SECRET_KEY: SecretStr = SecretStr("")
+    S3_REGISTRY_ACCESS_KEY: SecretStr = SecretStr("")  # serving: reads the model registry
+    S3_REGISTRY_SECRET_KEY: SecretStr = SecretStr("")
+    S3_EXPORT_ACCESS_KEY: SecretStr = SecretStr("")  # the research export: writes the research bucket
+    S3_EXPORT_SECRET_KEY: SecretStr = SecretStr("")
+    S3_ADMIN_ACCESS_KEY: SecretStr = SecretStr("")  # the store's administrator: makes buckets; no job has it
+    S3_ADMIN_SECRET_KEY: SecretStr = SecretStr("")
     S3_REGION: str = "us-east-1"
-    S3_EXTRA_ENDPOINTS: str = "{}"
+    S3_EXTRA_ENDPOINTS: SecretStr = SecretStr("{}")  # it holds keys: a secret as a whole
     S3_BUCKET: str = "xray-images"
+    # The buckets of the default endpoint that events may name (comma-separated; NAME* is a prefix); default:
+    # S3_BUCKET. An event naming any other bucket or an unconfigured endpoint is dead-lettered, never read.
+    S3_SOURCE_BUCKETS: str = ""
 
     # Kafka (topic names and partitions are also in cluster/local/defaults.env, for kafka.sh).
     KAFKA_BOOTSTRAP: str = ""  # default: 127.0.0.1:<KAFKA_PORT>, the local stack
@@ -87,6 +129,19 @@ class Settings(BaseSettings):
     KAFKA_DLQ_TOPIC: str = "xray-images.dlq"
     KAFKA_GROUP: str = "xraylab-ingest"
     KAFKA_PARTITIONS: int = 3
+    # Kafka security: SASL/SCRAM over TLS (cluster/local/kafka.sh makes a CA, the broker's certificate and one
+    # SCRAM user per job, with ACLs for that job alone). A process is given the passwords of its own jobs only.
+    KAFKA_SECURITY_PROTOCOL: Literal["SASL_SSL", "PLAINTEXT"] = "SASL_SSL"
+    KAFKA_SASL_MECHANISM: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+    KAFKA_CA_FILE: Path | None = None  # the CA that signed the broker's certificate; default <state>/kafka/certs/ca.crt
+    KAFKA_NOTIFIER_USER: str = "xraylab-notifier"  # notifiers: write the upload topic
+    KAFKA_NOTIFIER_PASSWORD: SecretStr = SecretStr("")
+    KAFKA_INGEST_USER: str = "xraylab-ingest"  # ingest: read the upload topic in its group, write the DLQ
+    KAFKA_INGEST_PASSWORD: SecretStr = SecretStr("")
+    KAFKA_MONITOR_USER: str = "xraylab-monitor"  # the monitor: write alerts
+    KAFKA_MONITOR_PASSWORD: SecretStr = SecretStr("")
+    KAFKA_ADMIN_USER: str = "xraylab-admin"  # operators: topics, ACLs, reading and replaying the DLQ
+    KAFKA_ADMIN_PASSWORD: SecretStr = SecretStr("")
 
     # Ingest (the Kafka ingest actors; see ingest/consumer.py).
     INGEST_ACTORS: int = Field(2, ge=1, description="ingest actors in the one consumer group")
@@ -153,6 +208,11 @@ class Settings(BaseSettings):
     MODEL_REGISTRY: str = ""
     MODEL_REGISTRY_ENDPOINT: str = ""
     MODEL_CACHE_DIR: Path | None = None
+    # Published models are signed (Ed25519, xraylab/registry/signing.py): training signs with MODEL_SIGNING_KEY
+    # (a private key only training holds; default <state>/keys/model-signing.key) and serving loads only versions
+    # signed by a key in MODEL_TRUSTED_KEYS (a file of public keys; default <state>/keys/model-trusted.pub).
+    MODEL_SIGNING_KEY: Path | None = None
+    MODEL_TRUSTED_KEYS: Path | None = None
     # The models the project ships (a folder registry; its promoted version is the one trained on real X-rays),
     # installed into the registry by `xraylab models install-shipped` and the demo. Default: <checkout>/models.
     SHIPPED_MODELS: Path | None = None
@@ -253,6 +313,12 @@ class Settings(BaseSettings):
             self.MODEL_DIR = self.STATE_DIR / "models"
         if self.MODEL_CACHE_DIR is None:
             self.MODEL_CACHE_DIR = self.STATE_DIR / "model-cache"
+        if self.MODEL_SIGNING_KEY is None:
+            self.MODEL_SIGNING_KEY = self.STATE_DIR / "keys" / "model-signing.key"
+        if self.MODEL_TRUSTED_KEYS is None:
+            self.MODEL_TRUSTED_KEYS = self.STATE_DIR / "keys" / "model-trusted.pub"
+        if self.KAFKA_CA_FILE is None:
+            self.KAFKA_CA_FILE = self.STATE_DIR / "kafka" / "certs" / "ca.crt"
         if self.SHIPPED_MODELS is None:
             self.SHIPPED_MODELS = project_root() / "models"
         if self.DEMO_XRAYS is None:
@@ -273,21 +339,65 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"XRAYLAB_RESEARCH_BANDS: unknown band(s) {', '.join(unknown)}: "
                              f"use {', '.join(BAND_ORDER)}")
-        for name in ("S3_SECRET_KEY",):
-            value = getattr(self, name).get_secret_value()
-            if _is_placeholder(value):
-                message = f"XRAYLAB_{name} is empty or a placeholder"
-                if self.ENV == "production":
-                    raise ValueError(message + ": set a real secret for production")
-        for name in ("ORTHANC_PASSWORD", "RESEARCH_KEY"):  # optional, but never a placeholder in production
-            value = getattr(self, name).get_secret_value()
-            if value and self.ENV == "production" and _is_placeholder(value):
-                raise ValueError(f"XRAYLAB_{name} is a placeholder: set a real secret for production")
+        if self.ENV == "production":
+            self._refuse_placeholder_secrets()
         research_key = self.RESEARCH_KEY.get_secret_value()
         if research_key and len(research_key) < 24 and self.ENV == "production":
             raise ValueError("XRAYLAB_RESEARCH_KEY is shorter than 24 characters: pseudonyms under a short key can "
                              "be found by trying candidate patient ids")
         return self
+
+    def _refuse_placeholder_secrets(self) -> None:
+        """Production: every secret this process was given is real. One left empty or as the examples write it
+        (``changethis``, ``REPLACE``) is refused by name, with the extra endpoints' and the database URL's."""
+        bad: list[str] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value() and _is_placeholder(value.get_secret_value()):
+                bad.append(f"XRAYLAB_{name}")
+        if _is_placeholder(self.S3_SECRET_KEY.get_secret_value()) or _is_placeholder(
+                self.S3_ACCESS_KEY.get_secret_value()):
+            bad.append("XRAYLAB_S3_ACCESS_KEY / XRAYLAB_S3_SECRET_KEY (the pipeline's, required)")
+        for endpoint_id, endpoint in self.s3_endpoints().items():
+            if endpoint_id != self.S3_ENDPOINT_ID and any(_is_placeholder(v) for v in endpoint.secrets()):
+                bad.append(f"the keys of S3 endpoint {endpoint_id!r}")
+        for name in ("DATABASE_URL",):
+            password = _url_password(getattr(self, name))
+            if password is not None and _is_placeholder(password):
+                bad.append(f"the password in XRAYLAB_{name}")
+        if self.KAFKA_SECURITY_PROTOCOL != "SASL_SSL":
+            bad.append("XRAYLAB_KAFKA_SECURITY_PROTOCOL (production needs SASL_SSL)")
+        if bad:
+            raise ValueError("empty or placeholder secrets in production: " + ", ".join(dict.fromkeys(bad))
+                             + ": set real ones (docs/security.md)")
+
+    def secret_values(self) -> set[str]:
+        """Every secret this process holds (for keeping them out of logs and worker environments)."""
+        values = {v.get_secret_value() for v in (getattr(self, n) for n in type(self).model_fields)
+                  if isinstance(v, SecretStr)}
+        for endpoint in self.s3_endpoints().values():
+            values.update(endpoint.secrets())
+        for name in ("DATABASE_URL",):
+            password = _url_password(getattr(self, name))
+            if password:
+                values.add(password)
+        return {v for v in values if len(v) >= 4 and v != "{}"}
+
+    def source_buckets(self, endpoint_id: str | None = None) -> list[str]:
+        """The buckets of an endpoint that events may name (``NAME*``: a prefix); none for an unknown endpoint."""
+        endpoint_id = endpoint_id or self.S3_ENDPOINT_ID
+        if endpoint_id == self.S3_ENDPOINT_ID:
+            return [b.strip() for b in (self.S3_SOURCE_BUCKETS or self.S3_BUCKET).split(",") if b.strip()]
+        endpoint = self.s3_endpoints().get(endpoint_id)
+        return [] if endpoint is None else (endpoint.buckets or [self.S3_BUCKET])
+
+    def source_allowed(self, endpoint_id: str | None, bucket: str) -> bool:
+        """Whether an event may make the pipeline read ``bucket`` on ``endpoint_id``: a configured source bucket,
+        never one the project writes itself (research copies, models)."""
+        if bucket in self.internal_buckets():
+            return False
+        return any(bucket.startswith(b[:-1]) if b.endswith("*") else bucket == b
+                   for b in self.source_buckets(endpoint_id))
 
     def image_limits(self) -> ImageLimits:
         """What serving requires of an image before scoring it (``xraylab.imaging.ImageLimits``)."""
@@ -334,20 +444,37 @@ class Settings(BaseSettings):
             )
         }
         try:
-            extra = json.loads(self.S3_EXTRA_ENDPOINTS or "{}")
+            extra = json.loads(self.S3_EXTRA_ENDPOINTS.get_secret_value() or "{}")
         except json.JSONDecodeError as exc:
             raise ValueError(f"XRAYLAB_S3_EXTRA_ENDPOINTS is not JSON: {exc}") from exc
         for endpoint_id, spec in extra.items():
             endpoints[endpoint_id] = S3Endpoint.model_validate(spec)
         return endpoints
 
-    def s3_endpoint(self, endpoint_id: str | None) -> S3Endpoint:
-        """Credentials for an endpoint id; an event never carries credentials itself."""
+    def s3_endpoint(self, endpoint_id: str | None, job: S3Job = "pipeline") -> S3Endpoint:
+        """Where an endpoint id is and the keys of ``job`` there; an event never carries credentials itself.
+        A job whose keys this process was not given raises ``MissingCredentialsError`` naming the settings."""
         endpoints = self.s3_endpoints()
         key = endpoint_id or self.S3_ENDPOINT_ID
         if key not in endpoints:
             raise UnknownEndpointError(f"no S3 endpoint configured with id {key!r}")
-        return endpoints[key]
+        endpoint = endpoints[key]
+        if job == "pipeline":
+            return endpoint
+        if key == self.S3_ENDPOINT_ID:
+            prefix = _S3_JOB_FIELDS[job]
+            access, secret = getattr(self, f"{prefix}_ACCESS_KEY"), getattr(self, f"{prefix}_SECRET_KEY")
+            if not access.get_secret_value() or not secret.get_secret_value():
+                raise MissingCredentialsError(
+                    f"XRAYLAB_{prefix}_ACCESS_KEY / XRAYLAB_{prefix}_SECRET_KEY are not set: this process has no S3 "
+                    f"identity for the {job} job (cluster/local/seaweedfs.sh writes them locally; docs/security.md)")
+            return endpoint.model_copy(update={"access_key": access, "secret_key": secret, "jobs": {}})
+        if job not in endpoint.jobs:
+            raise MissingCredentialsError(f"S3 endpoint {key!r} in XRAYLAB_S3_EXTRA_ENDPOINTS gives no keys for the "
+                                          f"{job} job (its \"jobs\": {{\"{job}\": {{access_key, secret_key}}}})")
+        creds = endpoint.jobs[job]
+        return endpoint.model_copy(update={"access_key": creds.access_key, "secret_key": creds.secret_key,
+                                           "jobs": {}})
 
     def database_url(self, which: str = "default") -> str:
         """The SQLAlchemy URL for ``default`` (DATABASE_URL) or ``mariadb`` (the local instance)."""
@@ -361,13 +488,35 @@ class Settings(BaseSettings):
         raise ValueError(f"unknown database {which!r}: use 'default' or 'mariadb'")
 
     def env_for_workers(self) -> dict[str, str]:
-        """What Ray workers need to build the same settings: the env file path, never the secrets."""
+        """What Ray workers need to build the same settings: the env file path, never a secret. What is left out
+        goes by what it is, not by its name: a setting declared secret, a value holding any secret this process
+        has (extra endpoints' keys, a password inside a URL), or a URL with credentials in it."""
         env = {"XRAYLAB_ENV_FILE": str(_env_file()), "XRAYLAB_STATE_DIR": str(self.STATE_DIR)}
+        secret_fields = {f"XRAYLAB_{n}".upper() for n, f in type(self).model_fields.items()
+                         if f.annotation is SecretStr or "SecretStr" in str(f.annotation)}
+        secrets = self.secret_values()
         for key, value in os.environ.items():
-            secret = any(s in key for s in ("SECRET", "PASSWORD", "USERS", "KEY", "URL"))
-            if key.startswith("XRAYLAB_") and not secret:
-                env[key] = value
+            if not key.startswith("XRAYLAB_") or key.upper() in secret_fields:
+                continue
+            if any(secret in value for secret in secrets) or _url_password(value) is not None:
+                continue
+            env[key] = value
         return env
+
+
+def _url_password(value: str) -> str | None:
+    """The password (or the user, when there is no password) inside a URL's ``user:password@``; None without."""
+    from urllib.parse import urlsplit
+
+    if "://" not in value:
+        return None
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:
+        return None
+    if parts.password is not None:
+        return parts.password
+    return parts.username
 
 
 def load_settings(**overrides: object) -> Settings:

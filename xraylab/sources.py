@@ -29,6 +29,20 @@ class Sources:
     def is_pacs(self, endpoint_id: str) -> bool:
         return endpoint_id == self.settings.ORTHANC_ENDPOINT_ID
 
+    def check_source(self, endpoint_id: str, bucket: str) -> None:
+        """Refuse (``source_not_allowed``) a bucket that is not a configured source of its endpoint: whoever can
+        write an event must not make the pipeline read the research bucket, the registry or another site's
+        bucket into a worklist. The PACS has one source, its instances."""
+        if self.is_pacs(endpoint_id):
+            return
+        if endpoint_id not in self.settings.s3_endpoints():
+            raise RejectedInputError(RejectReason.UNKNOWN_ENDPOINT,
+                                     f"no S3 endpoint configured with id {endpoint_id!r}")
+        if not self.settings.source_allowed(endpoint_id, bucket):
+            raise RejectedInputError(RejectReason.SOURCE_NOT_ALLOWED,
+                                     f"bucket {bucket[:255]!r} is not a source of endpoint {endpoint_id!r} "
+                                     "(XRAYLAB_S3_SOURCE_BUCKETS, or the endpoint's \"buckets\")")
+
     def s3(self, endpoint_id: str) -> Any:
         """The boto3 client of an S3 endpoint; an id with no configured credentials is ``unknown_endpoint``."""
         with self._lock:
@@ -50,6 +64,7 @@ class Sources:
         """The object's bytes and study metadata (a DICOM object's from its tags); bad input raises
         ``RejectedInputError``, anything else (a store down) its own error."""
         max_bytes = self.settings.MAX_IMAGE_BYTES
+        self.check_source(endpoint_id, bucket)
         if self.is_pacs(endpoint_id):
             fetched = fetch_instance(self.pacs(), key, max_bytes=max_bytes, endpoint_id=endpoint_id,
                                      hospital=self.settings.ORTHANC_HOSPITAL)
@@ -61,6 +76,7 @@ class Sources:
     def etag(self, endpoint_id: str, bucket: str, key: str) -> str | None:
         """The object's eTag as ``fetch`` gives it (S3: its ETag, from a HEAD request; the PACS: the file's MD5, as
         Orthanc recorded it), without reading the object; None when it is no longer there."""
+        self.check_source(endpoint_id, bucket)
         if self.is_pacs(endpoint_id):
             return self.pacs().instance_md5(key, max_bytes=self.settings.MAX_IMAGE_BYTES)
         return object_etag(self.s3(endpoint_id), bucket, key)

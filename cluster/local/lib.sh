@@ -1,6 +1,9 @@
 # Helpers shared by the local-stack scripts. Source it; do not run it.
 # State (data, logs, PID files, generated secrets) lives under $XRAYLAB_STATE_DIR (default <repo>/.xraylab).
+# It is the owner's only: umask 077 makes every file (0600) and folder (0700) these scripts and the services
+# they start (Kafka, MariaDB, Prometheus, SeaweedFS, ...) create private, and $STATE and $RUN are 0700.
 set -euo pipefail
+umask 077
 
 LOCAL_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$LOCAL_DIR/../.." && pwd)"
@@ -9,6 +12,7 @@ RUN="$STATE/run"
 ENV_FILE="${XRAYLAB_ENV_FILE:-$STATE/local.env}"
 PY="${XRAYLAB_PYTHON:-$ROOT/.venv/bin/python}"
 mkdir -p "$RUN"
+chmod 700 "$STATE" "$RUN"  # folders made before the umask was set keep their mode otherwise
 export XRAYLAB_STATE_DIR="$STATE" XRAYLAB_ENV_FILE="$ENV_FILE"
 
 # Defaults, unless the environment already sets them.
@@ -115,7 +119,8 @@ install_if_missing() {
   [[ -n "$(find_bin "$program")" ]] && return 0
   log "$program not found: installing Debian's $package"
   [[ "$(id -u)" == 0 ]] || die "install $package (apt-get install $package) or run as root"
-  (apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package") \
+  # apt's usual umask: the package's files and what its scripts make outside $STATE stay readable to the system.
+  (umask 022; apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package") \
     >"$apt_log" 2>&1 || { tail -n 20 "$apt_log" >&2; die "apt-get install $package failed"; }
 }
 

@@ -1,7 +1,8 @@
 """Readiness probes for the local stack: a real request to each service, exit 0 when it answers.
 
     probe.py s3 [BUCKET...]      signed ListBuckets (creates the buckets named)
-    probe.py kafka [TOPIC:N...]  metadata request (creates the topics named, N partitions)
+    probe.py kafka [TOPIC:N...]  metadata request as the admin over SASL_SSL (creates the topics named, N partitions)
+    probe.py kafka-acls          the SCRAM users of the jobs and their ACLs (xraylab/kafka_security.py), as the admin
     probe.py mariadb             SELECT 1 as the application user
     probe.py prometheus [URL]    GET URL/-/ready answers 200 (default URL: XRAYLAB_PROMETHEUS_URL)
     probe.py orthanc [URL]       GET URL/system with the Orthanc user's basic auth (default URL: XRAYLAB_ORTHANC_URL)
@@ -18,7 +19,7 @@ def probe_s3(buckets: list[str]) -> None:
     from xraylab.storage import make_s3_client
 
     settings = load_settings()
-    client = make_s3_client(settings.s3_endpoint(None))
+    client = make_s3_client(settings.s3_endpoint(None, "admin"))
     existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
     for bucket in buckets:
         if bucket not in existing:
@@ -26,15 +27,10 @@ def probe_s3(buckets: list[str]) -> None:
 
 
 def probe_kafka(topics: list[str]) -> None:
-    from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    from xraylab.settings import load_settings
-
-    settings = load_settings()
-    admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP, request_timeout_ms=5000,
-                             bootstrap_timeout_ms=5000)
+    admin = _kafka_admin()
     try:
         existing = set(admin.list_topics())
         wanted = []
@@ -45,6 +41,53 @@ def probe_kafka(topics: list[str]) -> None:
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(wanted)
+    finally:
+        admin.close()
+
+
+def _kafka_admin():  # noqa: ANN202
+    from kafka import KafkaAdminClient
+
+    from xraylab.kafka_security import client_config
+    from xraylab.settings import load_settings
+
+    return KafkaAdminClient(**client_config(load_settings(), "admin"), request_timeout_ms=5000,
+                            bootstrap_timeout_ms=5000)
+
+
+def probe_kafka_acls() -> None:
+    """Each job's SCRAM user (its password from the env file) and exactly the ACLs of its job."""
+    from kafka.admin import (
+        ACL,
+        ACLFilter,
+        ACLOperation,
+        ACLPermissionType,
+        ACLResourcePatternType,
+        ResourcePattern,
+        ResourcePatternFilter,
+        ResourceType,
+        UserScramCredentialUpsertion,
+    )
+
+    from xraylab.kafka_security import JOBS, job_acls, job_user
+    from xraylab.settings import load_settings
+
+    settings = load_settings()
+    admin = _kafka_admin()
+    try:
+        jobs = [job for job in JOBS if job != "admin"]
+        admin.alter_user_scram_credentials([
+            UserScramCredentialUpsertion(job_user(settings, job), settings.KAFKA_SASL_MECHANISM,
+                                         getattr(settings, f"KAFKA_{job.upper()}_PASSWORD").get_secret_value())
+            for job in jobs])
+        for job in jobs:  # what a user may do is its job's list, nothing left from an earlier one
+            principal = f"User:{job_user(settings, job)}"
+            admin.delete_acls([ACLFilter(principal, None, ACLOperation.ANY, ACLPermissionType.ANY,
+                                         ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY))])
+            admin.create_acls([
+                ACL(principal, "*", ACLOperation[operation], ACLPermissionType.ALLOW,
+                    ResourcePattern(ResourceType[kind.upper()], name, ACLResourcePatternType.LITERAL))
+                for kind, name, operation in job_acls(settings, job)])
     finally:
         admin.close()
 
@@ -94,7 +137,8 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)  # noqa: T201
         return 2
     kind, rest = argv[0], argv[1:]
-    {"s3": lambda: probe_s3(rest), "kafka": lambda: probe_kafka(rest), "mariadb": probe_mariadb,
+    {"s3": lambda: probe_s3(rest), "kafka": lambda: probe_kafka(rest), "kafka-acls": probe_kafka_acls,
+     "mariadb": probe_mariadb,
      "prometheus": lambda: probe_prometheus(rest[0] if rest else None),
      "orthanc": lambda: probe_orthanc(rest[0] if rest else None)}[kind]()
     return 0

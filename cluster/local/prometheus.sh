@@ -4,7 +4,9 @@
 # (XRAYLAB_RAY_METRICS_PORT: Ray Serve's metrics, the ingest actors' and the monitor's gauge) and itself,
 # and evaluates the rules that xraylab.monitor.prom_rules generates from the thresholds in effect
 # (recording rules xraylab:<health metric>, alerts XraylabXxxWarning/Critical). Never starts, stops or
-# reads a system instance. Rules can be regenerated while it runs: write them, then POST /-/reload.
+# reads a system instance. Rules can be regenerated while it runs: write them, then SIGHUP the PID recorded in
+# $RUN/prometheus.pid (xraylab.monitor.prom_rules.reload_prometheus does both). No --web.enable-lifecycle: the
+# HTTP API on its port cannot reload or shut it down (POST /-/reload and /-/quit are refused).
 # Usage: prometheus.sh start|stop|status
 source "$(dirname "$0")/lib.sh"
 NAME=prometheus
@@ -48,7 +50,7 @@ start() {
   log "starting prometheus on $url (scraping Ray at 127.0.0.1:$XRAYLAB_RAY_METRICS_PORT every ${SCRAPE_S}s)"
   "$(find_bin prometheus)" --config.file="$DIR/prometheus.yml" --storage.tsdb.path="$DIR/data" \
     --storage.tsdb.retention.time=15d --web.listen-address="127.0.0.1:$XRAYLAB_PROMETHEUS_PORT" \
-    --web.enable-lifecycle >"$RUN/$NAME.log" 2>&1 &
+    >"$RUN/$NAME.log" 2>&1 &
   echo $! > "$RUN/$NAME.pid"
   wait_ready $NAME 60 probe prometheus "$url" || die "Prometheus did not answer $url/-/ready"
   log "ready (pid $(pid_of $NAME))"

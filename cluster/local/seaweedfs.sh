@@ -16,23 +16,22 @@ NAME=seaweedfs
 DATA="$STATE/seaweedfs"
 WEED="$ROOT/.venv/bin/weed"
 
+# ensure_credentials: one S3 identity per job (xraylab/settings.py S3_JOBS), generated into the env file once, and
+# s3.json giving each exactly its job's actions (SeaweedFS "Action:bucket", a trailing * matching a prefix):
+# the pipeline reads and lists the source buckets (S3_SOURCE_BUCKETS), uploaders write them, training publishes to
+# the model registry's bucket, serving reads it, the export writes the research bucket, the admin does all.
 ensure_credentials() {
-  if [[ -z "$(env_get XRAYLAB_S3_ACCESS_KEY)" ]]; then
-    env_set XRAYLAB_S3_ACCESS_KEY "xraylab$("$PY" -c 'import secrets; print(secrets.token_hex(6))')"
-    env_set XRAYLAB_S3_SECRET_KEY "$(random_secret)"
-  fi
+  local prefix
+  for prefix in S3 S3_UPLOAD S3_PUBLISH S3_REGISTRY S3_EXPORT S3_ADMIN; do
+    if [[ -z "$(env_get "XRAYLAB_${prefix}_ACCESS_KEY")" || -z "$(env_get "XRAYLAB_${prefix}_SECRET_KEY")" ]]; then
+      env_set "XRAYLAB_${prefix}_ACCESS_KEY" "xl$("$PY" -c 'import secrets; print(secrets.token_hex(8))')"
+      env_set "XRAYLAB_${prefix}_SECRET_KEY" "$(random_secret)"
+    fi
+  done
   env_set XRAYLAB_S3_ENDPOINT_URL "http://127.0.0.1:$XRAYLAB_S3_PORT"
   mkdir -p "$DATA"
   umask 077
-  "$PY" - "$DATA/s3.json" <<PYEOF
-import json, sys
-from xraylab.settings import load_settings
-s = load_settings()
-config = {"identities": [{"name": "xraylab", "credentials": [{
-    "accessKey": s.S3_ACCESS_KEY.get_secret_value(), "secretKey": s.S3_SECRET_KEY.get_secret_value()}],
-    "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
-open(sys.argv[1], "w").write(json.dumps(config))
-PYEOF
+  "$PY" "$LOCAL_DIR/s3_identities.py" "$DATA/s3.json"
 }
 
 # ensure_certs: a private CA and one certificate for every SeaweedFS component and its client (made once).
@@ -84,7 +83,8 @@ start() {
     >"$RUN/$NAME.log" 2>&1 &
   echo $! > "$RUN/$NAME.pid"
   cd - >/dev/null
-  wait_ready $NAME 60 probe s3 "$XRAYLAB_S3_BUCKET" || die "SeaweedFS did not become ready"
+  wait_ready $NAME 60 probe s3 "$XRAYLAB_S3_BUCKET" "${XRAYLAB_RESEARCH_BUCKET:-xray-research}" \
+    || die "SeaweedFS did not become ready"
   log "ready (pid $(pid_of $NAME))"
 }
 

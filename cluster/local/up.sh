@@ -4,6 +4,8 @@
 source "$(dirname "$0")/lib.sh"
 # The research export's pseudonymisation key (xraylab/research_export.py), generated once and kept.
 [[ -n "$(env_get XRAYLAB_RESEARCH_KEY)" ]] || env_set XRAYLAB_RESEARCH_KEY "$(random_secret)"
+# The model signing key pair (training signs, serving trusts), made once and kept.
+"$LOCAL_DIR/keys.sh" start
 "$LOCAL_DIR/seaweedfs.sh" start
 "$LOCAL_DIR/kafka.sh" start
 "$LOCAL_DIR/mariadb.sh" start

@@ -158,7 +158,7 @@ def test_bad_inputs_are_dead_lettered_with_their_reason_and_hold_back_no_good_im
 
     good = jpegs(4)
     mark = uuid.uuid4().hex[:8]
-    producer = make_producer(settings, max_request_size=2 * 1024 * 1024)
+    producer = make_producer(settings, job="notifier", max_request_size=2 * 1024 * 1024)
 
     def send(key: str, value: bytes | None) -> None:
         producer.send(settings.KAFKA_TOPIC, key=f"{mark}-{key}".encode(), value=value).get(30)
@@ -190,7 +190,8 @@ def test_bad_inputs_are_dead_lettered_with_their_reason_and_hold_back_no_good_im
     for key, (data, extra, _) in bad_objects.items():
         s3.put_object(Bucket=bucket, Key=key, Body=data, Metadata={**meta.to_s3_metadata(), **extra})
     send("tombstone", None)
-    send("bad-bucket", event("x.jpeg", bucket_name="Bad Bucket!"))
+    send("bad-bucket", event("x.jpeg", bucket_name="test-Bad Bucket!"))  # a source by its prefix, an invalid name
+    send("research", event("x.jpeg", bucket_name=settings.RESEARCH_BUCKET))  # never a source: never read
     send("big-text", ("é" * 100_000 + "不是事件" * 33_000).encode())  # ~600 KB of non-ASCII text, not JSON
     send("fan-out", event(*[f"fanout/{i:04d}.jpeg" for i in range(2_413)]))
     send("missing", event(*missing))
@@ -203,9 +204,10 @@ def test_bad_inputs_are_dead_lettered_with_their_reason_and_hold_back_no_good_im
     producer.close()
     uploader.join(timeout=600)
     good_keys = [*uploader.uploaded, "raw/chest+01 a.jpeg", "st-mary/.uploads/kept.jpeg"]
-    expected_letters = len(bad_objects) + len(missing) + 4  # + tombstone, bad bucket, big text, fan-out
+    expected_letters = len(bad_objects) + len(missing) + 5  # + tombstone, bad bucket, research, big text, fan-out
     deadline, letters = time.time() + DRAIN_S, []
-    markers = {f"{mark}-{k}" for k in ("tombstone", "bad-bucket", "big-text", "fan-out", "missing", "raw-key")}
+    markers = {f"{mark}-{k}" for k in ("tombstone", "bad-bucket", "research", "big-text", "fan-out", "missing",
+                                       "raw-key")}
     while time.time() < deadline:
         letters = dead_letters_for(settings, bucket, markers)
         if len(rows_for(mariadb, bucket)) >= len(good_keys) and len(letters) >= expected_letters:
@@ -214,7 +216,7 @@ def test_bad_inputs_are_dead_lettered_with_their_reason_and_hold_back_no_good_im
     caught_up = time.time() - started
     rows = rows_for(mariadb, bucket)
     by_object = {d["object_key"]: d for d in letters if d.get("bucket") == bucket}
-    by_event = {name: d for d in letters for name in ("tombstone", "bad-bucket", "big-text", "fan-out")
+    by_event = {name: d for d in letters for name in ("tombstone", "bad-bucket", "research", "big-text", "fan-out")
                 if d["source"]["key"] == f"{mark}-{name}"}
     report = Report("bad inputs mixed in", len(good_keys), len(rows), sum(n - 1 for n in rows.values() if n > 1),
                     len(letters), len(set(good_keys) - set(rows)), None, caught_up)
@@ -232,8 +234,8 @@ def test_bad_inputs_are_dead_lettered_with_their_reason_and_hold_back_no_good_im
     assert all(by_object[k]["reason"] == "missing_object" for k in missing)
     assert sum(len(json.dumps(by_object[k])) for k in missing) < len(missing) * 4096, "small, one object each"
     assert {k: d["reason"] for k, d in by_event.items()} == {
-        "tombstone": "malformed_event", "bad-bucket": "invalid_name", "big-text": "malformed_event",
-        "fan-out": "too_many_records"}
+        "tombstone": "malformed_event", "bad-bucket": "invalid_name", "research": "source_not_allowed",
+        "big-text": "malformed_event", "fan-out": "too_many_records"}
     assert by_event["big-text"]["original"]["truncated"] is True
     assert len(json.dumps(by_event["big-text"], ensure_ascii=False).encode()) <= settings.DLQ_MAX_BYTES
     assert "2413 object records" in by_event["fan-out"]["detail"]

@@ -44,7 +44,7 @@ MONITOR_ENV = {"XRAYLAB_MONITOR_MIN_IMAGES": str(WINDOW), "XRAYLAB_MONITOR_MIN_S
 def monitor_bucket(settings) -> Iterator[str]:
     from xraylab.storage import make_s3_client
 
-    s3 = make_s3_client(settings.s3_endpoint(None))
+    s3 = make_s3_client(settings.s3_endpoint(None, "admin"))
     name = f"test-monitor-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=name)
     yield name
@@ -107,7 +107,9 @@ def window(settings, s3, bucket: str, mariadb, version: str, *, drift: str | Non
 def alerts_on_kafka(settings, version: str, since: datetime) -> list[dict[str, Any]]:
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(settings.ALERT_TOPIC, bootstrap_servers=settings.KAFKA_BOOTSTRAP,
+    from xraylab.kafka_security import client_config
+
+    consumer = KafkaConsumer(settings.ALERT_TOPIC, **client_config(settings, "admin"),
                              auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=5000)
     try:
         docs = [json.loads(m.value) for m in consumer]

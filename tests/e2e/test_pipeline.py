@@ -44,7 +44,7 @@ def test_images_flow_once_and_bad_input_is_dead_lettered(pipeline, settings, s3,
     s3.put_object(Bucket=bucket, Key="bad/not-an-image.jpeg", Body=b"this is a radiology report, not a picture")
     s3.put_object(Bucket=bucket, Key="bad/truncated.jpeg", Body=truncated_jpeg())
     marker = f"malformed-{uuid.uuid4().hex[:8]}"
-    producer = make_producer(settings)
+    producer = make_producer(settings, job="notifier")
     producer.send(settings.KAFKA_TOPIC, key=marker.encode(), value=b'{"Records": [ this is not json').get(30)
     missing = make_s3_event(ObjectToProcess(bucket=bucket, key="bad/missing.jpeg", endpoint_id="local"))
     producer.send(settings.KAFKA_TOPIC, key=b"bad/missing.jpeg", value=json.dumps(missing).encode()).get(30)
@@ -213,7 +213,7 @@ def test_dead_letters_are_listed_and_replayed_after_a_fix_without_a_second_row(p
     key = f"late/{uuid.uuid4().hex[:8]}.jpeg"
     stack("stop")
     try:
-        producer = make_producer(settings)
+        producer = make_producer(settings, job="notifier")
         event = make_s3_event(ObjectToProcess(bucket=bucket, key=key, endpoint_id="local"))
         producer.send(settings.KAFKA_TOPIC, key=key.encode(), value=json.dumps(event).encode()).get(30)
         deadline, mine = time.time() + WAIT_S, []

@@ -41,7 +41,7 @@ def kill_rank1_in_epoch(progress: Path, epoch: int, done: threading.Event, kille
         time.sleep(0.2)
 
 
-def test_train_kill_resume_publish_and_hot_swap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_train_kill_resume_publish_and_hot_swap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_keys) -> None:
     from serve_app.launch import start_pipeline
     from train.bootstrap import train_bootstrap_model
     from train.job import train_and_publish

@@ -28,12 +28,12 @@ from xraylab.db.session import Database, upgrade_schema
 from xraylab.delivery_config import DeliveryConfig
 from xraylab.messages import ObjectToProcess, StudyMetadata, StudyRecord, Verdict, study_uid
 from xraylab.orthanc import PACS_BUCKET, OrthancClient
-from xraylab.registry import FolderRegistry, resolve_version
+from xraylab.registry import FolderRegistry, ShippedRegistry, resolve_version
 from xraylab.settings import project_root
 from xraylab.sources import Sources
 
 pytestmark = pytest.mark.integration
-SHIPPED = FolderRegistry(project_root() / "models")
+SHIPPED = ShippedRegistry(project_root() / "models")
 
 
 def free_port() -> int:
@@ -197,13 +197,16 @@ def test_pacs_study_gets_its_sr_and_heatmap_series_once_each_and_a_newer_model_a
 
 
 def _registry_with(tmp_path: Path, version: str) -> FolderRegistry:
-    """The shipped model under a second version name: a newer model as far as the outbox is concerned."""
-    root = tmp_path / "registry"
-    shutil.copytree(SHIPPED.root / resolve_version(SHIPPED), root / version)
-    card = json.loads((root / version / "card.json").read_text())
+    """The shipped model under a second version name: a newer model as far as the outbox is concerned (imported,
+    so signed with the stack's training key)."""
+    staging = tmp_path / "staging" / version
+    shutil.copytree(SHIPPED.root / resolve_version(SHIPPED), staging, ignore=shutil.ignore_patterns("SHA256SUMS"))
+    card = json.loads((staging / "card.json").read_text())
     card["version"] = version
-    (root / version / "card.json").write_text(json.dumps(card))
-    return FolderRegistry(root)
+    (staging / "card.json").write_text(json.dumps(card))
+    registry = FolderRegistry(tmp_path / "registry")
+    registry.import_dir(staging)
+    return registry
 
 
 def test_ris_outage_of_30s_mid_stream_loses_and_doubles_no_message_and_holds_up_no_other_ris(

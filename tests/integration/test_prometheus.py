@@ -1,6 +1,7 @@
 """The project's Prometheus (cluster/local/prometheus.sh) scraping a Ray node started here, with rules written
 by xraylab.monitor.prom_rules: the monitor's gauge arrives, Ray's own metrics arrive, and a drift figure past
-its hard limit fires the critical alert."""
+its hard limit fires the critical alert. Its lifecycle API is off: POST /-/reload and /-/quit are refused (it
+is reloaded with SIGHUP, prom_rules.reload_prometheus)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import os
 import socket
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -137,3 +139,16 @@ def test_gauge_scraped_and_critical_alert_fires(settings, ray_node, rules_file) 
     reading = read_health(prometheus)
     assert reading.error is None, reading.error
     assert set(reading.values) == set(HEALTH_QUERIES)  # None without a Serve app: nothing to measure
+
+
+def test_the_lifecycle_api_is_refused(settings) -> None:
+    """Whoever reaches Prometheus' port cannot reload or stop it: started without --web.enable-lifecycle."""
+    prometheus = settings.PROMETHEUS_URL.rstrip("/")
+    for path in ("/-/reload", "/-/quit"):  # /-/quit only once /-/reload was refused: an old instance stays up
+        request = urllib.request.Request(prometheus + path, data=b"", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 403, (path, refused.value.read())
+    with urllib.request.urlopen(f"{prometheus}/-/ready", timeout=5) as response:
+        assert response.status == 200  # still running after the refused /-/quit
+    assert prom_rules.reload_prometheus(settings.PROMETHEUS_URL), "SIGHUP to the recorded PID did not reload it"

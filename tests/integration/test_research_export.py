@@ -34,8 +34,12 @@ BEN = ModalityStudy("P-BEN-2", "Ben Silva", date(2026, 11, 9), "riverside", birt
 
 
 @pytest.fixture()
-def research_buckets(s3):
-    names = [f"research-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+def research_buckets(s3, settings):
+    """Two research buckets, made by the store's admin (the export's identity writes them, named after
+    XRAYLAB_RESEARCH_BUCKET, and may not make buckets)."""
+    names = [f"{settings.RESEARCH_BUCKET}-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    for name in names:
+        s3.create_bucket(Bucket=name)
     yield names
     for name in names:
         try:

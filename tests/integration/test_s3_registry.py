@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +148,20 @@ def test_readers_never_see_a_version_half_there(s3, bucket, tmp_path: Path) -> N
     assert seen <= {f"v{i}" for i in range(4)} and seen
 
 
-def test_models_commands_against_s3_and_a_folder(s3, bucket, tmp_path: Path) -> None:
+@pytest.fixture()
+def registry_bucket(s3):
+    """A bucket named as the stack's registry identities may use (xray-models*), made by the admin."""
+    name = f"xray-models-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=name)
+    yield name
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+        for obj in page.get("Contents", []):
+            s3.delete_object(Bucket=name, Key=obj["Key"])
+    s3.delete_bucket(Bucket=name)
+
+
+def test_models_commands_against_s3_and_a_folder(s3, registry_bucket, tmp_path: Path) -> None:
+    bucket = registry_bucket
     folder = FolderRegistry(tmp_path / "models")
     folder.publish(tiny_model(), card("b1", "2026-12-01T00:00:00"))
     folder.publish(tiny_model(1), card("b2", "2026-12-02T00:00:00"))

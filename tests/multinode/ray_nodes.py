@@ -1,6 +1,8 @@
 """Ray nodes started as an operator starts them, ``ray start --head`` and ``ray start --address``, each a
 ``--block`` process of this test's own: its PID and its process tree (raylet, agents, workers) are how the
-test stops or kills exactly that node, never a process found by name."""
+test stops or kills exactly that node, never a process found by name. Every node starts with Ray's token
+authentication (RAY_AUTH_MODE=token), as cluster/ray/cluster.yaml starts them: the suite's fixture makes the token
+(``ray get-auth-token --generate``, ~/.ray/auth_token) before the first node starts."""
 
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ class RayNode:
 def start_node(name: str, log_dir: Path, *args: str) -> RayNode:
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"ray-{name}.log"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
     process = subprocess.Popen([RAY, "start", "--block", "--node-ip-address=127.0.0.1", *WORKER_PORTS, *args],
                                stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
     return RayNode(name, process, log)

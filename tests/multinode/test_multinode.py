@@ -137,8 +137,8 @@ def classifier_nodes(app_name: str) -> set[str]:
 def cluster(settings, mariadb, request) -> Iterator[Cluster]:
     import ray
 
-    s3 = make_s3_client(settings.s3_endpoint(None))
-    bucket = f"models-{uuid.uuid4().hex[:8]}"
+    s3 = make_s3_client(settings.s3_endpoint(None, "admin"))
+    bucket = f"xray-models-{uuid.uuid4().hex[:8]}"  # the registry identities may use xray-models*
     s3.create_bucket(Bucket=bucket)
     # Ray 2.60's token authentication, on for this cluster whatever ran before: the nodes, this driver and the
     # `ray` commands all use the token in ~/.ray/auth_token (made if missing). Left to itself, a head enables
@@ -153,7 +153,7 @@ def cluster(settings, mariadb, request) -> Iterator[Cluster]:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # before `ray start`: both nodes' processes read the same settings
     cluster_settings = load_settings()
-    registry = open_registry(cluster_settings)
+    registry = open_registry(cluster_settings, publish=True)  # the operator imports and promotes
     local = FolderRegistry(settings.model_dir)
     if not local.versions():
         from train.bootstrap import train_bootstrap_model

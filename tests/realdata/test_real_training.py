@@ -28,7 +28,7 @@ def subset(root: Path, per_class: dict[str, int]) -> Path:
     return root
 
 
-def test_a_short_ray_train_run_on_real_xrays_learns(tmp_path: Path) -> None:
+def test_a_short_ray_train_run_on_real_xrays_learns(tmp_path: Path, model_keys) -> None:
     data = subset(tmp_path / "data", {"train": 160, "test": 40})
     env = {"XRAYLAB_STATE_DIR": str(tmp_path / "state"), "XRAYLAB_MODEL_DIR": str(tmp_path / "models")}
     result = xraylab("train", "run", "--data", str(data), "--arch", "xray-cnn", "--image-size", "64", "--epochs", "4",

@@ -18,7 +18,7 @@ from xraylab.bands import Bands
 from xraylab.calibration import apply_platt
 from xraylab.imaging import inference_transforms
 from xraylab.labels import CLASSES
-from xraylab.registry import FolderRegistry, ModelCard
+from xraylab.registry import FolderRegistry, ModelCard, ShippedRegistry
 from xraylab.settings import load_settings, project_root
 
 pytestmark = pytest.mark.realdata
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.realdata
 def shipped() -> tuple[FolderRegistry, ModelCard]:
     settings = load_settings()
     assert settings.SHIPPED_MODELS is not None
-    registry = FolderRegistry(settings.SHIPPED_MODELS)
+    registry = ShippedRegistry(settings.SHIPPED_MODELS)
     return registry, registry.read_card(registry.resolve_version())
 
 
@@ -97,7 +97,8 @@ def test_the_monitor_reads_real_xrays_as_in_distribution_and_generated_ones_as_d
     assert "clean" in result.stdout and "held-back real images" in result.stdout
 
 
-def test_full_size_films_read_as_in_distribution(shipped, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_size_films_read_as_in_distribution(shipped, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 model_keys) -> None:
     """Hospitals send 2-3k px films while the training copies were all 224 x 224: the reference leaves the size out
     (NaN), so the monitor judges these films by their pixels and embeddings, where they match the training set."""
     from xraylab.monitor.image_stats import SIZE_STATS
@@ -105,7 +106,8 @@ def test_full_size_films_read_as_in_distribution(shipped, tmp_path: Path, monkey
     from xraylab.monitor.thresholds import default_thresholds
 
     registry, card = shipped
-    monkeypatch.setenv("XRAYLAB_MODEL_DIR", str(registry.root))
+    FolderRegistry(tmp_path / "models").install_shipped(registry)  # signed with the test's key, as serving has it
+    monkeypatch.setenv("XRAYLAB_MODEL_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("XRAYLAB_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("XRAYLAB_ENV_FILE", str(tmp_path / "none.env"))
     runner = MonitorRunner(load_settings(), db=None, model_version=card.version, sinks=[])  # type: ignore[arg-type]

@@ -16,26 +16,55 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+
+from xraylab.private_files import private_dir, private_file
 
 __all__ = ["Database", "make_engine", "upgrade_schema", "schema_is_current", "rolled_back_to_retry"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # MySQL/MariaDB error codes that roll a transaction back and ask for it to be run again.
 RETRYABLE_MYSQL_ERRORS = frozenset({1213, 1205})  # deadlock found; lock wait timeout exceeded
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 T = TypeVar("T")
 log = logging.getLogger("xraylab.db")
 
 
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL; None for an in-memory database or a ``file:`` URI (left to SQLite)."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _private_sqlite(path: Path) -> None:
+    """The database file (patients, password hashes, the audit) only its owner reads: 0600 before SQLite
+    opens it, which then makes its -wal, -shm and -journal files with the same mode; those left from before
+    are taken down too. A folder made for it is 0700 (``xraylab.private_files``)."""
+    private_file(path)
+    for suffix in SQLITE_SIDE_FILES:
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            private_file(side)
+
+
 def make_engine(url: str) -> Engine:
-    """A pooled engine. SQLite gets WAL and a busy timeout so threads and processes can share it."""
+    """A pooled engine. SQLite gets WAL and a busy timeout so threads and processes can share it, and its file
+    mode 0600 (its folder 0700 when made here)."""
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = _sqlite_file(url)
+        if path is not None:
+            private_dir(path.parent)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        if path is not None:
+            @event.listens_for(engine, "do_connect")
+            def _sqlite_private(_dialect, _record, _cargs, _cparams):  # type: ignore[no-untyped-def]
+                _private_sqlite(path)  # before each new connection opens (or creates) the file
+                return None  # SQLAlchemy's own connect follows
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]

@@ -139,15 +139,17 @@ class KafkaSink:
 
     name = "kafka"
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.bootstrap, self.topic = bootstrap, topic
+    def __init__(self, client_config: dict[str, Any], topic: str) -> None:
+        """``client_config``: kafka-python's connection arguments for the monitor's user
+        (``xraylab.kafka_security.client_config(settings, "monitor")``)."""
+        self.client_config, self.topic = client_config, topic
         self._producer: Any = None
 
     def send(self, event: AlertEvent) -> None:
         if self._producer is None:
             from kafka import KafkaProducer
 
-            self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", retries=3,
+            self._producer = KafkaProducer(**self.client_config, acks="all", retries=3,
                                            request_timeout_ms=10000, max_block_ms=10000)
         key = f"{event.model_version}:{event.metric}:{event.hospital}".encode()
         self._producer.send(self.topic, key=key, value=event.to_json().encode()).get(timeout=15)

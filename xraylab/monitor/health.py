@@ -15,17 +15,21 @@ one number, or to nothing while there is nothing to measure (no Serve app, no tr
 quantile of nothing is NaN, which ``read_health`` reports as ``None`` too). ``prom_rules`` records them as
 ``xraylab:<metric>`` and alerts on them. ``BREAKDOWN_QUERIES`` split the same figures, under the same names,
 per route, deployment, partition or reason (plus a few more views). Only the standard library here
-(``urllib``), so any process can read health.
+(``urllib``), so any process can read health. An error never carries the URL's credentials
+(``xraylab.redact``): it is stored, shown to every doctor and logged.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+
+from xraylab.redact import redact_url, scrub
 
 __all__ = ["HEALTH_QUERIES", "BREAKDOWN_QUERIES", "SERVE_METRICS", "MONITOR_GAUGE", "MONITOR_GAUGE_TAGS",
            "MONITOR_GAUGE_EXPORTED", "HealthReading", "read_health", "query"]
@@ -123,22 +127,30 @@ class PrometheusError(Exception):
 def query(prometheus_url: str, promql: str, timeout: float = 5.0) -> list[tuple[dict[str, str], float]]:
     """An instant query through ``/api/v1/query``: the vector's (labels, value) pairs; raises PrometheusError."""
     url = prometheus_url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    shown = redact_url(prometheus_url)  # the message is stored, shown to every doctor and logged
+
+    def error(message: str, *, unreachable: bool = False) -> PrometheusError:
+        return PrometheusError(scrub(message, prometheus_url), unreachable=unreachable)
+
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            body = json.loads(response.read().decode())
+            raw = response.read()
     except urllib.error.HTTPError as exc:  # 400/422/503 carry a JSON error
         try:
             detail = json.loads(exc.read().decode()).get("error") or exc.reason
         except (ValueError, OSError):
             detail = exc.reason
-        raise PrometheusError(f"Prometheus refused the query ({exc.code}): {detail}") from None
+        raise error(f"Prometheus refused the query ({exc.code}): {detail}") from None
     except OSError as exc:  # URLError, timeouts, resets
-        reason = getattr(exc, "reason", exc)
-        raise PrometheusError(f"Prometheus at {prometheus_url} is unreachable: {reason}", unreachable=True) from None
+        raise error(f"Prometheus at {shown} is unreachable: {getattr(exc, 'reason', exc)}", unreachable=True) from None
+    except (http.client.InvalidURL, ValueError) as exc:  # a URL no query can be sent to
+        raise error(f"Prometheus at {shown} cannot be asked: {type(exc).__name__}: {exc}", unreachable=True) from None
+    try:
+        body = json.loads(raw.decode())
     except ValueError as exc:
-        raise PrometheusError(f"Prometheus at {prometheus_url} answered something that is not JSON: {exc}") from None
+        raise error(f"Prometheus at {shown} answered something that is not JSON: {exc}") from None
     if body.get("status") != "success":
-        raise PrometheusError(f"Prometheus refused the query: {body.get('error', body)}")
+        raise error(f"Prometheus refused the query: {body.get('error', body)}")
     data = body.get("data", {})
     if data.get("resultType") == "scalar":
         return [({}, float(data["result"][1]))]
@@ -169,7 +181,7 @@ def read_health(prometheus_url: str, timeout: float = 5.0) -> HealthReading:
             errors.append(f"{name}: {exc}")
             continue
         except Exception as exc:  # anything else unexpected in the answer: reported, not raised
-            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            errors.append(scrub(f"{name}: {type(exc).__name__}: {exc}", prometheus_url))
             continue
         if kind == "value":
             values[name] = _one_value(series)

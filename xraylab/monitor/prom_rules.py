@@ -13,7 +13,8 @@
   monitor's own alerts count breaches alike.
 
 ``write_rules`` writes the document atomically (Prometheus never reads half a file) and ``reload_prometheus``
-asks a running Prometheus (started with ``--web.enable-lifecycle``) to read it again.
+makes the project's running Prometheus read it again: SIGHUP to the PID ``prometheus.sh`` recorded. That
+Prometheus runs without ``--web.enable-lifecycle``: whoever reaches its port cannot reload or stop it.
 
     python -m xraylab.monitor.prom_rules --out PATH [--thresholds FILE] [--interval SECONDS]
 """
@@ -21,10 +22,13 @@ asks a running Prometheus (started with ``--web.enable-lifecycle``) to read it a
 from __future__ import annotations
 
 import argparse
+import http.client
 import logging
 import os
+import signal
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -34,9 +38,10 @@ import yaml
 
 from xraylab.monitor.health import HEALTH_QUERIES, MONITOR_GAUGE_EXPORTED
 from xraylab.monitor.thresholds import Limit, Thresholds, ThresholdsError, default_thresholds
+from xraylab.redact import redact_url, scrub
 
 __all__ = ["rules_for", "write_rules", "reload_prometheus", "alert_name", "recording_rule",
-           "run_intervals_s", "rules_file", "HEALTH_GROUP", "ALERTS_GROUP"]
+           "run_intervals_s", "rules_file", "pid_file", "HEALTH_GROUP", "ALERTS_GROUP"]
 
 if TYPE_CHECKING:
     from xraylab.settings import Settings
@@ -141,20 +146,85 @@ def write_rules(thresholds: Thresholds, path: Path | str, *, interval_s: int | N
     return path
 
 
-def reload_prometheus(prometheus_url: str, timeout: float = 5) -> bool:
-    """POST ``/-/reload``: True when Prometheus took the new config and rules; False (never an exception)
-    when it is down or refused them (its answer is logged)."""
-    request = urllib.request.Request(prometheus_url.rstrip("/") + "/-/reload", data=b"", method="POST")
+def pid_file(settings: Settings) -> Path:
+    """Where ``cluster/local/prometheus.sh`` records its Prometheus' PID (``$STATE/run/prometheus.pid``)."""
+    return settings.STATE_DIR / "run" / "prometheus.pid"
+
+
+# Prometheus' own gauges of its config reloads: the time of the last successful one (it moves on success only)
+# and whether the last one succeeded.
+RELOADED_AT = "prometheus_config_last_reload_success_timestamp_seconds"
+RELOAD_OK = "prometheus_config_last_reload_successful"
+
+
+def _reload_state(prometheus_url: str, timeout: float) -> tuple[float, float]:
+    """(RELOADED_AT, RELOAD_OK) from Prometheus' ``/metrics``; raises when it cannot be read or lacks them."""
+    with urllib.request.urlopen(prometheus_url.rstrip("/") + "/metrics", timeout=timeout) as response:
+        text = response.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(" ")
+        if name in (RELOADED_AT, RELOAD_OK):
+            values[name] = float(rest.split()[0])
+    if len(values) != 2:
+        raise ValueError(f"{redact_url(prometheus_url)}/metrics lacks {RELOADED_AT} and {RELOAD_OK}")
+    return values[RELOADED_AT], values[RELOAD_OK]
+
+
+def _is_prometheus(pid: int) -> bool:
+    """Whether ``pid`` is a running ``prometheus`` (a PID file may outlive its process; PIDs are reused)."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status == 200
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace").strip()
-        log.warning("Prometheus at %s refused to reload (%s): %s", prometheus_url, exc.code, detail)
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
+    except OSError:
         return False
+    return os.path.basename(argv0) == "prometheus"
+
+
+def reload_prometheus(prometheus_url: str, timeout: float = 5, *, pid_path: Path | str | None = None) -> bool:
+    """Make the project's Prometheus read its config and rules again: SIGHUP to the PID in ``pid_path``
+    (default: ``pid_file`` of the settings) once it is checked to be a running ``prometheus``, then wait up to
+    ``timeout`` for its ``/metrics`` at ``prometheus_url`` to show the reload. True when it took them; False
+    (never an exception) when it is unreachable, not started by ``prometheus.sh`` here, or refused them
+    (logged, without the URL's credentials)."""
+    shown = redact_url(prometheus_url)
+    try:
+        before_at, before_ok = _reload_state(prometheus_url, timeout)
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        reason = scrub(str(getattr(exc, "reason", exc)), prometheus_url)
+        log.warning("Prometheus at %s is unreachable: %s", shown, reason)
+        return False
+    if pid_path is None:
+        from xraylab.settings import load_settings
+
+        pid_path = pid_file(load_settings())
+    try:
+        pid = int(Path(pid_path).read_text().strip())
+    except (OSError, ValueError):
+        log.warning("no Prometheus PID in %s: only the one cluster/local/prometheus.sh started is reloaded", pid_path)
+        return False
+    if not _is_prometheus(pid):
+        log.warning("PID %d in %s is not a running prometheus: not signalled", pid, pid_path)
+        return False
+    try:
+        os.kill(pid, signal.SIGHUP)
     except OSError as exc:
-        log.warning("Prometheus at %s is unreachable: %s", prometheus_url, getattr(exc, "reason", exc))
+        log.warning("could not signal Prometheus (PID %d): %s", pid, exc)
         return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            reloaded_at, ok = _reload_state(prometheus_url, timeout)
+        except (OSError, ValueError, http.client.HTTPException):
+            continue
+        if reloaded_at != before_at:
+            return True
+        if before_ok and not ok:
+            log.warning("Prometheus (PID %d) refused the new config or rules: see %s", pid,
+                        Path(pid_path).with_suffix(".log"))
+            return False
+    log.warning("Prometheus at %s (PID %d) did not reload within %.0f s", shown, pid, timeout)
+    return False
 
 
 def _thresholds_in_effect(path: Path | str | None) -> Thresholds:

@@ -29,6 +29,7 @@ from xraylab.bands import Bands
 from xraylab.db import monitoring as store
 from xraylab.db.models import utcnow
 from xraylab.db.session import Database
+from xraylab.kafka_security import client_config
 from xraylab.monitor.alerts import (
     AlertEvent,
     AlertSink,
@@ -76,7 +77,7 @@ class RunSummary:
 
 
 def default_sinks(settings: Settings) -> list[AlertSink]:
-    sinks: list[AlertSink] = [LogSink(), KafkaSink(settings.KAFKA_BOOTSTRAP, settings.ALERT_TOPIC)]
+    sinks: list[AlertSink] = [LogSink(), KafkaSink(client_config(settings, "monitor"), settings.ALERT_TOPIC)]
     url = settings.ALERT_WEBHOOK_URL.get_secret_value()
     if url:
         sinks.append(WebhookSink(url))

@@ -4,6 +4,10 @@ Two kinds, one interface (``Registry``): a folder on one machine (``FolderRegist
 and an S3 bucket shared by every node with a cache on each (``S3Registry``); ``open_registry(settings)``
 gives the one the settings name. Saving and loading go through here only, for the bootstrap model and
 trained ones alike. The functions below take a registry or a folder path.
+
+Every version is signed with the training key and checked against the trusted keys before it is loaded or
+promoted (``xraylab.registry.signing``: ``UntrustedModelError`` otherwise). The models the project ships are a
+``ShippedRegistry`` (checked against their committed checksums), installed and signed by ``install_shipped``.
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ from typing import Any
 
 from xraylab.registry.base import Registry
 from xraylab.registry.card import SYNTHETIC_NOTICE, ModelCard, ModelNotFoundError, check_version, research_notice
-from xraylab.registry.folder import FolderRegistry
+from xraylab.registry.folder import FolderRegistry, ShippedRegistry
 from xraylab.registry.open import RegistryLike, as_registry, open_registry
 from xraylab.registry.s3 import S3Registry
+from xraylab.registry.signing import ModelKeys, SigningKeyError, UntrustedModelError
 
-__all__ = ["ModelCard", "ModelNotFoundError", "Registry", "FolderRegistry", "S3Registry", "RegistryLike",
-           "SYNTHETIC_NOTICE", "research_notice", "open_registry", "as_registry", "check_version", "publish",
-           "list_cards", "promote", "promoted_version", "resolve_version", "load_model", "read_card"]
+__all__ = ["ModelCard", "ModelNotFoundError", "Registry", "FolderRegistry", "ShippedRegistry", "S3Registry",
+           "RegistryLike", "ModelKeys", "UntrustedModelError", "SigningKeyError", "SYNTHETIC_NOTICE",
+           "research_notice", "open_registry", "as_registry", "check_version", "publish", "list_cards", "promote",
+           "promoted_version", "resolve_version", "load_model", "read_card"]
 
 
 def read_card(registry: RegistryLike, version: str) -> ModelCard:

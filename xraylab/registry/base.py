@@ -1,8 +1,12 @@
 """What every registry does: versions with their cards and files, a promoted pointer, publish and load.
 
 A version is immutable once published: publishing never overwrites one, and a reader sees a version
-whole or not at all. Loading reads the version's files from ``local_dir(version)`` (the folder itself,
-or a node's cache of the S3 registry). TensorFlow is imported inside the functions that need it.
+whole or not at all. Every version is signed (``xraylab.registry.signing``): publishing signs it with the
+training key (``XRAYLAB_MODEL_SIGNING_KEY``), and ``local_dir`` (what loading, promoting and the monitor read
+through) hands out a version's files only once they are checked against a signature by a trusted key
+(``XRAYLAB_MODEL_TRUSTED_KEYS``): whoever could write the store, a version they wrote is refused
+(``UntrustedModelError``) before anything in it is deserialised. TensorFlow is imported inside the functions
+that need it.
 """
 
 from __future__ import annotations
@@ -15,16 +19,34 @@ from pathlib import Path
 from typing import Any
 
 from xraylab.registry.card import CARD_FILE, MODEL_FILE, ModelCard, ModelNotFoundError, check_version
+from xraylab.registry.signing import (
+    CHECKSUMS_FILE,
+    SIGNATURE_FILE,
+    ModelKeys,
+    UntrustedModelError,
+    Verified,
+    check_copy,
+    load_signing_key,
+    sign_dir,
+    verify_dir,
+)
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "NOT_COPIED"]
 
 log = logging.getLogger("xraylab.registry")
 
+# Files of a version folder that are not the version's own and are never copied into a registry: its signature
+# (made anew by whoever publishes), the S3 registry's manifest and the shipped models' checksums.
+NOT_COPIED = frozenset({SIGNATURE_FILE, "MANIFEST.json", CHECKSUMS_FILE})  # MANIFEST.json: s3.MANIFEST_FILE
+
 
 class Registry(ABC):
-    """A model registry. ``location`` names it for people (a folder, ``s3://bucket/prefix``)."""
+    """A model registry. ``location`` names it for people (a folder, ``s3://bucket/prefix``); ``keys`` says where
+    the signing and trusted keys are (``None``: the settings' ``XRAYLAB_MODEL_SIGNING_KEY`` and
+    ``XRAYLAB_MODEL_TRUSTED_KEYS``, read when needed)."""
 
     location: str
+    keys: ModelKeys | None = None
 
     @abstractmethod
     def versions(self) -> list[str]:
@@ -32,7 +54,8 @@ class Registry(ABC):
 
     @abstractmethod
     def read_card(self, version: str) -> ModelCard:
-        """The card of ``version``; ``ModelNotFoundError`` when there is no such version."""
+        """The card of ``version``; ``ModelNotFoundError`` when there is no such version. For listing and
+        showing: a card read here is not checked against the version's signature (``local_dir`` is)."""
 
     @abstractmethod
     def promoted_version(self) -> str | None:
@@ -45,16 +68,42 @@ class Registry(ABC):
     @abstractmethod
     def publish_dir(self, source: Path, version: str) -> None:
         """Publish the files of ``source`` (a folder holding ``card.json`` and ``model.keras``) as
-        ``version``; ``FileExistsError`` when it exists. Readers never see it half there."""
+        ``version``, as they are; ``FileExistsError`` when it exists. Readers never see it half there. Signs
+        nothing: a version published here without a valid ``signature.json`` is refused by every reader."""
 
     @abstractmethod
-    def local_dir(self, version: str) -> Path:
-        """A local folder with the files of ``version`` (``ModelNotFoundError`` when there is none)."""
+    def _version_dir(self, version: str) -> Path:
+        """A local folder with the files of ``version`` as stored, not yet checked against its signature
+        (``ModelNotFoundError`` when there is no such version)."""
 
     # -- built on the above -----------------------------------------------------------------------------
 
     def __str__(self) -> str:
         return self.location
+
+    def model_keys(self) -> ModelKeys:
+        if self.keys is not None:
+            return self.keys
+        from xraylab.settings import load_settings
+
+        return ModelKeys.from_settings(load_settings())
+
+    def verify_dir(self, folder: Path, version: str) -> Verified:
+        """Check ``folder`` (the files of ``version``) against its signature and the trusted keys;
+        ``UntrustedModelError`` when it does not hold."""
+        return verify_dir(folder, version, self.model_keys().trusted_keys, self.location)
+
+    def local_dir(self, version: str) -> Path:
+        """A local folder with the files of ``version``, checked against its signature by a trusted key
+        (``UntrustedModelError`` when they are not the files a trusted key signed; ``ModelNotFoundError`` when
+        there is no such version)."""
+        folder = self._version_dir(check_version(version))
+        self.verify_dir(folder, version)
+        return folder
+
+    def verify(self, version: str) -> Verified:
+        """Who signed ``version`` (``UntrustedModelError`` when no trusted key did, or its files changed since)."""
+        return self.verify_dir(self._version_dir(check_version(version)), version)
 
     def list_cards(self) -> list[ModelCard]:
         """The cards of the versions, oldest first; a version whose card or manifest cannot be read is left
@@ -68,7 +117,10 @@ class Registry(ABC):
         return sorted(cards, key=lambda c: (c.created_at, c.version))
 
     def promote(self, version: str) -> ModelCard:
-        card = self.read_card(check_version(version))
+        """Point PROMOTED at ``version`` once its files are checked against a trusted signature: a version no
+        trusted key signed is never promoted (``UntrustedModelError``)."""
+        folder = self.local_dir(check_version(version))
+        card = ModelCard.from_json((folder / CARD_FILE).read_bytes(), f"{self.location.rstrip('/')}/{version}")
         self._write_promoted(version)
         return card
 
@@ -88,14 +140,18 @@ class Registry(ABC):
     def publish(self, model: Any, card: ModelCard, *, promote_it: bool = False,
                 extra_files: dict[str, bytes] | None = None) -> str:
         """Save ``model``, its card and any extra files (metrics, plots, reference statistics) as a new
-        version; the version's location."""
+        version signed with the training key (``SigningKeyError`` before anything is written when there is
+        none); the version's location."""
         check_version(card.version)
+        key = load_signing_key(self.model_keys().signing_key)
         staging = Path(tempfile.mkdtemp(prefix=f"xraylab-publish-{card.version}-"))
         try:
             model.save(staging / MODEL_FILE)
             (staging / CARD_FILE).write_text(card.to_json())
             for name, data in (extra_files or {}).items():
-                (staging / Path(name).name).write_bytes(data)
+                if Path(name).name not in NOT_COPIED:
+                    (staging / Path(name).name).write_bytes(data)
+            sign_dir(staging, card.version, key)
             self.publish_dir(staging, card.version)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -104,38 +160,63 @@ class Registry(ABC):
         return f"{self.location.rstrip('/')}/{card.version}"
 
     def load_model(self, version: str = "") -> tuple[Any, ModelCard]:
-        """(Keras model, card) for ``version`` (default: promoted, else newest)."""
+        """(Keras model, card) for ``version`` (default: promoted, else newest). The version's files are checked
+        against its signature first (``UntrustedModelError``): nothing of a version no trusted key signed is
+        deserialised, its card included."""
         import keras
 
-        resolved = self.resolve_version(version)
-        card = self.read_card(resolved)
-        model = keras.models.load_model(self.local_dir(resolved) / MODEL_FILE, compile=False)
+        resolved = check_version(version) if version else self.resolve_version()
+        folder = self.local_dir(resolved)
+        card = ModelCard.from_json((folder / CARD_FILE).read_bytes(), str(folder / CARD_FILE))
+        model = keras.models.load_model(folder / MODEL_FILE, compile=False)
         return model, card
 
     def import_dir(self, source: Path) -> ModelCard:
         """Publish a version folder from elsewhere (another registry's ``<version>/``, a colleague's copy)
-        under the version its card names; ``ValueError`` when it is not one."""
+        under the version its card names, signed with this site's training key: importing vouches for it
+        (``SigningKeyError`` without the key). A copy that carries a signature must be whole as its signer
+        signed it (``UntrustedModelError``); ``ValueError`` when it is no version."""
         source = Path(source)
         if not (source / CARD_FILE).is_file() or not (source / MODEL_FILE).is_file():
             raise ValueError(f"{source} is not a model version: it needs {CARD_FILE} and {MODEL_FILE}")
         card = ModelCard.from_json((source / CARD_FILE).read_bytes(), str(source / CARD_FILE))
-        self.publish_dir(source, card.version)  # FileExistsError when the registry has it
+        check_version(card.version)
+        key = load_signing_key(self.model_keys().signing_key)
+        check_copy(source, card.version)
+        staging = Path(tempfile.mkdtemp(prefix=f"xraylab-import-{card.version}-"))
+        try:
+            for path in source.iterdir():
+                if path.is_file() and path.name not in NOT_COPIED:
+                    shutil.copyfile(path, staging / path.name)
+            sign_dir(staging, card.version, key)
+            self.publish_dir(staging, card.version)  # FileExistsError when the registry has it
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return card
 
     def install_shipped(self, shipped: Registry) -> tuple[ModelCard, list[str]]:
-        """The promoted version of ``shipped`` (the project's ``models/`` folder: the model trained on real
-        X-rays) into this registry: imported unless it is there already, and promoted unless a model trained on
-        real data is promoted here (a bootstrap model gives way; a model someone trained and promoted stays).
-        Returns its card and what was done ("imported", "promoted")."""
+        """The promoted version of ``shipped`` (the project's ``models/`` folder as a ``ShippedRegistry``: the
+        model trained on real X-rays) into this registry: its files checked against the checksums committed
+        beside them and imported, signed with this site's training key (the operator vouches for it by
+        installing it), unless it is there already; and promoted unless a model trained on real data is promoted
+        here (a bootstrap model gives way; a model someone trained, signed and promoted stays). Returns its card
+        and what was done ("imported", "promoted")."""
         version = shipped.resolve_version()
         done = []
         if version not in self.versions():
             self.import_dir(shipped.local_dir(version))
             done.append("imported")
+        else:
+            try:
+                self.verify(version)
+            except UntrustedModelError as exc:
+                raise UntrustedModelError(version, f"{exc.reason}. It is installed but was not signed as it "
+                                                   "is now (installed before models were signed?): delete it "
+                                                   "from the registry and install it again", self.location) from None
         promoted = self.promoted_version()
         if promoted != version:
-            try:
-                keep = promoted is not None and not self.read_card(promoted).synthetic
+            try:  # a promoted version no trusted key signed is not served: it does not stay either
+                keep = promoted is not None and not self.read_card(promoted).synthetic and bool(self.verify(promoted))
             except (ModelNotFoundError, ValueError):
                 keep = False
             if not keep:

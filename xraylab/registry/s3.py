@@ -14,6 +14,11 @@ version cannot mix their files; on a store that ignores the condition the last m
 PROMOTED is a single PUT, which S3 makes visible whole. Versions are immutable, so a node's cache
 (``<cache>/versions/<version>/``, filled through a staging folder and a rename) never goes stale; cards are
 cached the same way.
+
+The manifest is the publisher's own hash, so it proves a version whole, not who made it: anyone who can write
+the bucket can write a consistent one. What a node trusts is the version's ``signature.json``
+(``xraylab.registry.signing``), checked against the trusted keys in the staging folder before a version enters
+the node's cache, and again whenever the cache hands it out (``local_dir``).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any
 
 from xraylab.registry.base import Registry
 from xraylab.registry.card import CARD_FILE, ModelCard, ModelNotFoundError, check_version, is_version
+from xraylab.registry.signing import ModelKeys
 from xraylab.storage import MISSING_CODES, error_code
 
 __all__ = ["S3Registry", "parse_s3_location", "MANIFEST_FILE"]
@@ -62,8 +68,9 @@ def _sha256(path: Path) -> str:
 
 
 class S3Registry(Registry):
-    def __init__(self, client: Any, location: str, cache_dir: Path) -> None:
+    def __init__(self, client: Any, location: str, cache_dir: Path, *, keys: ModelKeys | None = None) -> None:
         self.client = client
+        self.keys = keys
         self.bucket, self.prefix = parse_s3_location(location)
         self.location = f"s3://{self.bucket}/{self.prefix}"
         key = hashlib.sha256(self.location.encode()).hexdigest()[:12]
@@ -162,7 +169,7 @@ class S3Registry(Registry):
                 raise FileExistsError(f"model version {version!r} was published meanwhile in {self.location}") from None
             raise
 
-    def local_dir(self, version: str) -> Path:
+    def _version_dir(self, version: str) -> Path:
         target = self.cache / "versions" / check_version(version)
         if target.exists():
             return target
@@ -175,6 +182,7 @@ class S3Registry(Registry):
                 self.client.download_file(self.bucket, where + name, str(path))
                 if path.stat().st_size != meta["size"] or _sha256(path) != meta["sha256"]:
                     raise ValueError(f"{self.location}{version}/{name} does not match its manifest: not loaded")
+            self.verify_dir(staging, version)  # an unsigned or tampered version never enters the cache
             try:
                 os.replace(staging, target)
             except OSError:  # another process of this node filled the cache first: theirs is the same files

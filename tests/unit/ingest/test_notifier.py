@@ -65,7 +65,8 @@ def test_out_of_order_events_are_all_published_and_the_newest_time_saved(tmp_pat
     from ingest.notifier import SeaweedNotifier
     from xraylab.settings import Settings
 
-    notifier = SeaweedNotifier(Settings(STATE_DIR=tmp_path), state_file=tmp_path / "ts", weed="weed")
+    notifier = SeaweedNotifier(Settings(STATE_DIR=tmp_path, S3_SOURCE_BUCKETS="b"), state_file=tmp_path / "ts",
+                               weed="weed")
     producer = RecordingProducer()
     events = [upload_event("a.jpeg", 1_000_100), upload_event("b.jpeg", 1_000_040), upload_event("c.jpeg", 1_000_200)]
     assert notifier.publish(events, producer) == 3
@@ -86,12 +87,21 @@ def test_only_multipart_staging_parts_are_skipped_not_keys_with_an_uploads_segme
         assert item is not None and (item.bucket, item.key) == ("b", key)
 
 
-def test_the_projects_own_buckets_are_not_uploads() -> None:
+def test_only_source_buckets_are_uploads() -> None:
     from xraylab.settings import load_settings
 
-    settings = load_settings(RESEARCH_BUCKET="research-copies", MODEL_REGISTRY="s3://models/prod")
-    event = {"directory": "/buckets/research-copies/p1", "tsNs": 1, "eventNotification": {
-        "newParentPath": "/buckets/research-copies/p1", "newEntry": {"name": "x.dcm", "attributes": {"fileSize": 3}}}}
-    assert filer_event_to_object(event, "local", settings.internal_buckets()) is None
-    assert settings.internal_buckets() == {"research-copies", "models"}
-    assert filer_event_to_object(event, "local") is not None, "any other bucket is followed"
+    settings = load_settings(RESEARCH_BUCKET="research-copies", MODEL_REGISTRY="s3://research-models/prod",
+                             S3_SOURCE_BUCKETS="uploads,research-*")
+
+    def event(bucket: str) -> dict:
+        return {"directory": f"/buckets/{bucket}/p1", "tsNs": 1, "eventNotification": {
+            "newParentPath": f"/buckets/{bucket}/p1", "newEntry": {"name": "x.dcm", "attributes": {"fileSize": 3}}}}
+
+    def is_source(bucket: str) -> bool:
+        return settings.source_allowed(None, bucket)
+
+    assert settings.internal_buckets() == {"research-copies", "research-models"}
+    for bucket in ("research-copies", "research-models", "elsewhere"):  # own buckets, even under a source prefix
+        assert filer_event_to_object(event(bucket), "local", is_source) is None, bucket
+    for bucket in ("uploads", "research-site-2"):
+        assert filer_event_to_object(event(bucket), "local", is_source) is not None, bucket

@@ -91,3 +91,60 @@ def test_an_input_decoded_at_the_edge_is_scored_by_the_model_of_its_chain_or_ref
     with pytest.raises(SpecChangedError) as refused:
         replica._model_for(ModelInput(image(0.1), PreprocessSpec(height=32, width=32).key()))
     assert refused.value.spec == large.to_dict()
+
+
+@pytest.mark.usefixtures("model_keys")  # publishing signs, loading checks (tests/conftest.py's key pair)
+def test_a_hot_swap_to_a_version_no_trusted_key_signed_is_refused_and_the_old_model_keeps_serving(
+        tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import time
+
+    import keras
+
+    from serve_app.classifier import Classifier, load_active
+    from xraylab.imaging import PreprocessSpec
+    from xraylab.registry import FolderRegistry
+
+    spec = PreprocessSpec(height=16, width=16)
+
+    def model():
+        return keras.Sequential([keras.Input((16, 16, 1)), keras.layers.GlobalAveragePooling2D(),
+                                 keras.layers.Dense(1, activation="sigmoid")])
+
+    def card(version: str) -> ModelCard:
+        return ModelCard(version=version, architecture="t", preprocess=spec.to_dict(), bands=Bands().to_dict())
+
+    registry = FolderRegistry(tmp_path / "models")
+    registry.publish(model(), card("v1"), promote_it=True)
+    # What someone with write access to the registry, but not the training key, can do: a whole version (a real
+    # Keras model, a card) and the promoted pointer.
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    model().save(forged / "model.keras")
+    (forged / "card.json").write_text(card("v2").to_json())
+    registry.publish_dir(forged, "v2")
+    (registry.root / "PROMOTED").write_text("v2\n")
+
+    replica = Classifier.func_or_class.__new__(Classifier.func_or_class)
+    replica._stop = threading.Event()
+    replica.registry, replica.limits, replica.poll_s = registry, None, 0.01
+    replica.active, replica.previous = load_active(registry, "v1"), None
+    caplog.set_level(logging.INFO, logger="xraylab.classifier")
+    watcher = threading.Thread(target=replica._follow_promotions, daemon=True)
+    watcher.start()
+    try:
+        def wait_for(condition, what: str) -> None:
+            deadline = time.monotonic() + 30
+            while not condition():
+                assert time.monotonic() < deadline, what
+                time.sleep(0.01)
+
+        wait_for(lambda: "refusing promoted model v2" in caplog.text, "the watcher to refuse v2")
+        assert "unsigned" in caplog.text and replica.active.card.version == "v1", "the old model keeps serving"
+        assert replica.previous is None
+        registry.publish(model(), card("v3"), promote_it=True)  # a signed one is swapped in as before
+        wait_for(lambda: replica.active.card.version == "v3", "the watcher to swap to v3")
+        assert replica.previous is not None and replica.previous.card.version == "v1"
+    finally:
+        replica._stop.set()
+        watcher.join(5)

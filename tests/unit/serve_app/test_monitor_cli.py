@@ -15,11 +15,15 @@ from xraylab.synthetic import apply_drift, encode_jpeg, generate_xray
 
 
 @pytest.fixture(scope="module")
-def state(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def state(tmp_path_factory: pytest.TempPathFactory, model_key_pair) -> dict[str, str]:
+    from xraylab.registry import FolderRegistry
+
     root = tmp_path_factory.mktemp("state")
-    train_bootstrap_model(root / "models", n_train=96, n_test=16, n_val=64, epochs=1, seed=2)
+    train_bootstrap_model(FolderRegistry(root / "models", keys=model_key_pair), n_train=96, n_test=16, n_val=64,
+                          epochs=1, seed=2)  # signed with the tests' key, which the commands below trust
     env = {"XRAYLAB_STATE_DIR": str(root), "XRAYLAB_ENV_FILE": str(root / "none.env"),
-           "XRAYLAB_DATABASE_URL": f"sqlite:///{root / 'x.db'}", "XRAYLAB_PROMETHEUS_PORT": "9"}
+           "XRAYLAB_DATABASE_URL": f"sqlite:///{root / 'x.db'}", "XRAYLAB_PROMETHEUS_PORT": "9",
+           "XRAYLAB_MODEL_TRUSTED_KEYS": str(model_key_pair.trusted_keys)}
     assert xraylab("db", "upgrade", env=env).returncode == 0
     return env
 
@@ -52,7 +56,7 @@ def test_stored_thresholds_decide_the_status(state, tmp_path: Path) -> None:
     strict.write_text(json.dumps({"image": {"type": "drift", "soft": 0.0, "hard": 0.0}}))
     stored = xraylab("monitor", "thresholds", str(strict), env=state)
     assert stored.returncode == 0, stored.stderr
-    assert "Prometheus not reachable" in stored.stdout
+    assert "Prometheus not reloaded" in stored.stdout
     blurred = xraylab("monitor", "drift", "--images", str(_folder(tmp_path / "blur", 30, "brightness", 7)),
                       env=state)
     assert json.loads(blurred.stdout)["status"] == "critical"

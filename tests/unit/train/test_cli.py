@@ -1,6 +1,7 @@
 """`xraylab evaluate`, `xraylab models list|promote` and `xraylab train run` input errors, as a user runs them."""
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,14 @@ from xraylab.synthetic import write_dataset
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    root = tmp_path_factory.mktemp("registry")
-    card = train_bootstrap_model(root, n_train=32, n_test=8, n_val=32, epochs=1, seed=1, promote=True)
-    return root, card.version
+def registry(tmp_path_factory: pytest.TempPathFactory, model_key_pair) -> Iterator[tuple[Path, str]]:
+    """A signed bootstrap model, and the keys that signed it in the settings of the commands the tests run."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("XRAYLAB_MODEL_SIGNING_KEY", str(model_key_pair.signing_key))
+        env.setenv("XRAYLAB_MODEL_TRUSTED_KEYS", str(model_key_pair.trusted_keys))
+        root = tmp_path_factory.mktemp("registry")
+        card = train_bootstrap_model(root, n_train=32, n_test=8, n_val=32, epochs=1, seed=1, promote=True)
+        yield root, card.version
 
 
 def test_evaluate_any_version_on_a_folder(registry, tmp_path: Path) -> None:

@@ -1,7 +1,13 @@
+import os
 from pathlib import Path
+
+import pytest
 
 from ui.review_app import trained_on_synthetic
 from xraylab.registry import ModelCard, promote
+from xraylab.registry.signing import sign_dir
+
+pytestmark = pytest.mark.usefixtures("model_keys")  # promote checks signatures (tests/conftest.py's key pair)
 
 
 def write_card(root: Path, version: str, trained_on: str) -> None:
@@ -10,6 +16,7 @@ def write_card(root: Path, version: str, trained_on: str) -> None:
     import json
 
     (root / version / "card.json").write_text(json.dumps(card.to_dict()))
+    sign_dir(root / version, version, Path(os.environ["XRAYLAB_MODEL_SIGNING_KEY"]))  # as publishing does
 
 
 def test_warning_follows_the_model_that_scored(tmp_path: Path, monkeypatch) -> None:

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.cli import xraylab
@@ -13,6 +14,7 @@ from xraylab.registry import FolderRegistry, ModelCard
 from xraylab.synthetic import encode_jpeg, generate_xray
 
 SPEC = PreprocessSpec(height=64, width=64)
+pytestmark = pytest.mark.usefixtures("model_keys")  # publishing signs (tests/conftest.py's key pair)
 
 
 def publish_model(root: Path) -> FolderRegistry:

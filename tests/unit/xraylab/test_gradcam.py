@@ -131,6 +131,7 @@ def test_reloaded_architectures_give_the_same_map(name: str, tmp_path: Path) -> 
     np.testing.assert_allclose(grad_cam(reloaded, batch), grad_cam(model, batch), atol=1e-5)
 
 
+@pytest.mark.usefixtures("model_keys")  # publishing signs (tests/conftest.py's key pair)
 def test_explain_runs_the_models_own_preprocessing(trained, tmp_path: Path) -> None:
     model, x_test, y_test = trained
     card = ModelCard(version="v1", architecture="tiny-cnn", preprocess=SPEC.to_dict(),

@@ -15,6 +15,8 @@ from xraylab.registry import (
     resolve_version,
 )
 
+pytestmark = pytest.mark.usefixtures("model_keys")  # every version is signed (tests/conftest.py's key pair)
+
 
 def tiny_model(spec: PreprocessSpec):
     import keras
@@ -35,6 +37,7 @@ def test_publish_load_promote(tmp_path: Path) -> None:
     model = tiny_model(spec)
     publish(model, tmp_path, card("v1", spec, "2026-01-01T00:00:00"))
     publish(tiny_model(spec), tmp_path, card("v2", spec, "2026-01-02T00:00:00"))
+    assert (tmp_path / "v1" / "signature.json").is_file()
     assert [c.version for c in list_cards(tmp_path)] == ["v1", "v2"]
     assert resolve_version(tmp_path) == "v2"  # newest when none promoted
     promote(tmp_path, "v1")
@@ -62,13 +65,19 @@ def test_card_notice_says_synthetic_or_research_use() -> None:
 
 
 def test_install_shipped_imports_once_and_promotes_over_a_bootstrap_only(tmp_path: Path) -> None:
-    from xraylab.registry import FolderRegistry
+    from xraylab.registry import FolderRegistry, ShippedRegistry
+    from xraylab.registry.signing import write_checksums
 
     spec = PreprocessSpec(height=16, width=16)
-    shipped = FolderRegistry(tmp_path / "shipped")
     real = ModelCard(version="real-1", architecture="t", preprocess=spec.to_dict(), bands={"pneumonia": 0.8,
                      "unsure": 0.6}, trained_on="Kermany 2018")
-    publish(tiny_model(spec), shipped, real, promote_it=True)
+    publish(tiny_model(spec), tmp_path / "trained", real)
+    (tmp_path / "shipped").mkdir()  # committed as models/ is: the files, their SHA256SUMS, no signature
+    (tmp_path / "trained" / "real-1").rename(tmp_path / "shipped" / "real-1")
+    (tmp_path / "shipped" / "real-1" / "signature.json").unlink()
+    write_checksums(tmp_path / "shipped" / "real-1")
+    (tmp_path / "shipped" / "PROMOTED").write_text("real-1\n")
+    shipped = ShippedRegistry(tmp_path / "shipped")
     target = FolderRegistry(tmp_path / "registry")
     publish(tiny_model(spec), target, card("bootstrap-1", spec, "2026-01-01T00:00:00"), promote_it=True)
 
@@ -85,4 +94,4 @@ def test_install_shipped_imports_once_and_promotes_over_a_bootstrap_only(tmp_pat
     fresh = FolderRegistry(tmp_path / "fresh")
     assert fresh.install_shipped(shipped)[1] == ["imported", "promoted"]
     with pytest.raises(ModelNotFoundError):
-        fresh.install_shipped(FolderRegistry(tmp_path / "nothing-shipped"))
+        fresh.install_shipped(ShippedRegistry(tmp_path / "nothing-shipped"))

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from xraylab.bands import DEFAULT_BANDS
-from xraylab.settings import Settings, UnknownEndpointError, load_settings
+from xraylab.settings import MissingCredentialsError, Settings, UnknownEndpointError, load_settings
 
 DEFAULTS = Path(__file__).resolve().parents[3] / "cluster" / "local" / "defaults.env"
 
@@ -37,25 +37,69 @@ def test_sqlite_is_the_embedded_default(tmp_path: Path, monkeypatch: pytest.Monk
         s.database_url("mariadb")
 
 
+REAL = {"S3_ACCESS_KEY": "pipeline-access-key", "S3_SECRET_KEY": "a-real-secret-value"}
+
+
 def test_production_rejects_placeholder_secrets(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="placeholder"):
         Settings(STATE_DIR=tmp_path, ENV="production", S3_SECRET_KEY="changethis")
+    Settings(STATE_DIR=tmp_path, ENV="production", **REAL)
+    extra = '{"east": {"url": "http://ceph:7480", "access_key": "a-key", "secret_key": "changethis"}}'
+    for name, value in (("S3_ACCESS_KEY", "changethis"), ("S3_ACCESS_KEY", ""), ("S3_UPLOAD_SECRET_KEY", "REPLACE"),
+                        ("KAFKA_INGEST_PASSWORD", "changeme"), ("ALERT_WEBHOOK_URL", "https://changethis"),
+                        ("S3_EXTRA_ENDPOINTS", extra), ("DATABASE_URL", "mysql+pymysql://xraylab:changethis@db/x"),
+                        ("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")):
+        with pytest.raises(ValueError, match="placeholder secrets in production") as caught:
+            Settings(STATE_DIR=tmp_path, ENV="production", **{**REAL, name: value})
+        assert name in str(caught.value) or "endpoint 'east'" in str(caught.value), name
+
+
+def test_each_s3_job_has_its_own_identity(tmp_path: Path) -> None:
+    east = ('{"east": {"url": "http://ceph:7480", "access_key": "a", "secret_key": "b", "buckets": ["films"], '
+            '"jobs": {"export": {"access_key": "e", "secret_key": "f"}}}}')
+    s = Settings(STATE_DIR=tmp_path, **REAL, S3_UPLOAD_ACCESS_KEY="up", S3_UPLOAD_SECRET_KEY="up-secret",
+                 S3_EXTRA_ENDPOINTS=east)
+    assert s.s3_endpoint(None).access_key.get_secret_value() == "pipeline-access-key"
+    assert s.s3_endpoint(None, "upload").secret_key.get_secret_value() == "up-secret"
+    with pytest.raises(MissingCredentialsError, match="XRAYLAB_S3_PUBLISH_ACCESS_KEY"):
+        s.s3_endpoint(None, "publish")
+    assert s.s3_endpoint("east", "export").access_key.get_secret_value() == "e"
+    with pytest.raises(MissingCredentialsError, match="registry"):
+        s.s3_endpoint("east", "registry")
+
+
+def test_events_may_name_only_the_configured_source_buckets(tmp_path: Path) -> None:
+    s = Settings(STATE_DIR=tmp_path, S3_SOURCE_BUCKETS="xray-images, test-*", MODEL_REGISTRY="s3://test-models/r",
+                 S3_EXTRA_ENDPOINTS='{"east": {"url": "http://ceph:7480", "access_key": "a", "secret_key": "b", '
+                                    '"buckets": ["films"]}}')
+    assert s.source_allowed(None, "xray-images") and s.source_allowed("local", "test-1234")
+    assert s.source_allowed("east", "films") and not s.source_allowed("east", "xray-images")
+    assert not s.source_allowed(None, "xray-research"), "the research bucket is never a source"
+    assert not s.source_allowed(None, "test-models"), "nor the model registry's, even under a source prefix"
+    assert not s.source_allowed("nowhere", "xray-images")
+    assert Settings(STATE_DIR=tmp_path, S3_SOURCE_BUCKETS="", S3_BUCKET="films").source_buckets() == ["films"]
 
 
 def test_worker_env_carries_no_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XRAYLAB_S3_SECRET_KEY", "topsecret")
-    monkeypatch.setenv("XRAYLAB_DATABASE_URL", "mysql+pymysql://u:pw@h/db")
+    monkeypatch.setenv("XRAYLAB_DATABASE_URL", "mysql+pymysql://u:pw-of-db@h/db")
     monkeypatch.setenv("XRAYLAB_KAFKA_TOPIC", "t1")
+    # Secrets under names that say nothing: the extra endpoints' keys, a copy of a secret, a URL's credentials.
+    monkeypatch.setenv("XRAYLAB_S3_EXTRA_ENDPOINTS",
+                       '{"east": {"url": "http://ceph:7480", "access_key": "east-access", "secret_key": "east-sec"}}')
+    monkeypatch.setenv("XRAYLAB_SITE_NOTE", "copy of topsecret")
+    monkeypatch.setenv("XRAYLAB_SOME_ENDPOINT", "https://svc:hunter22@example.org/x")
     env = load_settings(STATE_DIR=tmp_path).env_for_workers()
     assert env["XRAYLAB_KAFKA_TOPIC"] == "t1"
-    assert "topsecret" not in str(env) and "pw@" not in str(env)
+    for leak in ("topsecret", "pw-of-db", "east-sec", "east-access", "hunter22"):
+        assert leak not in str(env), leak
 
 
 def test_session_cookie_is_secure_in_production_unless_told(tmp_path: Path) -> None:
     assert Settings(STATE_DIR=tmp_path).COOKIE_SECURE is False
-    production = Settings(STATE_DIR=tmp_path, ENV="production", S3_SECRET_KEY="a-real-secret-value")
+    production = Settings(STATE_DIR=tmp_path, ENV="production", **REAL)
     assert production.COOKIE_SECURE is True
-    told = Settings(STATE_DIR=tmp_path, ENV="production", S3_SECRET_KEY="real-one", COOKIE_SECURE=False)
+    told = Settings(STATE_DIR=tmp_path, ENV="production", **REAL, COOKIE_SECURE=False)
     assert told.COOKIE_SECURE is False
 
 
@@ -80,9 +124,13 @@ def test_the_model_registry_is_the_folder_unless_an_s3_location_is_named(tmp_pat
     registry = open_registry(folder)
     assert isinstance(registry, FolderRegistry) and registry.root == tmp_path.resolve() / "models"
     shared = Settings(STATE_DIR=tmp_path, MODEL_REGISTRY="s3://models/xraylab", S3_EXTRA_ENDPOINTS=(
-        '{"central": {"url": "http://10.0.0.5:9000", "access_key": "a", "secret_key": "b"}}'),
+        '{"central": {"url": "http://10.0.0.5:9000", "access_key": "a", "secret_key": "b", '
+        '"jobs": {"registry": {"access_key": "serving-key", "secret_key": "s"}}}}'),
         MODEL_REGISTRY_ENDPOINT="central")
+    with pytest.raises(MissingCredentialsError, match="publish"):  # this process may read models, not publish
+        open_registry(shared, publish=True)
     registry = open_registry(shared)
+    assert registry.client._request_signer._credentials.access_key == "serving-key"
     assert isinstance(registry, S3Registry) and registry.location == "s3://models/xraylab/"
     assert registry.client.meta.endpoint_url == "http://10.0.0.5:9000"
     assert registry.cache.is_relative_to(tmp_path.resolve() / "model-cache")
@@ -93,7 +141,7 @@ def test_the_model_registry_is_the_folder_unless_an_s3_location_is_named(tmp_pat
 
 
 def test_pacs_and_research_settings_are_checked(tmp_path: Path) -> None:
-    base = {"STATE_DIR": tmp_path, "S3_SECRET_KEY": "a-real-secret-of-some-length"}
+    base = {"STATE_DIR": tmp_path, **REAL}
     with pytest.raises(ValueError, match="must not be the upload bucket"):
         Settings(**base, RESEARCH_BUCKET="xray-images", S3_BUCKET="xray-images")
     with pytest.raises(ValueError, match="RESEARCH_BANDS"):
