@@ -348,16 +348,15 @@ class Settings(BaseSettings):
         return self
 
     def _refuse_placeholder_secrets(self) -> None:
-        """Production: every secret this process was given is real. One left empty or as the examples write it
-        (``changethis``, ``REPLACE``) is refused by name, with the extra endpoints' and the database URL's."""
+        """Production: every secret this process was given is real. One left as the examples write it
+        (``changethis``, ``REPLACE``) is refused by name, with the extra endpoints' and the database URL's. A secret
+        not given at all is a job this process does not do: the job fails when tried, naming the setting
+        (``s3_endpoint``, ``kafka_security.client_config``, the Orthanc client, the research export)."""
         bad: list[str] = []
         for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, SecretStr) and value.get_secret_value() and _is_placeholder(value.get_secret_value()):
                 bad.append(f"XRAYLAB_{name}")
-        if _is_placeholder(self.S3_SECRET_KEY.get_secret_value()) or _is_placeholder(
-                self.S3_ACCESS_KEY.get_secret_value()):
-            bad.append("XRAYLAB_S3_ACCESS_KEY / XRAYLAB_S3_SECRET_KEY (the pipeline's, required)")
         for endpoint_id, endpoint in self.s3_endpoints().items():
             if endpoint_id != self.S3_ENDPOINT_ID and any(_is_placeholder(v) for v in endpoint.secrets()):
                 bad.append(f"the keys of S3 endpoint {endpoint_id!r}")
@@ -460,6 +459,11 @@ class Settings(BaseSettings):
             raise UnknownEndpointError(f"no S3 endpoint configured with id {key!r}")
         endpoint = endpoints[key]
         if job == "pipeline":
+            if not endpoint.access_key.get_secret_value() or not endpoint.secret_key.get_secret_value():
+                where = "XRAYLAB_S3_ACCESS_KEY / XRAYLAB_S3_SECRET_KEY" if key == self.S3_ENDPOINT_ID else (
+                    f"the keys of S3 endpoint {key!r} in XRAYLAB_S3_EXTRA_ENDPOINTS")
+                raise MissingCredentialsError(f"{where} are not set: this process has no S3 identity for the "
+                                              "pipeline's job (cluster/local/seaweedfs.sh writes them locally)")
             return endpoint
         if key == self.S3_ENDPOINT_ID:
             prefix = _S3_JOB_FIELDS[job]

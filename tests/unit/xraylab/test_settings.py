@@ -45,7 +45,7 @@ def test_production_rejects_placeholder_secrets(tmp_path: Path) -> None:
         Settings(STATE_DIR=tmp_path, ENV="production", S3_SECRET_KEY="changethis")
     Settings(STATE_DIR=tmp_path, ENV="production", **REAL)
     extra = '{"east": {"url": "http://ceph:7480", "access_key": "a-key", "secret_key": "changethis"}}'
-    for name, value in (("S3_ACCESS_KEY", "changethis"), ("S3_ACCESS_KEY", ""), ("S3_UPLOAD_SECRET_KEY", "REPLACE"),
+    for name, value in (("S3_ACCESS_KEY", "changethis"), ("S3_UPLOAD_SECRET_KEY", "REPLACE"),
                         ("KAFKA_INGEST_PASSWORD", "changeme"), ("ALERT_WEBHOOK_URL", "https://changethis"),
                         ("S3_EXTRA_ENDPOINTS", extra), ("DATABASE_URL", "mysql+pymysql://xraylab:changethis@db/x"),
                         ("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")):
@@ -63,6 +63,8 @@ def test_each_s3_job_has_its_own_identity(tmp_path: Path) -> None:
     assert s.s3_endpoint(None, "upload").secret_key.get_secret_value() == "up-secret"
     with pytest.raises(MissingCredentialsError, match="XRAYLAB_S3_PUBLISH_ACCESS_KEY"):
         s.s3_endpoint(None, "publish")
+    with pytest.raises(MissingCredentialsError, match="XRAYLAB_S3_ACCESS_KEY"):  # a job this process is not given
+        Settings(STATE_DIR=tmp_path, ENV="production", S3_ACCESS_KEY="", S3_SECRET_KEY="").s3_endpoint(None)
     assert s.s3_endpoint("east", "export").access_key.get_secret_value() == "e"
     with pytest.raises(MissingCredentialsError, match="registry"):
         s.s3_endpoint("east", "registry")
