@@ -12,6 +12,7 @@ command -v slapd >/dev/null || [[ -x /usr/sbin/slapd ]] || missing+=(slapd)  # t
 command -v ldapsearch >/dev/null || missing+=(ldap-utils)  # its clients: slapd.sh seeds and probes with them
 command -v storescu >/dev/null || missing+=(dcmtk)  # DCMTK: storescu (the tests' modality), dsrdump (reads our SRs)
 command -v dciodvfy >/dev/null || missing+=(dicom3tools)  # dciodvfy: validates the DICOM objects we write
+command -v tesseract >/dev/null || missing+=(tesseract-ocr)  # OCR: burned-in text in research exports (xraylab/ocr.py)
 command -v openssl >/dev/null || missing+=(openssl)  # the SeaweedFS gRPC certificates (cluster/local/seaweedfs.sh)
 command -v python3.11 >/dev/null || missing+=(python3.11 python3.11-venv)
 if (( ${#missing[@]} == 0 )); then exit 0; fi

@@ -275,14 +275,16 @@ def export_research_command(
     setup_logging()
     from xraylab.bands import BAND_ORDER
     from xraylab.db.session import Database
+    from xraylab.ocr import TesseractMissingError
     from xraylab.research_export import export_research
+    from xraylab.settings import MissingCredentialsError
 
     settings = load_settings()
     if unknown := [b for b in band or [] if b not in BAND_ORDER]:
         raise fail(f"unknown band(s) {', '.join(unknown)}: use {', '.join(BAND_ORDER)}")
     try:
         report = export_research(Database(settings.database_url(database)), settings, bands=band or None, limit=limit)
-    except ValueError as exc:
+    except (ValueError, TesseractMissingError, MissingCredentialsError) as exc:
         raise fail(str(exc)) from None
     print(json.dumps(report.to_dict()))
 

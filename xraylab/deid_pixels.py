@@ -36,6 +36,9 @@ __all__ = ["Region", "FractionalRegion", "TextRule", "DEFAULT_TEXT_RULES", "TEXT
 
 TEXT_BAND = 0.12  # the share of rows, from the top, where the uploader burns the patient's name and id
 SIMULATED_MANUFACTURER = "xraylab simulated modality"  # the Manufacturer the project's uploader writes
+# The most of a picture OCR's text may cover: more is the picture's own texture read as words (a strongly
+# edge-enhanced film), and filling it would leave no image worth exporting: refused instead.
+MAX_TEXT_FRACTION = 0.05
 
 
 class DeidRefused(ValueError):
@@ -139,6 +142,14 @@ def blur_regions(pixels: np.ndarray, regions: Sequence[Region]) -> np.ndarray:
     return out
 
 
+def _covered(regions: Sequence[Region], shape: tuple[int, ...]) -> float:
+    """The share of a ``shape`` (rows, columns) picture that ``regions`` cover."""
+    mask = np.zeros(shape[-2:], bool)
+    for region in regions:
+        mask[region.y:region.y + region.height, region.x:region.x + region.width] = True
+    return float(mask.mean())
+
+
 def fill_regions(pixels: np.ndarray, regions: Sequence[Region]) -> np.ndarray:
     """A copy of ``pixels`` (rows x columns) with each region one flat value, the median of its own pixels: where
     text is a minority of the box, the background it was written on. Nothing of the letters' shapes is left."""
@@ -186,6 +197,11 @@ def clean_pixel_data(src: Dataset, out: Dataset, rules: Sequence[TextRule]) -> l
     found: list[Region] = []
     for index, frame in enumerate(frames):
         frames[index], filled = remove_text(frame, invert=invert)
+        covered = _covered(filled, frame.shape)
+        if covered > MAX_TEXT_FRACTION:
+            raise DeidRefused("burned_in_text", f"OCR reads text over {covered:.0%} of the picture (more than "
+                                                f"{MAX_TEXT_FRACTION:.0%}: no label is that large, and filling it "
+                                                "would ruin the image): not exported")
         found += filled
     left = [word for frame in frames for word in ocr.find_text(frame, invert=invert)]
     if left:

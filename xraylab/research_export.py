@@ -7,7 +7,10 @@ the same key always lands on the same key, so an export interrupted after the up
 simply done again. The export log (``research_exports``) names the study by its row id and the patient by the
 pseudonym, with the key's id (a digest, not the key), the band, the model and the method written into the file;
 never a name, a patient id or an original UID. Only DICOM studies are candidates (JPEG and PNG have no tags to
-de-identify); one that cannot be exported is logged as refused, with why, and not tried again under that key.
+de-identify); one that cannot be exported is logged as refused, with why, and not tried again under that key:
+``burned_in_text`` when OCR still reads text in its pixels once cleaned, ``no_issuer`` when neither its Issuer of
+Patient ID nor the study's hospital says whose record number its Patient ID is. Every image is looked for text by
+OCR (``xraylab.ocr``): without the ``tesseract`` command the export does not start.
 """
 
 from __future__ import annotations
@@ -70,9 +73,13 @@ def export_research(db: Database, settings: Settings, *, bands: list[str] | None
     """Export up to ``limit`` DICOM studies of ``bands`` (default ``settings.research_bands()``) that
     ``RESEARCH_KEY`` has not exported or refused yet; the report counts what was exported and what was refused,
     and why. A study that cannot be exported (its object gone, its pixels undecodable, burned-in text no rule
-    covers) is logged as refused and not tried again; a store or database that is down stops the run."""
-    from xraylab.deid import DeidPolicy, deidentify
+    covers) is logged as refused and not tried again; a store or database that is down stops the run. Raises
+    ``xraylab.ocr.TesseractMissingError`` before anything is read when Tesseract is not installed: every image
+    is looked for burned-in text, never exported unlooked at."""
+    from xraylab.deid import DeidPolicy, DeidRefused, deidentify
+    from xraylab.ocr import OcrError, TesseractMissingError, require_tesseract
 
+    require_tesseract()
     key = settings.RESEARCH_KEY.get_secret_value().encode()
     if not key:
         raise ValueError("XRAYLAB_RESEARCH_KEY is not set: the export needs a secret key for its pseudonyms")
@@ -91,11 +98,17 @@ def export_research(db: Database, settings: Settings, *, bands: list[str] | None
             data = sources.fetch(study["endpoint_id"], study["bucket"], study["object_key"]).data
             if not is_dicom(data):
                 raise InvalidImageError("not a DICOM file", RejectReason.NOT_DICOM)
-            clean = deidentify(read_dataset(data), policy)
+            # the hospital issued the Patient ID where the file names no issuer: one pseudonym per (hospital, id)
+            clean = deidentify(read_dataset(data), policy, hospital=study.get("hospital"))
             buf = io.BytesIO()
             clean.save_as(buf, enforce_file_format=True)
-        except (RejectedInputError, InvalidImageError) as exc:
+        except (RejectedInputError, InvalidImageError, DeidRefused) as exc:
             reason = str(exc.reason)
+        except TesseractMissingError:  # uninstalled under a running export: stop, refuse nothing for it
+            raise
+        except OcrError:  # Tesseract failed on this image: it is not exported unlooked at
+            reason = "ocr_failed"
+            log.warning("study %s: OCR failed on its pixels", study["study_uid"])
         except Exception as exc:  # pydicom or a decoder on this file: its type only (messages can quote tags)
             reason = "not_deidentifiable"
             log.warning("study %s cannot be de-identified (%s)", study["study_uid"], type(exc).__name__)
