@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 from xraylab.settings import Settings
 
-__all__ = ["KafkaJob", "JOBS", "MissingKafkaCredentialsError", "client_config", "job_user", "job_acls"]
+__all__ = ["KafkaJob", "JOBS", "MissingKafkaCredentialsError", "client_config", "job_user", "job_password",
+           "job_acls"]
 
 KafkaJob = Literal["notifier", "ingest", "monitor", "admin"]
 JOBS: tuple[KafkaJob, ...] = ("notifier", "ingest", "monitor", "admin")
@@ -36,6 +37,11 @@ class MissingKafkaCredentialsError(RuntimeError):
 
 def job_user(settings: Settings, job: KafkaJob) -> str:
     return str(getattr(settings, f"KAFKA_{job.upper()}_USER"))
+
+
+def job_password(settings: Settings, job: KafkaJob) -> str:
+    """The job's SCRAM password as this process was given it ("" when it was not)."""
+    return str(getattr(settings, f"KAFKA_{job.upper()}_PASSWORD").get_secret_value())
 
 
 def job_acls(settings: Settings, job: KafkaJob) -> list[tuple[str, str, str]]:
@@ -57,7 +63,7 @@ def client_config(settings: Settings, job: KafkaJob) -> dict[str, Any]:
                               "security_protocol": settings.KAFKA_SECURITY_PROTOCOL}
     if settings.KAFKA_SECURITY_PROTOCOL == "PLAINTEXT":  # refused in production (settings)
         return config
-    password = getattr(settings, f"KAFKA_{job.upper()}_PASSWORD").get_secret_value()
+    password = job_password(settings, job)
     if not password:
         raise MissingKafkaCredentialsError(
             f"XRAYLAB_KAFKA_{job.upper()}_PASSWORD is not set: this process has no Kafka credentials for the "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 
-__all__ = ["MASK", "redact_url", "scrub", "url_secrets"]
+__all__ = ["MASK", "redact_url", "scrub", "url_credential", "url_secrets"]
 
 MASK = "***"
 # A query parameter whose name says it holds a credential: dropped from a URL, its value masked in a message.
@@ -33,6 +33,18 @@ def redact_url(url: str) -> str:
         netloc = MASK + "@" + netloc.rsplit("@", 1)[1]
     query = "&".join(p for p in parts.query.split("&") if p and not _token_like(p.split("=", 1)[0]))
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def url_credential(value: str) -> str | None:
+    """The password (or the user, when there is no password) inside a URL's ``user:password@``; None when
+    ``value`` is no URL or carries none."""
+    if "://" not in value:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(value.strip())
+    except ValueError:
+        return None
+    return parts.password if parts.password is not None else parts.username
 
 
 def url_secrets(url: str) -> list[str]:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from xraylab.bands import BAND_ORDER, DEFAULT_BANDS, Bands
+from xraylab.redact import url_credential
 
 if TYPE_CHECKING:
     from xraylab.imaging import ImageLimits
@@ -353,15 +354,14 @@ class Settings(BaseSettings):
         not given at all is a job this process does not do: the job fails when tried, naming the setting
         (``s3_endpoint``, ``kafka_security.client_config``, the Orthanc client, the research export)."""
         bad: list[str] = []
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if isinstance(value, SecretStr) and value.get_secret_value() and _is_placeholder(value.get_secret_value()):
+        for name, value in self._secrets().items():
+            if value and _is_placeholder(value):
                 bad.append(f"XRAYLAB_{name}")
         for endpoint_id, endpoint in self.s3_endpoints().items():
             if endpoint_id != self.S3_ENDPOINT_ID and any(_is_placeholder(v) for v in endpoint.secrets()):
                 bad.append(f"the keys of S3 endpoint {endpoint_id!r}")
         for name in ("DATABASE_URL",):
-            password = _url_password(getattr(self, name))
+            password = url_credential(getattr(self, name))
             if password is not None and _is_placeholder(password):
                 bad.append(f"the password in XRAYLAB_{name}")
         if self.KAFKA_SECURITY_PROTOCOL != "SASL_SSL":
@@ -370,14 +370,23 @@ class Settings(BaseSettings):
             raise ValueError("empty or placeholder secrets in production: " + ", ".join(dict.fromkeys(bad))
                              + ": set real ones (docs/security.md)")
 
+    @classmethod
+    def secret_fields(cls) -> tuple[str, ...]:
+        """The settings declared secret (``SecretStr``, optional or not): the one list of them."""
+        return tuple(name for name, field in cls.model_fields.items() if "SecretStr" in str(field.annotation))
+
+    def _secrets(self) -> dict[str, str]:
+        """Each secret setting this process has a value for, by name."""
+        return {name: value.get_secret_value() for name in self.secret_fields()
+                if (value := getattr(self, name)) is not None}
+
     def secret_values(self) -> set[str]:
         """Every secret this process holds (for keeping them out of logs and worker environments)."""
-        values = {v.get_secret_value() for v in (getattr(self, n) for n in type(self).model_fields)
-                  if isinstance(v, SecretStr)}
+        values = set(self._secrets().values())
         for endpoint in self.s3_endpoints().values():
             values.update(endpoint.secrets())
         for name in ("DATABASE_URL",):
-            password = _url_password(getattr(self, name))
+            password = url_credential(getattr(self, name))
             if password:
                 values.add(password)
         return {v for v in values if len(v) >= 4 and v != "{}"}
@@ -496,31 +505,15 @@ class Settings(BaseSettings):
         goes by what it is, not by its name: a setting declared secret, a value holding any secret this process
         has (extra endpoints' keys, a password inside a URL), or a URL with credentials in it."""
         env = {"XRAYLAB_ENV_FILE": str(_env_file()), "XRAYLAB_STATE_DIR": str(self.STATE_DIR)}
-        secret_fields = {f"XRAYLAB_{n}".upper() for n, f in type(self).model_fields.items()
-                         if f.annotation is SecretStr or "SecretStr" in str(f.annotation)}
+        secret_fields = {f"XRAYLAB_{name}".upper() for name in self.secret_fields()}
         secrets = self.secret_values()
         for key, value in os.environ.items():
             if not key.startswith("XRAYLAB_") or key.upper() in secret_fields:
                 continue
-            if any(secret in value for secret in secrets) or _url_password(value) is not None:
+            if any(secret in value for secret in secrets) or url_credential(value) is not None:
                 continue
             env[key] = value
         return env
-
-
-def _url_password(value: str) -> str | None:
-    """The password (or the user, when there is no password) inside a URL's ``user:password@``; None without."""
-    from urllib.parse import urlsplit
-
-    if "://" not in value:
-        return None
-    try:
-        parts = urlsplit(value.strip())
-    except ValueError:
-        return None
-    if parts.password is not None:
-        return parts.password
-    return parts.username
 
 
 def load_settings(**overrides: object) -> Settings:

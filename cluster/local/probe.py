@@ -69,7 +69,7 @@ def probe_kafka_acls() -> None:
         UserScramCredentialUpsertion,
     )
 
-    from xraylab.kafka_security import JOBS, job_acls, job_user
+    from xraylab.kafka_security import JOBS, job_acls, job_password, job_user
     from xraylab.settings import load_settings
 
     settings = load_settings()
@@ -78,7 +78,7 @@ def probe_kafka_acls() -> None:
         jobs = [job for job in JOBS if job != "admin"]
         admin.alter_user_scram_credentials([
             UserScramCredentialUpsertion(job_user(settings, job), settings.KAFKA_SASL_MECHANISM,
-                                         getattr(settings, f"KAFKA_{job.upper()}_PASSWORD").get_secret_value())
+                                         job_password(settings, job))
             for job in jobs])
         for job in jobs:  # what a user may do is its job's list, nothing left from an earlier one
             principal = f"User:{job_user(settings, job)}"

@@ -36,7 +36,7 @@ from typing import Any
 
 from xraylab.registry.base import Registry
 from xraylab.registry.card import CARD_FILE, ModelCard, ModelNotFoundError, check_version, is_version
-from xraylab.registry.signing import ModelKeys
+from xraylab.registry.signing import ModelKeys, sha256_file
 from xraylab.storage import MISSING_CODES, error_code
 
 __all__ = ["S3Registry", "parse_s3_location", "MANIFEST_FILE"]
@@ -57,14 +57,6 @@ def parse_s3_location(location: str) -> tuple[str, str]:
         raise ValueError(f"bad registry location {location!r}: expected s3://BUCKET[/PREFIX]")
     prefix = (match.group(2) or "").strip("/")
     return match.group(1), (prefix + "/" if prefix else "")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class S3Registry(Registry):
@@ -158,7 +150,7 @@ class S3Registry(Registry):
             if not _FILE_RE.match(path.name):
                 raise ValueError(f"{path}: a model file needs a plain name (letters, digits, '.', '_', '-')")
             self.client.upload_file(str(path), self.bucket, self._key(version, upload, path.name))
-            files[path.name] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+            files[path.name] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
         manifest = json.dumps({"version": version, "upload": upload, "files": files}, indent=2,
                               sort_keys=True).encode()
         try:
@@ -180,7 +172,7 @@ class S3Registry(Registry):
             for name, meta in files.items():
                 path = staging / name  # a plain file name: _manifest refused any other
                 self.client.download_file(self.bucket, where + name, str(path))
-                if path.stat().st_size != meta["size"] or _sha256(path) != meta["sha256"]:
+                if path.stat().st_size != meta["size"] or sha256_file(path) != meta["sha256"]:
                     raise ValueError(f"{self.location}{version}/{name} does not match its manifest: not loaded")
             self.verify_dir(staging, version)  # an unsigned or tampered version never enters the cache
             try:
