@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from xraylab.settings import Settings
+from xraylab.settings import MissingCredentialsError, Settings
 
 __all__ = ["KafkaJob", "JOBS", "MissingKafkaCredentialsError", "client_config", "job_user", "job_password",
            "job_acls"]
@@ -31,7 +31,7 @@ KafkaJob = Literal["notifier", "ingest", "monitor", "admin"]
 JOBS: tuple[KafkaJob, ...] = ("notifier", "ingest", "monitor", "admin")
 
 
-class MissingKafkaCredentialsError(RuntimeError):
+class MissingKafkaCredentialsError(MissingCredentialsError):
     """This process was not given the Kafka credentials (or the CA) of a job it tried to do."""
 
 

@@ -14,6 +14,7 @@ stays fast.
 from __future__ import annotations
 
 import os
+import sys
 
 import typer
 
@@ -24,7 +25,7 @@ from train import cli as train_cli
 from ui import cli as ui_cli
 from xraylab import cli as shared_cli
 
-__all__ = ["app"]
+__all__ = ["app", "main"]
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
 
@@ -32,3 +33,14 @@ app = typer.Typer(help="xraylab: chest X-ray pneumonia triage on Ray Serve.", no
                   pretty_exceptions_enable=False)
 for layer in (shared_cli, train_cli, ingest_cli, ui_cli, delivery_cli, serve_cli):
     layer.register(app)
+
+
+def main() -> None:
+    """The console script: ``app``, with a job this process holds no credentials for (S3 or Kafka) said in one
+    line and exit 2, whichever command reached for it, instead of a traceback."""
+    from xraylab.settings import MissingCredentialsError
+
+    try:
+        app()
+    except MissingCredentialsError as exc:
+        sys.exit(shared_cli.fail(str(exc)).exit_code)  # "error: ..." on stderr, exit 2, as every command's own

@@ -1,5 +1,5 @@
 """``python -m xraylab_cli`` is the ``xraylab`` command."""
 
-from xraylab_cli import app
+from xraylab_cli import main
 
-app()
+main()

@@ -43,3 +43,16 @@ def test_dicom_upload_arguments_are_checked_before_anything_is_sent(tmp_path) ->
     assert out.returncode == 2 and "not DICOM Part 10 files" in out.stderr
     refused = upload("--dicom", "--to-pacs", "--count", "1", tmp=str(tmp_path))  # nothing listens on port 1
     assert refused.returncode == 2 and "PACS:" in refused.stderr
+
+
+def test_an_upload_without_the_uploaders_keys_says_which_in_one_line(tmp_path) -> None:
+    """A process given no upload identity (docs/security.md) is told the settings it lacks, not a traceback."""
+    out = upload("--count", "1", tmp=str(tmp_path))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("error: XRAYLAB_S3_UPLOAD_ACCESS_KEY / XRAYLAB_S3_UPLOAD_SECRET_KEY are not set")
+
+
+def test_dlq_without_the_admins_kafka_password_says_so_in_one_line() -> None:
+    out = dlq("list")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("error: XRAYLAB_KAFKA_ADMIN_PASSWORD is not set")
