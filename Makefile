@@ -3,10 +3,11 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
+VIEWER := ui/viewer/dist/xraylab-viewer.js
 
 .PHONY: install system-deps demo test test-unit bench bench-worklist bench-monitor bench-delivery chaos multinode lint up down status clean
 
-install: system-deps $(STAMP)
+install: system-deps $(STAMP) $(VIEWER)
 
 # Debian packages the stack needs (MariaDB server, Chromium for UI tests, Java 17 + Maven for Kafka).
 system-deps:
@@ -17,6 +18,10 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e ".[dev]"
 	touch $(STAMP)
+
+# The review app's image viewer (Cornerstone3D), built from ui/viewer's lock file; served by the app itself.
+$(VIEWER): ui/viewer/package.json ui/viewer/package-lock.json ui/viewer/src/main.js
+	bash scripts/build-viewer.sh
 
 demo: install
 	bash scripts/demo.sh

@@ -39,7 +39,7 @@ from xraylab.db.session import Database
 from xraylab.delivery_config import DeliveryConfig, PacsDestination, RisDestination
 from xraylab.errors import RejectedInputError
 from xraylab.gradcam import overlay as gradcam_overlay
-from xraylab.heatmaps import HeatmapCache, overlay_base
+from xraylab.heatmaps import HEAT_COLOURS, HeatmapCache, overlay_base
 from xraylab.imaging import InvalidImageError
 from xraylab.orthanc import OrthancError
 from xraylab.registry import ModelNotFoundError, RegistryLike, open_registry, read_card
@@ -214,7 +214,7 @@ class Deliverer:
         source = pydicom.dcmread(io.BytesIO(fetched.data), stop_before_pixels=True)
         picture = overlay_base(fetched.data, self.settings.image_limits())
         heat = self.heatmaps.heat(study.id, result.model_version, fetched.data, study_uid=study.study_uid)
-        overlay = np.asarray(gradcam_overlay(picture, heat).convert("RGB"))
+        overlay = np.asarray(gradcam_overlay(picture, heat, colours=HEAT_COLOURS).convert("RGB"))  # the app's scale
         try:
             datasets = result_datasets(source, result, overlay, institution_name=study.hospital)
         except Exception as exc:  # a source without the UIDs a result refers to, or not the study scored: for good

@@ -40,6 +40,8 @@ class ModalityStudy:
     accession: str = ""
     manufacturer: str = SIMULATED_MANUFACTURER
     view_position: str = "PA"
+    sex: str = "O"  # PatientSex: M, F or O
+    description: str = "XR CHEST PA"  # StudyDescription
 
 
 def burn_in_text(pixels: np.ndarray, lines: list[str]) -> np.ndarray:
@@ -93,11 +95,12 @@ def build_dataset(pixels: np.ndarray, study: ModalityStudy, *, bits: int = 8, ph
     ds.Manufacturer, ds.InstitutionName = study.manufacturer, study.hospital
     ds.PatientName, ds.PatientID = _dicom_name(study.patient_name), study.patient_id
     ds.PatientBirthDate = study.birth_date.strftime("%Y%m%d") if study.birth_date else ""
-    ds.PatientSex = "O"
+    ds.PatientSex = study.sex
     day = study.study_date.strftime("%Y%m%d")
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = day
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = "101500"
     ds.AccessionNumber, ds.ReferringPhysicianName = study.accession, ""
+    ds.StudyDescription = study.description
     ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", 1, 1
     ds.BurnedInAnnotation = "YES" if burn_in else "NO"
     stored = pixels if photometric == "MONOCHROME2" else (255 - pixels)

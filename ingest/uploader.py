@@ -2,9 +2,11 @@
 DICOM files, or sends DICOM to the PACS by C-STORE (``ingest.pacs_sender``).
 
 A JPEG's metadata travels as S3 user metadata (``xraylab.messages.StudyMetadata``: ``x-amz-meta-hospital``,
-``-patient-id``, ``-patient-name``, ``-study-date``); a DICOM file carries it in its tags
-(``ingest.dicom_files``), with only ``x-amz-meta-hospital`` beside it. The pipeline's Fetcher reads either back.
-Patient names here are invented.
+``-patient-id``, ``-patient-name``, ``-patient-sex``, ``-patient-age``, ``-study-date``, ``-study-description``,
+``-accession-number``); a DICOM file carries it in its tags (``ingest.dicom_files``), with only
+``x-amz-meta-hospital`` beside it. The pipeline's Fetcher reads either back. Patients here are invented: each
+patient's sex, birth date and accession numbers are drawn from its ID, so that a JPEG and a DICOM file of the same
+study say the same.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 
 from xraylab.dicom import DICOM_MEDIA_TYPE
 from xraylab.labels import CLASSES, NORMAL_CLASS, PNEUMONIA_CLASS
-from xraylab.messages import StudyMetadata
+from xraylab.messages import StudyMetadata, age_between
 
 __all__ = ["StudyUpload", "Drift", "DicomOptions", "upload_study", "upload_generated", "upload_files",
            "upload_labelled", "generated_studies", "GeneratedStudy", "send_generated_to_pacs"]
@@ -74,6 +76,37 @@ def _fake_patient(rng: np.random.Generator) -> tuple[str, str]:
     return f"P{rng.integers(100000, 999999)}", f"{rng.choice(FIRST)} {rng.choice(LAST)}"
 
 
+STUDY_DESCRIPTIONS = ("XR CHEST PA", "XR CHEST PA AND LATERAL", "XR CHEST 1 VIEW")
+
+
+@dataclass(frozen=True)
+class _PatientFacts:
+    sex: str
+    birth_date: date
+    accession: str
+    description: str
+
+
+def _patient_facts(patient_id: str, rng: np.random.Generator | None = None) -> _PatientFacts:
+    """An invented patient's sex, birth date, an accession number and the study's description, drawn from its ID
+    (or from ``rng``): the same for the JPEG's metadata and for the DICOM tags of one study."""
+    rng = rng or np.random.default_rng(zlib.crc32(patient_id.encode()))
+    accession = f"A{rng.integers(10**6, 10**7)}"
+    birth = date(int(rng.integers(1930, 2010)), int(rng.integers(1, 13)), int(rng.integers(1, 29)))
+    facts = np.random.default_rng(zlib.crc32(b"facts:" + patient_id.encode()))  # drawn apart: the draws above stay
+    return _PatientFacts(sex=str(facts.choice(["F", "M", "F", "M", "O"])), birth_date=birth, accession=accession,
+                         description=str(facts.choice(STUDY_DESCRIPTIONS)))
+
+
+def _invented(hospital: str, patient: tuple[str, str], study_date: str) -> StudyMetadata:
+    """An upload's metadata for an invented patient: what a JPEG carries as S3 user metadata."""
+    patient_id, patient_name = patient
+    facts = _patient_facts(patient_id)
+    age = age_between(facts.birth_date, date.fromisoformat(study_date))
+    return StudyMetadata(hospital, patient_id, patient_name, study_date, accession_number=facts.accession,
+                         patient_sex=facts.sex, patient_age=age, study_description=facts.description)
+
+
 @dataclass(frozen=True)
 class Drift:
     """Drift to inject into generated images (``xraylab.synthetic.apply_drift``), at some hospitals or all."""
@@ -103,14 +136,14 @@ def generated_studies(count: int, *, seed: int = 0, pneumonia_ratio: float = 0.5
     rng = np.random.default_rng(seed)
     for _ in range(count):
         hospital = str(rng.choice(list(hospitals)))
-        patient_id, patient_name = _fake_patient(rng)
+        patient = _fake_patient(rng)
         study_date = (date(2026, 11, 1) + timedelta(days=int(rng.integers(0, 22)))).isoformat()
         pneumonia = bool(rng.random() < pneumonia_ratio)
         pixels = generate_xray(rng, pneumonia)
         if drift is not None and (not drift.hospitals or hospital in drift.hospitals):
             pixels = apply_drift(pixels, drift.kind, drift.strength, rng)
         yield GeneratedStudy(f"{prefix}{hospital}/{study_date}/{uuid.uuid4().hex[:12]}",
-                             StudyMetadata(hospital, patient_id, patient_name, study_date), pixels,
+                             _invented(hospital, patient, study_date), pixels,
                              PNEUMONIA_CLASS if pneumonia else NORMAL_CLASS)
 
 
@@ -172,12 +205,12 @@ def modality_study(metadata: StudyMetadata, rng: np.random.Generator | None = No
     """What a modality would write in the tags for a study with this metadata."""
     from ingest.dicom_files import ModalityStudy
 
-    rng = rng or np.random.default_rng(zlib.crc32((metadata.patient_id or "").encode()))
+    facts = _patient_facts(metadata.patient_id or "", rng)
     return ModalityStudy(patient_id=metadata.patient_id or "", patient_name=metadata.patient_name or "",
                          study_date=date.fromisoformat(metadata.study_date or date.today().isoformat()),
-                         hospital=metadata.hospital or "", accession=f"A{rng.integers(10**6, 10**7)}",
-                         birth_date=date(int(rng.integers(1930, 2010)), int(rng.integers(1, 13)),
-                                         int(rng.integers(1, 29))))
+                         hospital=metadata.hospital or "", accession=metadata.accession_number or facts.accession,
+                         birth_date=facts.birth_date, sex=metadata.patient_sex or facts.sex,
+                         description=metadata.study_description or facts.description)
 
 
 def dicom_of(study: GeneratedStudy, options: DicomOptions) -> bytes:
@@ -202,9 +235,9 @@ def upload_labelled(client: Any, bucket: str, root: Path, count: int, *, seed: i
     for i in rng.permutation(len(files))[:count]:
         path, label = files[int(i)]
         hospital = str(rng.choice(list(HOSPITALS)))
-        patient_id, patient_name = _fake_patient(rng)
+        patient = _fake_patient(rng)
         study_date = (date(2026, 11, 1) + timedelta(days=int(rng.integers(0, 22)))).isoformat()
-        metadata = StudyMetadata(hospital, patient_id, patient_name, study_date)
+        metadata = _invented(hospital, patient, study_date)
         key = f"{prefix}{hospital}/{study_date}/{uuid.uuid4().hex[:12]}{path.suffix.lower()}"
         upload_study(client, bucket, key, path.read_bytes(), metadata)
         uploads.append(StudyUpload(key, metadata, label))
@@ -222,14 +255,14 @@ def upload_files(client: Any, bucket: str, paths: Iterable[Path], *, hospital: s
     uploads = []
     for path in paths:
         data = Path(path).read_bytes()
-        patient_id, patient_name = _fake_patient(rng)
+        patient = _fake_patient(rng)
         study_date = date.today().isoformat()
         key = f"{prefix}{hospital}/{study_date}/{Path(path).name}"
         if is_dicom(data):
             metadata = StudyMetadata(hospital)
             upload_study(client, bucket, key, data, metadata, content_type=DICOM_MEDIA_TYPE)
         else:
-            metadata = StudyMetadata(hospital, patient_id, patient_name, study_date)
+            metadata = _invented(hospital, patient, study_date)
             upload_study(client, bucket, key, data, metadata)
         uploads.append(StudyUpload(key, metadata))
     return uploads

@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/own-stack.sh
+# No Grad-CAM maps computed ahead by the ingress (ui/heatmap_precompute.py): each pipeline would spend CPU on them
+# beside what is measured; the review app's own tests turn it on for their pipeline.
+export XRAYLAB_HEATMAP_PRECOMPUTE_INTERVAL_S="${XRAYLAB_HEATMAP_PRECOMPUTE_INTERVAL_S:-0}"
 own_stack bench
 if [[ "${1:-}" == "--worklist" ]]; then
   shift

@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/own-stack.sh
 own_stack multinode
+export XRAYLAB_HEATMAP_PRECOMPUTE_INTERVAL_S="${XRAYLAB_HEATMAP_PRECOMPUTE_INTERVAL_S:-0}"  # as scripts/test.sh
 export XRAYLAB_MULTINODE_UPLOADS="${XRAYLAB_MULTINODE_UPLOADS:-1000}"
 .venv/bin/pytest tests/multinode -p no:cacheprovider -s "$@"

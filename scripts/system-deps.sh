@@ -14,6 +14,8 @@ command -v storescu >/dev/null || missing+=(dcmtk)  # DCMTK: storescu (the tests
 command -v dciodvfy >/dev/null || missing+=(dicom3tools)  # dciodvfy: validates the DICOM objects we write
 command -v tesseract >/dev/null || missing+=(tesseract-ocr)  # OCR: burned-in text in research exports (xraylab/ocr.py)
 command -v openssl >/dev/null || missing+=(openssl)  # the SeaweedFS gRPC certificates (cluster/local/seaweedfs.sh)
+command -v node >/dev/null || missing+=(nodejs)  # builds the review app's viewer (scripts/build-viewer.sh)
+command -v npm >/dev/null || missing+=(npm)
 command -v python3.11 >/dev/null || missing+=(python3.11 python3.11-venv)
 if (( ${#missing[@]} == 0 )); then exit 0; fi
 echo "[system-deps] installing: ${missing[*]}" >&2

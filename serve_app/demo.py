@@ -29,7 +29,7 @@ from xraylab.registry import (
 )
 from xraylab.settings import Settings
 
-__all__ = ["DemoSummary", "run_demo", "ensure_demo_account", "DEMO_USER"]
+__all__ = ["DemoSummary", "run_demo", "ensure_demo_account", "DEMO_USER", "demo_pacs_hospitals"]
 
 DEMO_USER = "doctor"
 
@@ -133,7 +133,8 @@ def run_demo(settings: Settings, *, count: int, database: str, timeout_s: float,
     log.info("uploaded %d %s X-rays to s3://%s/%s", len(uploads), "real" if real else "generated",
              settings.S3_BUCKET, prefix)
     sent = send_generated_to_pacs(PacsTarget.from_settings(settings), pacs, seed=seed + 1,
-                                  dicom=DicomOptions("jpeg2000-lossless", bits=16, burn_in=True)) if pacs else []
+                                  dicom=DicomOptions("jpeg2000-lossless", bits=16, burn_in=True),
+                                  hospitals=demo_pacs_hospitals(settings)) if pacs else []
     log.info("sent %d generated DICOM studies to the PACS", len(sent))
     keys = {u.key: u.label for u in uploads}
     started = time.monotonic()
@@ -156,6 +157,15 @@ def run_demo(settings: Settings, *, count: int, database: str, timeout_s: float,
                           if pipeline.delivery is not None else {})
     db.dispose()
     return pipeline, summary
+
+
+def demo_pacs_hospitals(settings: Settings) -> tuple[str, ...]:
+    """Where the demo's PACS studies come from: the PACS's own hospital (``XRAYLAB_ORTHANC_HOSPITAL``, which
+    scripts/demo.sh sets to one of the demo doctor's hospitals) where one is configured, so that their
+    InstitutionName says what their rows say; else the demo's hospitals, each study's InstitutionName its own."""
+    from ingest.uploader import HOSPITALS
+
+    return (settings.ORTHANC_HOSPITAL,) if settings.ORTHANC_HOSPITAL else HOSPITALS
 
 
 def _wait_for_delivery(db: Any, study_ids: list[int], timeout_s: float) -> dict[str, dict[str, int]]:

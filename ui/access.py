@@ -84,6 +84,8 @@ SECURITY_HEADERS = {
     b"cross-origin-opener-policy": b"same-origin",
 }
 # Gradio's own scripts, styles and fonts: no patient data, so a browser may keep them (privately).
+# (and the review app's viewer bundle, ui/viewer_assets.py)
+STATIC_PREFIXES = (UI_PATH + "/", "/review/viewer/")
 STATIC_SUFFIXES = (".js", ".css", ".woff", ".woff2", ".ttf", ".svg", ".map")
 
 
@@ -291,7 +293,7 @@ class AccessMiddleware:
 
     @staticmethod
     def _with_headers(send: Any, path: str) -> Any:
-        static = path.startswith(UI_PATH + "/") and path.endswith(STATIC_SUFFIXES)
+        static = path.startswith(STATIC_PREFIXES) and path.endswith(STATIC_SUFFIXES)
 
         async def send_with_headers(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":

@@ -9,7 +9,8 @@ guards every route), and the atypical images come through the audited study-pict
 """
 
 import logging
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -20,9 +21,10 @@ from xraylab.db.models import Study
 from xraylab.db.review import record_audit
 from xraylab.db.scope import EVERY_HOSPITAL, ReadScope
 from xraylab.db.session import Database
-from xraylab.monitor.thresholds import ESTIMATED_PREFIX, METRICS, Thresholds
+from xraylab.monitor.thresholds import ESTIMATED_PREFIX, METRICS, Limit, Status, Thresholds
 
-__all__ = ["MonitorView", "add_monitor_tab", "ALERT_COLUMNS", "DELIVERY_COLUMNS"]
+__all__ = ["MonitorView", "add_monitor_tab", "ALERT_COLUMNS", "DELIVERY_COLUMNS", "MONITOR_CSS", "MetricWords",
+           "METRIC_WORDS", "STATE_WORDS", "metric_label", "limit_levels", "in_utc"]
 
 log = logging.getLogger("xraylab.ui.monitor")
 
@@ -34,9 +36,106 @@ HEALTH = [m for m, kind in METRICS.items() if kind == "health"]
 TILES = list(METRICS)
 NO_MONITOR = "No monitor yet: start one with `xraylab monitor start`."
 
+# The tiles' look, for the caller's ``gr.Blocks(css=...)``: a coloured edge and tint per state. The names are
+# written as a doctor reads them ("ROC AUC"), so no text-transform.
+MONITOR_CSS = """
+.mon-tiles { display: flex; flex-wrap: wrap; gap: 8px; }
+.mon-tile { border-radius: 6px; padding: 8px 10px; width: 240px; border-left: 6px solid #888; background: #f6f6f6;
+            color: #222; }
+.mon-ok { border-left-color: #2e7d32; } .mon-warning { border-left-color: #f9a825; background: #fff8e1; }
+.mon-critical { border-left-color: #c62828; background: #ffebee; } .mon-none { border-left-color: #bbb; }
+.mon-name { font-size: 13px; font-weight: 600; color: #333; text-transform: none; }
+.mon-value { font-size: 22px; font-weight: 600; }
+.mon-state { font-size: 13px; margin-left: 6px; }
+.mon-critical .mon-state { color: #c62828; } .mon-warning .mon-state { color: #8a6100; }
+.mon-meaning { font-size: 11px; color: #444; margin: 2px 0 4px; }
+.mon-sub { font-size: 11px; color: #555; }
+.mon-atypical-row { display: flex; flex-wrap: wrap; gap: 8px; }
+.mon-atypical { margin: 0; width: 160px; font-size: 11px; }
+.mon-atypical img { width: 160px; height: 160px; object-fit: cover; background: #111; }
+"""
 
-def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+@dataclass(frozen=True)
+class MetricWords:
+    """A monitor metric as a doctor reads it: ``label`` names it (tiles, plot legends and axes, the alert
+    table), ``meaning`` says in a sentence what it measures."""
+
+    label: str
+    meaning: str
+
+
+_BY_VERDICT = "Over the latest studies with a doctor's verdict: "
+# Every metric of ``thresholds.METRICS``, as ``xraylab.monitor`` computes it (drift.py, performance.py, health.py).
+METRIC_WORDS: dict[str, MetricWords] = {
+    "image": MetricWords(
+        "Image drift (KS)",
+        "How far the images scored since the previous run are from the images the model was validated on: "
+        "the largest gap between their distributions (Kolmogorov-Smirnov statistic) over the image features "
+        "that changed beyond chance; 0: no change, 1: entirely different."),
+    "prediction": MetricWords(
+        "Prediction drift (JS)",
+        "How far the scores since the previous run are from the model's scores on its validation images: "
+        "the Jensen-Shannon distance between their histograms and risk-band shares, counted when the change "
+        "is beyond chance; 0: no change, 1: entirely different."),
+    "accuracy": MetricWords("Accuracy", _BY_VERDICT + "the share where the model's call agrees with the verdict."),
+    "precision": MetricWords(
+        "Precision", _BY_VERDICT + "of the studies the model called pneumonia, the share the doctor confirmed."),
+    "recall": MetricWords(
+        "Recall (sensitivity)", _BY_VERDICT + "of the studies with pneumonia, the share the model flagged."),
+    "specificity": MetricWords(
+        "Specificity", _BY_VERDICT + "of the studies without pneumonia, the share the model called normal."),
+    "f1_score": MetricWords("F1 score", _BY_VERDICT + "precision and recall in one figure (their harmonic mean)."),
+    "auc": MetricWords(
+        "ROC AUC", _BY_VERDICT + "how well the scores rank studies with pneumonia above those without; "
+        "0.5: chance, 1: perfect."),
+    "request_rate": MetricWords("Request rate (per s)", "Requests per second reaching the scoring service."),
+    "error_rate": MetricWords("Error rate", "The share of requests to the scoring service that failed "
+                                            "(server errors)."),
+    "latency_p50_ms": MetricWords(
+        "p50 latency (ms)", "Half of the requests take less than this, in milliseconds, in the slowest part of "
+        "the scoring service."),
+    "latency_p99_ms": MetricWords(
+        "p99 latency (ms)", "99 in 100 requests take less than this, in milliseconds, in the slowest part of the "
+        "scoring service."),
+    "consumer_lag": MetricWords("Intake backlog (uploads)", "Uploaded images waiting to be taken in for scoring."),
+    "dead_letters_per_min": MetricWords(
+        "Set-aside uploads (per min)", "Uploads per minute that the intake could not process and set aside."),
+    "replicas_alive": MetricWords(
+        "Healthy replicas", "The fewest running healthy copies of any part of the scoring service."),
+}
+STATE_WORDS: dict[str, str] = {"ok": "OK", "warning": "Warning", "critical": "Critical", "none": "No data"}
+
+
+def metric_label(metric: str) -> str:
+    """The name a doctor reads for a metric, or for its estimate (``estimated_<metric>``)."""
+    if metric.startswith(ESTIMATED_PREFIX):
+        return f"{metric_label(metric.removeprefix(ESTIMATED_PREFIX))} (estimated)"
+    words = METRIC_WORDS.get(metric)
+    return words.label if words else metric.replace("_", " ")  # a metric of an older monitor, if ever stored
+
+
+def limit_levels(limit: Limit) -> list[tuple[Status, float]]:
+    """The levels of a limit as (state past it, value): the warning level, unless it is the critical one."""
+    return ([("warning", limit.soft)] if limit.soft != limit.hard else []) + [("critical", limit.hard)]
+
+
+def _limit_words(limit: Limit | None) -> str:
+    if limit is None:
+        return "No limit: shown for information, never alerts."
+    levels = ", ".join(f"{state} {limit.direction} {value:g}" for state, value in limit_levels(limit))
+    worse = "higher" if limit.direction == "above" else "lower"
+    runs = "a run is" if limit.breaches == 1 else f"{limit.breaches} runs in a row are"
+    return f"Limits: {levels}. {worse.capitalize()} is worse; an alert goes out when {runs} past a limit."
+
+
+def in_utc(value: datetime) -> datetime:
+    """A stored time as an aware UTC time (the database gives back naive ones, written in UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _when(value: datetime) -> str:
+    return in_utc(value).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _duration(seconds: float | None) -> str:
@@ -97,44 +196,37 @@ class MonitorView:
                  else "your hospitals (no figures for them yet)")
         text = (f"**Monitor of model `{version}`: {monitor['state']}** · showing {where}" +
                 (f" — {monitor['message']}" if monitor["message"] else "") +
-                f"  \nLast drift run {_when(monitor['last_drift_at'])} · last health run "
-                f"{_when(monitor['last_health_at'])} · open alerts **{monitor['open_alerts']}**")
+                f"  \nLast drift run {_last(monitor['last_drift_at'])} · last health run "
+                f"{_last(monitor['last_health_at'])} · open alerts **{monitor['open_alerts']}**")
         return text
 
     @staticmethod
     def tiles_html(latest: dict[str, dict[str, Any]], thresholds: Thresholds) -> str:
+        """A tile per metric with a figure: its name, value and state in words, what it measures, what its
+        limits mean, and when it was measured."""
         cells = []
         for metric in TILES:
             result = latest.get(metric)
             if result is None:
                 continue
-            limit = thresholds.limits.get(metric)
             status = result["status"] if result["value"] is not None else "none"  # no figure: neither ok nor bad
-            detail = result["detail"]
-            extra = ""
-            if "coverage" in detail:
-                extra = f"{detail['n_labelled']} labelled · coverage {detail['coverage']:.0%}"
-                est = detail.get("estimated") or {}
-                if est:
-                    extra += f"<br>estimated {est['value']:.2f} [{est['low']:.2f}, {est['high']:.2f}]"
-                if detail.get("disagrees"):
-                    extra += "<br><b>realised outside the estimate's interval</b>"
-            elif result["n"]:
-                extra = f"{result['n']} images"
-            limits = f"soft {limit.soft:g} · hard {limit.hard:g}" if limit else "no limit"
+            words = METRIC_WORDS[metric]
+            lines = [_limit_words(thresholds.limits.get(metric)), _tile_sample(result),
+                     f"Measured {_when(result['run_at'])}."]
             cells.append(
                 f"<div class='mon-tile mon-{status}' data-metric='{metric}' data-status='{status}'>"
-                f"<div class='mon-name'>{metric.replace('_', ' ')}</div>"
-                f"<div class='mon-value'>{_fmt(result['value'])}</div>"
-                f"<div class='mon-sub'>{'no figure' if status == 'none' else status} · {limits}<br>{extra}</div></div>")
+                f"<div class='mon-name'>{words.label}</div>"
+                f"<div class='mon-value'>{_fmt(result['value'])} <span class='mon-state'>{STATE_WORDS[status]}</span>"
+                f"</div><div class='mon-meaning'>{words.meaning}</div>"
+                f"<div class='mon-sub'>{'<br>'.join(line for line in lines if line)}</div></div>")
         if not cells:
             return "<div id='monitor-tiles'>No figures yet: the monitor has not run.</div>"
         return "<div id='monitor-tiles' class='mon-tiles'>" + "".join(cells) + "</div>"
 
     @staticmethod
     def alert_table(rows: list[dict[str, Any]]) -> list[list[Any]]:
-        return [[_when(a["fired_at"]), a["severity"], a["metric"], a["hospital"], _fmt(a["value"]), f"{a['limit']:g}",
-                 _when(a["resolved_at"]) if a["resolved_at"] else "open"] for a in rows]
+        return [[_when(a["fired_at"]), a["severity"], metric_label(a["metric"]), a["hospital"], _fmt(a["value"]),
+                 f"{a['limit']:g}", _when(a["resolved_at"]) if a["resolved_at"] else "open"] for a in rows]
 
     @staticmethod
     def atypical_html(latest: dict[str, dict[str, Any]]) -> str:
@@ -154,13 +246,33 @@ class MonitorView:
         where = "all hospitals" if hospital == store.ALL else hospital or "your hospitals"
         estimated = {m: [p for p in points if p["metric"] == ESTIMATED_PREFIX + m and p["value"] is not None]
                      for m in ("accuracy",)}
-        drift = series_figure(points, DRIFT, thresholds, f"Image and prediction drift ({where})")
+        drift = series_figure(points, DRIFT, thresholds, f"Image and prediction drift ({where})",
+                              "Drift (0: none, 1: entirely different)")
         perf = series_figure(points, PERFORMANCE, thresholds, f"Performance from doctors' verdicts ({where})",
-                             estimated=estimated)
-        health = series_figure([p for p in points if p["metric"] == "latency_p99_ms"], ["latency_p99_ms"], thresholds,
-                               "Health: p99 latency of the slowest deployment (ms)", unit_interval=False)
+                             "Share of studies (0 to 1)", estimated=estimated)
+        health = series_figure(points, ["latency_p99_ms"], thresholds, "Health: the slowest part of the scoring "
+                               "service", metric_label("latency_p99_ms"))
         per_hospital = hospital_figure(snap["per_hospital"], "image", thresholds, "Image drift per hospital (latest)")
         return drift, perf, health, per_hospital
+
+
+def _last(value: datetime | None) -> str:
+    return _when(value) if value else "not yet"
+
+
+def _tile_sample(result: dict[str, Any]) -> str:
+    """What a tile's figure was measured on: the images, or the verdicts and the estimate from the scores."""
+    detail = result["detail"]
+    if "coverage" not in detail:
+        return f"From {result['n']} images." if result["n"] else ""
+    text = f"{detail['n_labelled']} studies with a verdict ({detail['coverage']:.0%} of the latest ones)."
+    est = detail.get("estimated") or {}
+    if est:
+        text += (f"<br>Expected from the scores alone: {est['value']:.2f} "
+                 f"(range {est['low']:.2f} to {est['high']:.2f}).")
+    if detail.get("disagrees"):
+        text += "<br><b>The measured figure is outside the range the scores predict.</b>"
+    return text
 
 
 def _atypical(latest: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,9 +1,24 @@
 """A study's pictures for the review app, behind login (``ui/access.py``): the X-ray at full resolution as
-stored, and the same picture with the Grad-CAM map of the model that scored it laid over it.
+stored, its stored samples for the viewer, and the Grad-CAM map of the model that scored it, laid over the picture
+or as a layer of its own.
 
-Routes: ``GET /review/studies/{id}/image`` and ``GET /review/studies/{id}/heatmap``. A map is computed on
-first request (``xraylab.gradcam``, through the model's own preprocessing) and cached in the ``heatmaps``
-table at the model's input size, so every replica and node shares it.
+Routes (``GET /review/studies/{id}/...``):
+
+- ``image``: the picture as the browser shows it (a JPEG or PNG as stored, a DICOM file as a PNG of it).
+- ``pixels``: the stored samples for the viewer's window/level (``xraylab.stored_pixels``): one grey frame,
+  row-major, little-endian, ``uint8``, ``uint16`` or ``int16``, with its metadata in ``X-`` headers (``X-Rows``,
+  ``X-Columns``, ``X-Bits-Allocated``, ``X-Bits-Stored``, ``X-Pixel-Representation``, ``X-Rescale-Slope``,
+  ``X-Rescale-Intercept``, ``X-Window-Center``, ``X-Window-Width``, ``X-Photometric``, ``X-Min-Value``,
+  ``X-Max-Value``, ``X-Source-Format``); gzipped (level 1) when the request accepts gzip. Audited as ``view_image``.
+- ``heatmap``: the map blended over the picture (a PNG; ``xraylab.heatmaps.overlay_png``).
+- ``heatmap-layer``: the map alone, an RGBA PNG at the map's own size (the model's input size), coloured by
+  ``xraylab.heatmaps.HEAT_COLOURS`` with the heat as its alpha (``heat_layer_png``), for the viewer to stretch over
+  the whole picture, edge to edge (the model saw the whole picture resized, no crop, no padding), at an opacity of
+  its choosing. Audited as ``view_heatmap``, as ``heatmap`` is.
+
+A map is computed on first request (``xraylab.gradcam``, through the model's own preprocessing), or ahead for
+Pneumonia and Unsure studies (``ui.heatmap_precompute``), and cached in the ``heatmaps`` table at the model's
+input size, so every replica and node shares it.
 
 - The picture shown is the picture scored: an object replaced in its store after scoring (its eTag is not the
   row's) is refused, ``409 image_changed``, for the image and the heatmap alike.
@@ -17,6 +32,7 @@ table at the model's input size, so every replica and node shares it.
 
 from __future__ import annotations
 
+import gzip
 import io
 import logging
 from collections.abc import Callable
@@ -35,15 +51,17 @@ from xraylab.db.review import StudyNotFoundError, record_audit, study_in_scope
 from xraylab.db.scope import NO_PATIENTS
 from xraylab.db.session import Database
 from xraylab.errors import RejectedInputError, RejectReason
-from xraylab.heatmaps import HeatmapCache, overlay_base, overlay_png
+from xraylab.heatmaps import HeatmapCache, heat_layer_png, overlay_base, overlay_png
 from xraylab.imaging import ImageLimits, InvalidImageError, check_size, open_picture, picture_size
 from xraylab.registry import RegistryLike
 from xraylab.settings import Settings
 from xraylab.sources import Sources
+from xraylab.stored_pixels import stored_pixels
 
 __all__ = ["StudyImages", "HeatmapMaker", "media_router", "ImageGoneError", "ImageChangedError", "ImageState",
-           "RenderGate", "BusyError", "image_url", "heatmap_url", "HEATMAP_CONCURRENCY", "HEATMAP_QUEUE",
-           "IMAGE_CONCURRENCY", "IMAGE_QUEUE", "BUSY_RETRY_AFTER_S"]
+           "RenderGate", "BusyError", "image_url", "heatmap_url", "pixels_url", "heatmap_layer_url",
+           "pixels_response", "accepts_gzip", "HEATMAP_CONCURRENCY", "HEATMAP_QUEUE", "IMAGE_CONCURRENCY",
+           "IMAGE_QUEUE", "BUSY_RETRY_AFTER_S", "NO_STORE"]
 
 log = logging.getLogger("xraylab.ui.media")
 MEDIA_PREFIX = "/review/studies"
@@ -58,6 +76,9 @@ HEATMAP_QUEUE = 8
 IMAGE_CONCURRENCY = 4
 IMAGE_QUEUE = 32
 BUSY_RETRY_AFTER_S = 2  # the Retry-After of a 503 busy
+# A patient's picture is kept by no cache (ui/access.py's middleware says no-store for every such response too).
+NO_STORE = {"Cache-Control": "private, no-store"}
+PIXELS_GZIP_LEVEL = 1  # 15 MB of 16-bit samples: ~0.25 s at level 1, and most of what a higher level would save
 
 T = TypeVar("T")
 ImageState = Literal["ok", "gone", "changed"]
@@ -69,6 +90,14 @@ def image_url(study_id: int) -> str:
 
 def heatmap_url(study_id: int) -> str:
     return f"{MEDIA_PREFIX}/{study_id}/heatmap"
+
+
+def pixels_url(study_id: int) -> str:
+    return f"{MEDIA_PREFIX}/{study_id}/pixels"
+
+
+def heatmap_layer_url(study_id: int) -> str:
+    return f"{MEDIA_PREFIX}/{study_id}/heatmap-layer"
 
 
 class ImageGoneError(LookupError):
@@ -178,6 +207,23 @@ class HeatmapMaker(HeatmapCache):
         return overlay_png(picture, self.heat(study["id"], study["model_version"], original,
                                               study_uid=study["study_uid"]))
 
+    def layer_png(self, study: dict[str, Any]) -> bytes:
+        """The map of the study's latest prediction as an RGBA layer (``xraylab.heatmaps.heat_layer_png``). A cached
+        map is served after a look at the object (``state``: gone or replaced is refused, as ever) without fetching
+        it; else the object is fetched, held to the limits from its header, and the map computed and cached."""
+        heat = self.cached(study["id"], study["model_version"])
+        if heat is None:
+            original = self.images.original(study)
+            check_size(picture_size(original), self.images.limits)
+            heat = self.heat(study["id"], study["model_version"], original, study_uid=study["study_uid"])
+        else:
+            state = self.images.state(study)
+            if state == "gone":
+                raise ImageGoneError(f"study {study['id']}: the image is no longer in its store")
+            if state == "changed":
+                raise ImageChangedError(study["id"])
+        return heat_layer_png(heat)
+
 
 def _as_served(data: bytes, limits: ImageLimits) -> tuple[bytes, str]:
     """The stored bytes when the browser shows them as they are (JPEG, PNG), else a PNG of the picture (a DICOM
@@ -191,6 +237,35 @@ def _as_served(data: bytes, limits: ImageLimits) -> tuple[bytes, str]:
     out = io.BytesIO()
     open_picture(data, limits=limits).save(out, "PNG")
     return out.getvalue(), "image/png"
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header accepts gzip (``gzip`` or ``*``, with a q-value above 0)."""
+    for item in accept_encoding.split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip().lower() not in ("gzip", "x-gzip", "*"):
+            continue
+        q = params.strip().lower()
+        if q.startswith("q="):
+            try:
+                if float(q[2:]) <= 0:
+                    continue
+            except ValueError:
+                continue
+        return True
+    return False
+
+
+def pixels_response(data: bytes, limits: ImageLimits, gzipped: bool) -> Response:
+    """The ``pixels`` route's answer for a study's stored bytes (``xraylab.stored_pixels``): the samples, gzipped
+    when ``gzipped``, with their metadata in headers."""
+    pixels = stored_pixels(data, limits)
+    body = pixels.body()
+    headers = {**pixels.headers(), **NO_STORE, "Vary": "Accept-Encoding"}
+    if gzipped:
+        body = gzip.compress(body, compresslevel=PIXELS_GZIP_LEVEL)
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, media_type="application/octet-stream", headers=headers)
 
 
 def _problem(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -211,7 +286,7 @@ def _unavailable(study_id: int, exc: Exception) -> JSONResponse:
 
 def media_router(db: Database, images: StudyImages, heatmaps: HeatmapMaker, *, image_gate: RenderGate | None = None,
                  heatmap_gate: RenderGate | None = None) -> APIRouter:
-    """The two routes. Each prepares its pictures through a ``RenderGate`` (default: ``IMAGE_CONCURRENCY`` and
+    """The four routes. Each prepares its pictures through a ``RenderGate`` (default: ``IMAGE_CONCURRENCY`` and
     ``IMAGE_QUEUE``, ``HEATMAP_CONCURRENCY`` and ``HEATMAP_QUEUE``), the study's look-up and audit included."""
     router = APIRouter(prefix=MEDIA_PREFIX, include_in_schema=False)
     image_gate = image_gate or RenderGate(IMAGE_CONCURRENCY, IMAGE_QUEUE)
@@ -268,12 +343,30 @@ def media_router(db: Database, images: StudyImages, heatmaps: HeatmapMaker, *, i
 
         return await served(image_gate, study_id, request, "view_image", render)
 
+    @router.get("/{study_id}/pixels")
+    async def pixels(study_id: int, request: Request) -> Response:
+        gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))
+
+        def render(row: dict[str, Any]) -> Response:
+            return pixels_response(images.original(row), images.limits, gzipped)
+
+        return await served(image_gate, study_id, request, "view_image", render)
+
     @router.get("/{study_id}/heatmap")
     async def heatmap(study_id: int, request: Request) -> Response:
         def render(row: dict[str, Any]) -> Response:
             if not row.get("model_version"):
                 return _problem(404, "no_prediction", f"study {study_id} has no prediction to explain")
             return Response(heatmaps.overlay_png(row), media_type="image/png")
+
+        return await served(heatmap_gate, study_id, request, "view_heatmap", render)
+
+    @router.get("/{study_id}/heatmap-layer")
+    async def heatmap_layer(study_id: int, request: Request) -> Response:
+        def render(row: dict[str, Any]) -> Response:
+            if not row.get("model_version"):
+                return _problem(404, "no_prediction", f"study {study_id} has no prediction to explain")
+            return Response(heatmaps.layer_png(row), media_type="image/png", headers=NO_STORE)
 
         return await served(heatmap_gate, study_id, request, "view_heatmap", render)
 

@@ -18,13 +18,21 @@ from __future__ import annotations
 
 import io
 from dataclasses import replace
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from xraylab.errors import RejectedInputError, RejectReason
 from xraylab.imaging import ImageLimits, InvalidImageError, check_size
-from xraylab.messages import FetchedObject, StudyMetadata
+from xraylab.messages import (
+    MAX_STUDY_DESCRIPTION,
+    FetchedObject,
+    StudyMetadata,
+    age_between,
+    patient_age,
+    patient_sex,
+)
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -318,11 +326,32 @@ def _iso_date(value: Any) -> str | None:
     return text
 
 
+def _da(value: Any) -> date | None:
+    """A DA ``YYYYMMDD`` as a date; None when it is none or no real date."""
+    text = _text(value, 32)
+    if not text or len(text) != 8 or not text.isdigit():
+        return None
+    try:
+        return date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        return None
+
+
+def _tag_age(ds: Dataset) -> str | None:
+    """PatientAge, or where it is absent (or no age) the age from PatientBirthDate at StudyDate."""
+    age = patient_age(_text(ds.get("PatientAge"), 16))
+    if age:
+        return age
+    birth, studied = _da(ds.get("PatientBirthDate")), _da(ds.get("StudyDate"))
+    return age_between(birth, studied) if birth and studied else None
+
+
 def tag_metadata(ds: Dataset, fallback: StudyMetadata | None = None) -> StudyMetadata:
-    """Patient and study data from the tags (PatientID, PatientName, StudyInstanceUID, StudyDate, Modality,
-    ViewPosition, Manufacturer, AccessionNumber; the hospital from InstitutionName). Where a tag is absent,
-    ``fallback`` (the object's S3 user metadata) fills in; the hospital of ``fallback`` wins, since it names the
-    sending site."""
+    """Patient and study data from the tags (PatientID, PatientName, PatientSex, PatientAge or else the age from
+    PatientBirthDate at StudyDate, StudyInstanceUID, StudyDate, StudyDescription, Modality, ViewPosition,
+    Manufacturer, AccessionNumber; the hospital from InstitutionName). Where a tag is absent, ``fallback`` (the
+    object's S3 user metadata, or for the PACS its configured hospital) fills in; the hospital of ``fallback``
+    wins, since it names the sending site."""
     base = fallback or StudyMetadata()
     return StudyMetadata(
         hospital=base.hospital or _text(ds.get("InstitutionName"), 128),
@@ -334,6 +363,9 @@ def tag_metadata(ds: Dataset, fallback: StudyMetadata | None = None) -> StudyMet
         view_position=_text(ds.get("ViewPosition"), 16),
         manufacturer=_text(ds.get("Manufacturer"), 64),
         accession_number=_text(ds.get("AccessionNumber"), 64) or base.accession_number,
+        patient_sex=patient_sex(_text(ds.get("PatientSex"), 16)) or base.patient_sex,
+        patient_age=_tag_age(ds) or base.patient_age,
+        study_description=_text(ds.get("StudyDescription"), MAX_STUDY_DESCRIPTION) or base.study_description,
     )
 
 

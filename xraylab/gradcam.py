@@ -180,22 +180,29 @@ def _as_map(heat: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(heat, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
 
 
-def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.45) -> Image.Image:
+def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.45,
+            colours: np.ndarray | None = None) -> Image.Image:
     """The heatmap, resized (bilinear) to ``image``'s full size, blended over the greyscale image as RGB with
-    the 'jet' colormap: each pixel weighs the colour by ``alpha * heat``, so where the heat is 0 the X-ray
-    shows unchanged. Returns an RGB image of the same size as ``image``."""
-    import matplotlib
-
+    a colour table (``colours``: ``uint8 (256, 3)``, one colour per 8-bit heat level, such as
+    ``xraylab.heatmaps.HEAT_COLOURS``; default matplotlib's 'jet'): each pixel weighs the colour by
+    ``alpha * heat``, so where the heat is 0 the X-ray shows unchanged. Returns an RGB image of the same size as
+    ``image``."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if colours is None:
+        import matplotlib
+
+        colours = matplotlib.colormaps["jet"](np.arange(256), bytes=True)[:, :3]
+    table = np.asarray(colours, np.uint8)
+    if table.shape != (256, 3):
+        raise ValueError(f"a colour table is uint8 (256, 3), got shape {table.shape}")
     grey = ToGrayscale()(image) / np.float32(255.0)  # any mode, 16-bit included -> [0, 1]
     height, width = grey.shape
     heat = _as_map(heat)
     if heat.shape != (height, width):
         heat = np.asarray(Image.fromarray(heat).resize((width, height), Image.Resampling.BILINEAR), np.float32)
         heat = np.clip(heat, 0.0, 1.0)
-    # The colour map as a 256-entry table indexed by the 8-bit heat: uint8 colours, not a float64 copy per pixel.
-    table = matplotlib.colormaps["jet"](np.arange(256), bytes=True)[:, :3]
+    # The table indexed by the 8-bit heat: uint8 colours, not a float64 copy per pixel.
     levels = np.round(heat * 255.0).astype(np.uint8)
     out = np.empty((height, width, 3), np.uint8)
     weight = alpha * heat

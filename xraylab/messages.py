@@ -15,7 +15,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from dataclasses import asdict, dataclass, field
+from datetime import date
 from enum import StrEnum
 from typing import Any
 
@@ -24,7 +26,8 @@ import numpy as np
 from xraylab.errors import RejectedInputError, RejectReason
 
 __all__ = ["ObjectToProcess", "StudyMetadata", "FetchedObject", "StudyRecord", "ModelInput", "PreparedObject",
-           "Verdict", "WriteResult", "OutcomeStatus", "Outcome", "study_uid"]
+           "Verdict", "WriteResult", "OutcomeStatus", "Outcome", "study_uid", "PATIENT_SEXES", "patient_sex",
+           "patient_age", "age_between", "age_label", "clean_text", "MAX_STUDY_DESCRIPTION"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,60 @@ def _decode_header(name: str, value: str) -> str:
     return value
 
 
+PATIENT_SEXES = ("M", "F", "O")  # DICOM PatientSex: male, female, other
+_SEX_WORDS = {"MALE": "M", "FEMALE": "F", "OTHER": "O"}
+MAX_STUDY_DESCRIPTION = 64  # DICOM StudyDescription is an LO: 64 characters
+_AGE = re.compile(r"^(\d{1,3})\s*([DWMY])?$", re.IGNORECASE)
+_AGE_UNITS = {"D": "d", "W": "w", "M": "m", "Y": "y"}
+_MAX_AGE = {"D": 999, "W": 999, "M": 999, "Y": 150}
+
+
+def clean_text(value: str | None, limit: int) -> str | None:
+    """Printable text (control characters dropped), trimmed to ``limit`` characters; None when empty."""
+    if value is None:
+        return None
+    text = " ".join("".join(ch for ch in str(value) if ch.isprintable()).split())
+    return text[:limit].strip() or None
+
+
+def patient_sex(value: str | None) -> str | None:
+    """DICOM PatientSex (``M``, ``F`` or ``O``) from a tag or an upload's metadata (any case; ``male``, ``female``
+    and ``other`` too); None for anything else."""
+    text = (clean_text(value, 16) or "").upper()
+    return text if text in PATIENT_SEXES else _SEX_WORDS.get(text)
+
+
+def patient_age(value: str | None) -> str | None:
+    """An age as DICOM's Age String (``034Y``; units D, W, M, Y), from ``034Y``, ``34y``, ``34 Y`` or ``34``
+    (years); None for anything else, or for more than 150 years."""
+    match = _AGE.match(clean_text(value, 16) or "")
+    if match is None:
+        return None
+    number, unit = int(match.group(1)), (match.group(2) or "Y").upper()
+    return f"{number:03d}{unit}" if number <= _MAX_AGE[unit] else None
+
+
+def age_between(birth: date, on: date) -> str | None:
+    """The Age String of someone born on ``birth`` at ``on``: years from 2, months under that, then weeks, then
+    days, as modalities fill PatientAge; None when ``on`` comes before ``birth``."""
+    if on < birth:
+        return None
+    years = on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
+    if years >= 2:
+        return patient_age(f"{years}Y")
+    months = (on.year - birth.year) * 12 + on.month - birth.month - (on.day < birth.day)
+    if months >= 1:
+        return f"{months:03d}M"
+    days = (on - birth).days
+    return f"{days // 7:03d}W" if days >= 7 else f"{days:03d}D"
+
+
+def age_label(value: str | None) -> str | None:
+    """An Age String as shown: ``034Y`` -> ``34 y``, ``006M`` -> ``6 m``; None when it is none."""
+    age = patient_age(value)
+    return f"{int(age[:3])} {_AGE_UNITS[age[3]]}" if age else None
+
+
 @dataclass(frozen=True)
 class StudyMetadata:
     """Patient and study data of one upload: carried as S3 user metadata (``x-amz-meta-<name>``) for a JPEG or
@@ -87,9 +144,21 @@ class StudyMetadata:
     view_position: str | None = None
     manufacturer: str | None = None
     accession_number: str | None = None  # the RIS's order; DICOM's AccessionNumber, or an upload's metadata
+    # What the worklist shows of the patient and the study: DICOM's PatientSex (M, F or O), PatientAge as an Age
+    # String (034Y; from PatientBirthDate at StudyDate where the tag is absent) and StudyDescription, or an upload's
+    # metadata. Checked here whatever their source: a sex other than M/F/O, or an age that is no age, is None.
+    patient_sex: str | None = None
+    patient_age: str | None = None
+    study_description: str | None = None
 
     S3_KEYS = {"hospital": "hospital", "patient_id": "patient-id", "patient_name": "patient-name",
-               "study_date": "study-date", "accession_number": "accession-number"}
+               "study_date": "study-date", "accession_number": "accession-number", "patient_sex": "patient-sex",
+               "patient_age": "patient-age", "study_description": "study-description"}
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "patient_sex", patient_sex(self.patient_sex))
+        object.__setattr__(self, "patient_age", patient_age(self.patient_age))
+        object.__setattr__(self, "study_description", clean_text(self.study_description, MAX_STUDY_DESCRIPTION))
 
     def to_s3_metadata(self) -> dict[str, str]:
         return {key: _encode_header(value) for attr, key in self.S3_KEYS.items()

@@ -272,6 +272,9 @@ class Settings(BaseSettings):
         return value
     WORKLIST_PAGE_SIZE: int = Field(50, ge=5, le=500)
     WORKLIST_REFRESH_S: float = Field(5.0, gt=0, description="how often an open worklist looks for new rows")
+    HEATMAP_PRECOMPUTE_INTERVAL_S: float = Field(10.0, ge=0, description=(
+        "how often the review app looks for Pneumonia and Unsure studies with no Grad-CAM map yet and computes "
+        "theirs ahead (ui/heatmap_precompute.py); 0 turns it off"))
 
     # The model monitor (xraylab/monitor; its actor in serve_app/monitor_actor.py; `xraylab monitor`).
     PROMETHEUS_PORT: int = 19090  # the project's own Prometheus (cluster/local/prometheus.sh)

@@ -9,8 +9,8 @@ from xraylab.monitor.reference import REFERENCE_FILE
 from xraylab.registry import list_cards, resolve_version
 
 
-@pytest.fixture(scope="module")
-def pipeline(settings, mariadb):
+def running_pipeline(settings):  # -> Iterator[serve_app.launch.Pipeline]
+    """A pipeline on ``settings`` for the length of a module (the model trained first where there is none)."""
     from serve_app.launch import start_pipeline
 
     if not list_cards(settings.model_dir) or not (settings.model_dir / resolve_version(settings.model_dir)
@@ -21,6 +21,11 @@ def pipeline(settings, mariadb):
     pipe = start_pipeline(settings, AppArgs(database="mariadb"))
     yield pipe
     pipe.stop()
+
+
+@pytest.fixture(scope="module")
+def pipeline(settings, mariadb):
+    yield from running_pipeline(settings)
 
 
 @pytest.fixture(scope="module")

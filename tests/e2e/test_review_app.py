@@ -5,6 +5,7 @@ session or an API key. Screenshots of the worklist and of the study view land in
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
@@ -64,22 +65,63 @@ class Ward:
         return found
 
 
+@pytest.fixture(scope="module")
+def pipeline(settings, mariadb):
+    """The module's pipeline, with the ingress computing Grad-CAM maps ahead (scripts/test.sh turns that off for
+    the other suites), as a site runs it."""
+    from tests.e2e.conftest import running_pipeline
+
+    with pytest.MonkeyPatch.context() as env:  # the workers take the settings from this process's environment
+        env.setenv("XRAYLAB_HEATMAP_PRECOMPUTE_INTERVAL_S", "2")
+        yield from running_pipeline(settings)
+
+
 @pytest.fixture()
 def ward(pipeline, s3, bucket, mariadb) -> Ward:
     return Ward(s3, bucket, mariadb)
 
 
 def show_hospital(page, hospital: str) -> None:
-    page.locator("#filter-hospital input").click()
-    page.get_by_role("option", name=hospital).click()
+    page.locator("#hospital-select").select_option(hospital)
 
 
-def cell(page, row: int, col: int):
-    return page.locator(f'#worklist [data-testid="cell-{row}-{col}"]')
+def hospital_choices(page) -> list[str]:
+    return page.locator("#hospital-select option").all_inner_texts()
 
 
-def image_loaded(page) -> int:
-    return page.locator("#study-img").evaluate("img => img.complete ? img.naturalWidth : 0")
+def row(page, index: int):
+    return page.locator("#worklist-table tbody tr[data-study]").nth(index)
+
+
+def cell(page, index: int, col: int):
+    return row(page, index).locator("td").nth(col)
+
+
+def to_worklist(page) -> None:
+    page.locator("#to-worklist").click()
+    row(page, 0).wait_for(state="visible")
+
+
+def viewer_ready(page, timeout: int = 60000) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_selector("#reading-panel .xv-root[data-state='ready']", timeout=timeout)
+    except PlaywrightTimeout:
+        panel = page.locator("#reading-panel").inner_text()
+        raise AssertionError(f"the viewer did not show the film: {panel[:500]!r}") from None
+
+
+def viewer_state(page, pane: str = "main") -> dict:
+    """What the viewer's pane shows now: window, level, invert, scale (screen pixels per image pixel), size."""
+    return page.evaluate(f"() => window.xraylabViewer.panes['{pane}'].state()")
+
+
+def heat_drawn(page) -> int:
+    """How many of the Grad-CAM canvas's pixels are not transparent."""
+    return page.evaluate("""() => { const c = document.querySelector('.xv-pane-main .xv-heat');
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+      for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; }""")
 
 
 def verdicts_of(db, study_id: int) -> list[tuple[str, str, str | None]]:
@@ -155,9 +197,9 @@ def test_a_doctor_reviews_by_clicking_and_a_second_doctor_keeps_the_first_verdic
     expect(page.locator("#signed-in")).to_contain_text(doc_a, timeout=30000)
     expect(page.locator("#synthetic-notice")).to_contain_text("synthetic")
     expect(cell(page, 0, 0)).not_to_be_empty(timeout=30000)
-    page.screenshot(path=str(shots / "review-worklist.png"), full_page=True)  # every hospital's studies
     show_hospital(page, ward.hospital)
     expect(page.locator("#page-info")).to_contain_text("3 studies", timeout=30000)
+    page.screenshot(path=str(shots / "review-worklist.png"))
 
     # The top study, opened by clicking its row.
     with mariadb.session() as session:
@@ -171,21 +213,17 @@ def test_a_doctor_reviews_by_clicking_and_a_second_doctor_keeps_the_first_verdic
     expect(details).to_contain_text(top_name)
     expect(details).to_contain_text(f"{top_score:.3f}")
     expect(details).to_contain_text("synthetic")
-    expect(page.locator("#study-img")).to_have_attribute("src", f"/review/studies/{top_id}/image")
-    page.wait_for_function("() => { const i = document.querySelector('#study-img'); return i && i.naturalWidth > 0 }")
-    width = image_loaded(page)
-    assert width == SIDE, "the full-resolution image, not a thumbnail"
+    viewer_ready(page)
+    assert viewer_state(page)["columns"] == SIDE, "the full-resolution image, not a thumbnail"
 
-    # The heatmap, toggled over the image and off again.
-    page.locator("#heatmap-toggle input").check()
-    expect(page.locator("#study-img")).to_have_attribute("src", f"/review/studies/{top_id}/heatmap",
-                                                         timeout=30000)
-    page.wait_for_function("() => { const i = document.querySelector('#study-img');"
-                           " return i && i.src.endsWith('/heatmap') && i.naturalWidth > 0 }", timeout=120000)
-    assert image_loaded(page) == width, "the heatmap lies over the image at its full size"
-    page.screenshot(path=str(shots / "review-study-heatmap.png"), full_page=True)
-    page.locator("#heatmap-toggle input").uncheck()
-    expect(page.locator("#study-img")).to_have_attribute("src", f"/review/studies/{top_id}/image")
+    # The heatmap layer, toggled over the film by its button and off again by its key.
+    page.locator(".xv-btn[data-action='heat']").click()
+    page.wait_for_selector(".xv-root[data-heat-on='1']", timeout=120000)
+    page.wait_for_function("() => document.querySelector('.xv-root').dataset.heatMs !== undefined")
+    assert heat_drawn(page) > 0, "the map is drawn over the film"
+    page.keyboard.press("h")
+    page.wait_for_selector(".xv-root[data-heat-on='0']")
+    assert heat_drawn(page) == 0
 
     # A verdict, seen in the worklist with who recorded it.
     page.locator("#verdict-choice").get_by_label("Pneumonia", exact=True).check()
@@ -195,6 +233,7 @@ def test_a_doctor_reviews_by_clicking_and_a_second_doctor_keeps_the_first_verdic
     expect(page.locator("#verdict-history")).to_contain_text(doc_a)
     assert verdicts_of(mariadb, top_id) == [(doc_a, "Pneumonia", "right lower lobe consolidation")]
     # Reviewed studies go after the unreviewed ones: the top study is now the last row, marked as reviewed.
+    to_worklist(page)
     expect(cell(page, 2, 0)).to_have_text(str(top_id), timeout=30000)
     expect(cell(page, 2, 1)).to_contain_text(f"{doc_a} (Pneumonia)")
     expect(cell(page, 0, 1)).to_have_text("Unreviewed")
@@ -214,10 +253,13 @@ def test_a_doctor_reviews_by_clicking_and_a_second_doctor_keeps_the_first_verdic
     history = page_b.locator("#verdict-history")
     expect(history).to_contain_text(f"{doc_a}: Pneumonia")
     expect(history).to_contain_text(f"{doc_b}: Normal")
+    to_worklist(page_b)
     expect(cell(page_b, 0, 1)).to_contain_text(f"{doc_b} (Normal)", timeout=30000)
     expect(cell(page_b, 0, 1)).to_contain_text(f"{doc_a} (Pneumonia)")
 
     # The first doctor changes their mind: a new verdict, the first one kept, the other doctor's told.
+    page.get_by_role("tab", name="Reading").click()  # the study still open there, as the doctor left it
+    expect(page.locator("#study-details")).to_contain_text(f"Study {top_id}")
     page.locator("#verdict-choice").get_by_label("Not diagnostic", exact=True).check()
     page.locator("#record-verdict").click()
     expect(page.locator("#verdict-message")).to_contain_text(f"Meanwhile {doc_b} recorded Normal", timeout=30000)
@@ -235,6 +277,198 @@ def test_a_doctor_reviews_by_clicking_and_a_second_doctor_keeps_the_first_verdic
     assert top_name not in trail.stdout, "the trail names doctors and study ids, not patients"
     other.close()
     context.close()
+
+
+def upload_dicom(ward: Ward, patient_id: str, name: str, day: str, accession: str, pneumonia: bool) -> str:
+    """A 12-bit DX (16 bits allocated) of a generated film, as a modality writes it, into the ward's bucket."""
+    from datetime import date
+
+    from ingest.dicom_files import ModalityStudy, dicom_bytes
+
+    study = ModalityStudy(hospital=ward.hospital, patient_id=patient_id, patient_name=name,
+                          study_date=date.fromisoformat(day), accession=accession, view_position="PA",
+                          manufacturer="e2e", birth_date=date(1990, 5, 1))
+    key = f"{ward.hospital}/{accession}.dcm"
+    pixels = generate_xray(ward.rng, pneumonia, SIDE)
+    meta = StudyMetadata(ward.hospital, patient_id, name, day)
+    upload_study(ward.s3, ward.bucket, key, dicom_bytes(pixels, study, bits=16), meta,
+                 content_type="application/dicom")
+    ward.keys[key] = meta
+    return key
+
+
+def pane_pixels(page) -> bytes:
+    return page.locator(".xv-pane-main .xv-element").screenshot()
+
+
+def test_a_radiologist_reads_dicom_films_from_the_keyboard(pipeline, ward, mariadb, browser, settings) -> None:
+    """A reading session as issue 31 describes it: DICOM films on their stored bit depth with window/level by
+    mouse, wheel zoom, 1:1 and invert; a prior opened beside the film; verdicts from the keyboard alone, each
+    opening the next unreviewed study; search and sort; and the small defects each checked. Prints the timings."""
+    from playwright.sync_api import expect
+
+    patient = f"P-{uuid.uuid4().hex[:6]}"
+    older = upload_dicom(ward, patient, "Reader Anna", "2026-10-02", f"A{uuid.uuid4().hex[:7]}", False)
+    newer = upload_dicom(ward, patient, "Reader Anna", "2026-11-20", f"A{uuid.uuid4().hex[:7]}", True)
+    [other] = ward.upload(1)
+    ids = ward.wait_rows()
+    name, password = new_account(mariadb, hospitals=[ward.hospital])
+    shots = settings.STATE_DIR / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    page = context.new_page()
+    assert page.request.get(f"{pipeline.url}/favicon.ico").status == 200
+
+    started = time.perf_counter()
+    log_in(page, pipeline.url, name, password)
+    row(page, 0).wait_for(state="visible", timeout=30000)
+    timings["login to worklist"] = time.perf_counter() - started
+    expect(page.locator("#worklist table input")).to_have_count(0)  # a read-only list: no edit frame to click into
+    expect(page.locator("#page-next")).to_be_disabled()  # one page: nothing after it
+
+    # The Hospital list offers every hospital whatever it shows, opens only when asked, and a choice by keyboard
+    # filters the worklist (it was a list filtered by its own text, left open over the date fields).
+    assert hospital_choices(page) == ["All", ward.hospital]
+    page.locator("#hospital-select").focus()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("listbox")).to_have_count(0)
+    expect(page.get_by_role("option").locator("visible=true")).to_have_count(0)
+    show_hospital(page, ward.hospital)
+    expect(page.locator("#page-info")).to_contain_text("3 studies", timeout=30000)
+
+    # A bad date: said beside the filters; the page line stays, no rows of other filters are left.
+    page.locator("#filter-from textarea, #filter-from input").first.fill("2026-13-45")
+    page.keyboard.press("Enter")
+    expect(page.locator("#filter-warning")).to_contain_text("must be a date", timeout=30000)
+    expect(page.locator("#page-info")).to_contain_text("No studies listed")
+    expect(page.locator("#worklist-table tbody tr[data-study]")).to_have_count(0)
+    page.locator("#filter-from textarea, #filter-from input").first.fill("")
+    page.keyboard.press("Enter")
+    expect(page.locator("#filter-warning")).to_be_empty(timeout=30000)
+
+    # Search by patient id: the patient's two DICOM studies, sortable by study date.
+    page.locator("#filter-search textarea, #filter-search input").first.fill(patient.lower())
+    page.keyboard.press("Enter")
+    expect(page.locator("#page-info")).to_contain_text("2 studies", timeout=30000)
+    page.locator("#worklist-table th[data-sort='study_date'] button").click()
+    expect(cell(page, 0, 0)).to_have_text(str(ids[newer]), timeout=30000)  # newest first
+    expect(page.locator("#worklist-table th[data-sort='study_date']")).to_have_attribute("aria-sort", "descending")
+    page.locator("#worklist-table th[data-sort='study_date'] button").click()
+    expect(cell(page, 0, 0)).to_have_text(str(ids[older]), timeout=30000)
+    expect(cell(page, 0, 8)).not_to_have_text("-")  # the accession number
+    page.locator("#filter-search textarea, #filter-search input").first.fill("")
+    page.keyboard.press("Enter")
+    expect(page.locator("#page-info")).to_contain_text("3 studies", timeout=30000)
+
+    # Open the newer DICOM study from the keyboard: Tab onto a row, arrows, Enter.
+    target = next(i for i in range(3) if cell(page, i, 0).inner_text().strip() == str(ids[newer]))
+    row(page, 0).focus()
+    for _ in range(target):
+        page.keyboard.press("ArrowDown")
+    started = time.perf_counter()
+    page.keyboard.press("Enter")
+    viewer_ready(page)
+    timings["open a study"] = time.perf_counter() - started
+    expect(page.locator("#study-details")).to_contain_text(f"Study {ids[newer]}")
+    expect(page.get_by_text("Open a study from the worklist")).to_have_count(0)
+    state = viewer_state(page)
+    assert (state["bits"], state["columns"], state["rows"]) == (12, SIDE, SIDE), "the stored 12 bits, not 8"
+    box = page.locator(".xv-pane-main .xv-element").bounding_box()
+    assert box["width"] > 800 and box["height"] > 600, f"the film is large by default: {box}"
+    form = page.locator("#record-next").bounding_box()
+    assert form["y"] + form["height"] < 1000 and form["x"] > box["x"] + box["width"], "the form beside the film"
+
+    # Window/level by dragging: the window changes and so do the pixels on screen.
+    before, shown = state, pane_pixels(page)
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    started = time.perf_counter()
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    page.mouse.move(cx + 120, cy + 60, steps=8)
+    page.mouse.up()
+    page.wait_for_function(f"() => window.xraylabViewer.panes.main.state().window !== {before['window']}")
+    timings["window/level drag"] = time.perf_counter() - started
+    after = viewer_state(page)
+    assert after["window"] != before["window"] and after["level"] != before["level"]
+    assert pane_pixels(page) != shown, "window/level changed the pixels shown"
+    page.keyboard.press("1")  # the file's own window again
+    page.wait_for_function(f"() => Math.abs(window.xraylabViewer.panes.main.state().window - {before['window']}) < 1")
+
+    # Wheel zoom, 1:1, fit, invert.
+    page.mouse.move(cx, cy)
+    for _ in range(4):  # four notches of the wheel
+        page.mouse.wheel(0, -200)
+    page.wait_for_function(f"() => window.xraylabViewer.panes.main.state().scale > {before['scale']} * 1.05")
+    page.keyboard.press("o")
+    page.wait_for_function("() => Math.abs(window.xraylabViewer.panes.main.state().scale - 1) < 0.01")
+    page.keyboard.press("f")
+    page.wait_for_function(f"() => Math.abs(window.xraylabViewer.panes.main.state().scale - {before['scale']}) < 0.01")
+    shown = pane_pixels(page)
+    page.keyboard.press("i")
+    page.wait_for_function("() => window.xraylabViewer.panes.main.state().invert === true")
+    assert pane_pixels(page) != shown
+    page.keyboard.press("r")
+    page.wait_for_function("() => window.xraylabViewer.panes.main.state().invert === false")
+
+    # The Grad-CAM layer: computed ahead for a Pneumonia/Unsure study, with opacity and a colour scale.
+    page.keyboard.press("h")
+    page.wait_for_selector(".xv-root[data-heat-on='1']", timeout=120000)
+    timings["first Grad-CAM toggle"] = float(page.locator(".xv-root").get_attribute("data-heat-ms")) / 1000
+    strong = heat_drawn(page)
+    assert strong > 0
+    expect(page.locator(".xv-legend")).to_be_visible()
+    page.screenshot(path=str(shots / "review-study-heatmap.png"))
+    page.keyboard.press("h")
+    page.wait_for_selector(".xv-root[data-heat-on='0']")
+
+    # The prior, opened beside the film.
+    prior = page.locator(f"#priors button.prior[data-study='{ids[older]}']")
+    expect(prior).to_contain_text("2026-10-02")
+    prior.click()
+    page.wait_for_selector(".xv-pane-prior[data-loaded='1']", timeout=60000)
+    assert viewer_state(page, "prior")["bits"] == 12
+    page.screenshot(path=str(shots / "review-reading-prior.png"))
+
+    # Notes: a paste over the limit is not cut silently, the counter says so and the server refuses it.
+    notes = page.locator("#verdict-notes textarea")
+    notes.fill("x" * 2001)
+    expect(page.locator("#notes-counter")).to_contain_text("2001 / 2000")
+    expect(page.locator("#notes-counter")).to_have_class("over")
+    notes.fill("**not bold** [link](javascript:alert(1)) <b>x</b>")  # typed as a doctor might
+    notes.press("Escape")
+
+    # Verdicts from the keyboard: P then Enter records and opens the next unreviewed study.
+    started = time.perf_counter()
+    page.keyboard.press("p")
+    page.keyboard.press("Enter")
+    expect(page.locator("#verdict-message")).to_contain_text(f"Saved: Pneumonia on study {ids[newer]}",
+                                                             timeout=30000)
+    expect(page.locator("#verdict-message")).to_contain_text("Opened the next unreviewed study")
+    viewer_ready(page)
+    timings["verdict and next"] = time.perf_counter() - started
+    typed = "**not bold** [link](javascript:alert(1)) <b>x</b>"
+    assert verdicts_of(mariadb, ids[newer]) == [(name, "Pneumonia", typed)]
+    opened = int(page.locator("#study-details h3").get_attribute("data-study"))
+    assert opened in (ids[older], ids[other]) and opened != ids[newer]
+    page.keyboard.press("n")
+    page.keyboard.press("Enter")
+    expect(page.locator("#verdict-message")).to_contain_text(f"Saved: Normal on study {opened}", timeout=30000)
+    last = int(page.locator("#study-details h3").get_attribute("data-study"))
+    page.keyboard.press("d")
+    page.keyboard.press("Enter")
+    expect(page.locator("#verdict-message")).to_contain_text("No unreviewed study is left", timeout=30000)
+    assert {verdicts_of(mariadb, i)[0][1] for i in (opened, last)} == {"Normal", "Not diagnostic"}
+
+    # The notes as typed, the open study still highlighted in the worklist after the saves.
+    page.keyboard.press("w")
+    expect(page.locator(f"#worklist-table tr.open[data-study='{last}']")).to_have_count(1, timeout=30000)
+    row(page, [cell(page, i, 0).inner_text().strip() for i in range(3)].index(str(ids[newer]))).click()
+    history = page.locator("#verdict-history")
+    expect(history).to_contain_text(typed, timeout=30000)
+    expect(history.locator("b, strong a, a")).to_have_count(0)
+    context.close()
+    (shots / "reading-timings.json").write_text(json.dumps({k: round(v, 3) for k, v in timings.items()}))
 
 
 def test_a_session_that_ends_mid_verdict_loses_nothing(pipeline, ward, mariadb, browser) -> None:
@@ -294,6 +528,7 @@ def test_gone_images_deleted_studies_and_live_refresh(pipeline, ward, mariadb, b
 
     # A study deleted while it is open: the verdict is refused with a message, nothing half-written.
     kept = keys[1]
+    to_worklist(page)
     row = next(r for r in range(2) if cell(page, r, 0).inner_text().strip() == str(ids[kept]))
     cell(page, row, 0).click()
     expect(page.locator("#study-details")).to_contain_text(f"Study {ids[kept]}", timeout=30000)
@@ -305,6 +540,7 @@ def test_gone_images_deleted_studies_and_live_refresh(pipeline, ward, mariadb, b
     assert verdicts_of(mariadb, ids[kept]) == []
 
     # Live refresh: a new upload shows up in the open worklist without a click.
+    to_worklist(page)
     ward.upload(1)
     ward.keys.pop(kept)
     fresh_ids = ward.wait_rows()
@@ -356,7 +592,7 @@ def test_doctors_see_only_their_hospitals_and_a_network_reader_sees_both(pipelin
     admin, pw_admin = new_account(mariadb, role="admin", prefix="admin")
 
     def open_by_id(page, study_id: int) -> dict:
-        return {kind: (answer.status, answer.json()) for kind in ("image", "heatmap")
+        return {kind: (answer.status, answer.json()) for kind in ("image", "heatmap", "pixels", "heatmap-layer")
                 for answer in [page.request.get(f"{pipeline.url}/review/studies/{study_id}/{kind}")]}
 
     for doctor, password, own, other in ((doc_north, pw_north, north, south), (doc_south, pw_south, south, north)):
@@ -364,11 +600,7 @@ def test_doctors_see_only_their_hospitals_and_a_network_reader_sees_both(pipelin
         page = context.new_page()
         log_in(page, pipeline.url, doctor, password)
         expect(page.locator("#reads")).to_contain_text(own.hospital)
-        page.locator("#filter-hospital input").click()
-        options = page.get_by_role("option")
-        expect(options).to_have_count(2)  # All and their own hospital
-        assert sorted(t.replace("✓", "").strip() for t in options.all_inner_texts()) == sorted(["All", own.hospital])
-        page.keyboard.press("Escape")
+        assert sorted(hospital_choices(page)) == sorted(["All", own.hospital])  # All and their own hospital
         expect(page.locator("#page-info")).to_contain_text("1 studies")
         own_id, other_id = own.wait_rows()[next(iter(own.keys))], other.wait_rows()[next(iter(other.keys))]
         expect(page.locator("#worklist")).to_contain_text(own.keys[next(iter(own.keys))].patient_name)
@@ -376,9 +608,11 @@ def test_doctors_see_only_their_hospitals_and_a_network_reader_sees_both(pipelin
         assert other.keys[next(iter(other.keys))].patient_name not in body and other.hospital not in body
         cell(page, 0, 0).click()
         expect(page.locator("#study-details")).to_contain_text(f"Study {own_id}", timeout=30000)
+        viewer_ready(page)  # the film itself, through the pixels route
         # The other hospital's study, asked for by its id, is as absent as an id that never existed.
         outside, missing = open_by_id(page, other_id), open_by_id(page, 9_999_999)
-        assert {k: v[0] for k, v in outside.items()} == {"image": 404, "heatmap": 404}
+        assert {k: v[0] for k, v in outside.items()} == {"image": 404, "heatmap": 404, "pixels": 404,
+                                                          "heatmap-layer": 404}
         assert outside["image"][1] == {"error": "no_such_study",
                                       "detail": f"study {other_id} does not exist (or was deleted)"}
         assert {k: (v[0], v[1]["error"]) for k, v in outside.items()} == \
@@ -431,10 +665,7 @@ def test_directory_doctors_sign_in_through_slapd_and_a_disabled_one_cannot(pipel
     page = context.new_page()
     log_in(page, pipeline.url, "dr.north", password)
     expect(page.locator("#reads")).to_contain_text("northgate")
-    page.locator("#filter-hospital input").click()
-    assert sorted(t.replace("✓", "").strip() for t in page.get_by_role("option").all_inner_texts()) == \
-        ["All", "northgate"]
-    page.keyboard.press("Escape")
+    assert sorted(hospital_choices(page)) == ["All", "northgate"]
     assert page.request.get(f"{pipeline.url}/review/studies/{outside_id}/image").status == 404
     assert elsewhere.keys[key].patient_name not in page.content()
     context.close()

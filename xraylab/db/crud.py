@@ -16,14 +16,15 @@ from sqlalchemy.sql import Select
 
 from xraylab.bands import BAND_ORDER
 from xraylab.db.models import Base, Prediction, Study
-from xraylab.messages import StudyRecord, Verdict, WriteResult
+from xraylab.messages import StudyRecord, Verdict, WriteResult, age_label
 
 __all__ = ["record_prediction", "record_predictions", "get_study", "count_rows", "STUDY_COLUMNS",
            "PREDICTION_COLUMNS", "band_rank", "study_row"]
 
 STUDY_COLUMNS = ("study_uid", "endpoint_id", "bucket", "object_key", "etag", "size_bytes", "content_type",
                  "hospital", "patient_id", "patient_name", "study_date", "study_instance_uid", "modality",
-                 "view_position", "manufacturer", "accession_number")
+                 "view_position", "manufacturer", "accession_number", "patient_sex", "patient_age",
+                 "study_description")
 PREDICTION_COLUMNS = ("model_version", "score", "band", "fetch_ms", "infer_ms")
 
 Row = TypeVar("Row", bound=Base)
@@ -129,8 +130,10 @@ def count_rows(session: Session) -> dict[str, int]:
 
 def study_row(study: Study, pred: Prediction | None) -> dict[str, Any]:
     """A study as a dict: its columns, its review state, and ``pred``'s (its latest prediction, with
-    ``prediction_id`` and ``predicted_at``) when given."""
+    ``prediction_id`` and ``predicted_at``) when given. ``patient_age`` as shown (``34 y``; the column holds
+    DICOM's Age String, ``034Y``)."""
     row: dict[str, Any] = {k: getattr(study, k) for k in STUDY_COLUMNS}
+    row["patient_age"] = age_label(study.patient_age)
     row.update(id=study.id, received_at=study.received_at, reviewed=study.reviewed,
                verdict_count=study.verdict_count, last_verdict_at=study.last_verdict_at)
     if pred is not None:

@@ -62,6 +62,7 @@ class Study(Base):
         Index("ix_studies_worklist", "reviewed", "band_rank", text("score DESC"), "id"),
         Index("ix_studies_hospital_worklist", "hospital", "reviewed", "band_rank", text("score DESC"), "id"),
         Index("ix_studies_study_date", "study_date"),
+        Index("ix_studies_patient", "patient_id", "hospital"),  # a patient's prior studies, who saw patient P
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -76,6 +77,11 @@ class Study(Base):
     patient_id: Mapped[str | None] = mapped_column(String(128))
     patient_name: Mapped[str | None] = mapped_column(String(256))
     study_date: Mapped[str | None] = mapped_column(String(32))
+    # What the worklist shows of the patient and the study (DICOM's tags, or an upload's metadata): PatientSex
+    # (M, F or O), PatientAge as an Age String (034Y) and StudyDescription.
+    patient_sex: Mapped[str | None] = mapped_column(String(1))
+    patient_age: Mapped[str | None] = mapped_column(String(4))
+    study_description: Mapped[str | None] = mapped_column(String(64))
     # A DICOM study's own attributes (empty for a JPEG or PNG).
     study_instance_uid: Mapped[str | None] = mapped_column(String(64))
     modality: Mapped[str | None] = mapped_column(String(16))

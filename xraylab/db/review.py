@@ -1,5 +1,6 @@
-"""The review side's reads and writes: the worklist (filtered, paged, in risk order), one study with its
-predictions and verdicts, verdicts (append-only), the audit trail and cached Grad-CAM maps.
+"""The review side's reads and writes: the worklist (filtered, searched, paged, in risk order or sorted by a
+column), the next unreviewed study, one study with its predictions, verdicts and the patient's prior studies,
+verdicts (append-only), the audit trail and cached Grad-CAM maps.
 
 Like ``crud.py``, every function takes the caller's ``session``; the review app opens one per action. Every
 read of patient data takes the reader's ``scope`` (``xraylab.db.scope.ReadScope``, a required keyword): a study
@@ -9,11 +10,11 @@ outside it is not found, exactly as one that does not exist.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Literal, get_args
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from xraylab.bands import BAND_ORDER
@@ -25,9 +26,16 @@ from xraylab.labels import VERDICT_LABELS
 __all__ = ["WorklistFilter", "WorklistPage", "worklist_page", "worklist_version", "hospitals", "study_detail",
            "record_verdict", "verdict_history", "record_audit", "audit_trail", "cached_heatmap", "store_heatmap",
            "StudyNotFoundError", "InvalidVerdictError", "MAX_NOTES", "ReviewStatus", "studies_by_keys",
-           "study_in_scope"]
+           "study_in_scope", "SORT_KEYS", "DEFAULT_SORT", "MAX_SEARCH", "MAX_PRIORS", "next_unreviewed", "priors"]
 
 MAX_NOTES = 2000  # characters of a verdict's notes
+MAX_SEARCH = 200  # characters of a worklist search; more are ignored
+MAX_PRIORS = 50  # a patient's prior studies shown with a study, newest first
+# The worklist's orders (``WorklistFilter.sort``): "priority" is the triage order (unreviewed first, then band,
+# highest risk first, then score, highest first); each other one sorts by one column, its empty values last in
+# either direction, ties in id order.
+SORT_KEYS = ("priority", "score", "study_date", "received", "hospital", "patient", "patient_id", "accession", "band")
+DEFAULT_SORT = "priority"
 ReviewStatus = Literal["all", "unreviewed", "reviewed"]
 
 
@@ -50,8 +58,17 @@ class WorklistFilter:
     date_from: date | None = None  # study date, inclusive
     date_to: date | None = None
     status: ReviewStatus = "all"
+    # Words that each must be found, in any case, in the patient's name (DOE^JOHN is "doe john"), patient ID or
+    # accession number: "john doe", "doe john" and "doe" all find DOE^JOHN. Blank: no search.
+    search: str | None = None
+    sort: str = DEFAULT_SORT  # one of SORT_KEYS
+    descending: bool = False  # the sort turned round (for "priority": reviewed first, lowest risk first)
 
     def __post_init__(self) -> None:
+        if self.sort not in SORT_KEYS:
+            raise ValueError(f"unknown sort {self.sort!r}: one of {', '.join(SORT_KEYS)}")
+        object.__setattr__(self, "search", " ".join((self.search or "")[:MAX_SEARCH].split()) or None)
+        object.__setattr__(self, "descending", bool(self.descending))
         if self.band is not None and self.band not in BAND_ORDER:
             raise ValueError(f"unknown band {self.band!r}: one of {', '.join(BAND_ORDER)}")
         if self.status not in get_args(ReviewStatus):
@@ -89,22 +106,61 @@ def _filtered(query: Any, filters: WorklistFilter, scope: ReadScope) -> Any:
         query = query.where(Study.study_date <= filters.date_to.isoformat())
     if filters.status != "all":  # `= 1`, not `IS TRUE`, which MariaDB cannot look up in an index
         query = query.where(Study.reviewed == (filters.status == "reviewed"))
+    for term in search_terms(filters.search):
+        pattern = f"%{_escape_like(term)}%"
+        query = query.where(or_(*(func.lower(column).like(pattern, escape=_LIKE_ESCAPE) for column in (
+            func.replace(Study.patient_name, "^", " "), Study.patient_id, Study.accession_number))))
     return query.where(Study.band_rank.is_not(None))
+
+
+_LIKE_ESCAPE = "!"  # not a backslash, which MariaDB reads as an escape in string literals as well
+
+
+def _escape_like(term: str) -> str:
+    """A search word as a LIKE pattern's literal text: ``%`` and ``_`` match themselves."""
+    return term.replace(_LIKE_ESCAPE, _LIKE_ESCAPE * 2).replace("%", _LIKE_ESCAPE + "%").replace(
+        "_", _LIKE_ESCAPE + "_")
+
+
+def search_terms(search: str | None) -> list[str]:
+    """The lower-cased words of a search, a DICOM name's ``^`` read as a space (``DOE^JOHN``: doe, john)."""
+    return (search or "").replace("^", " ").lower().split()
+
+
+def _order_by(sort: str, descending: bool) -> list[Any]:
+    """The ORDER BY of a worklist sort, ending in the id: no two orders of the same rows differ. Empty values
+    come last either way (``col IS NULL`` first in the order: SQLite and MariaDB alike, where MariaDB has no
+    ``NULLS LAST``)."""
+    def way(column: Any, reverse: bool = False) -> Any:
+        return column.desc() if descending != reverse else column.asc()
+
+    def nulls_last(column: Any) -> Any:
+        return case((column.is_(None), 1), else_=0).asc()
+
+    if sort == "priority":  # exactly the worklist index's order (ix_studies_worklist), or all of it turned round
+        return [way(Study.reviewed), way(Study.band_rank), way(Study.score, reverse=True), way(Study.id)]
+    if sort == "band":  # highest risk first, and the highest score first within a band (listed studies have one)
+        return [way(Study.band_rank), way(Study.score, reverse=True), way(Study.id)]
+    column = {"score": Study.score, "study_date": Study.study_date, "received": Study.received_at,
+              "hospital": Study.hospital, "patient": func.lower(func.replace(Study.patient_name, "^", " ")),
+              "patient_id": Study.patient_id, "accession": Study.accession_number}[sort]
+    raw = {"patient": Study.patient_name}.get(sort, column)
+    return [nulls_last(raw), way(column), way(Study.id)]
 
 
 def worklist_page(session: Session, filters: WorklistFilter | None = None, page: int = 1,
                   page_size: int = 50, *, scope: ReadScope) -> WorklistPage:
-    """One page of the worklist of the studies in ``scope``: unreviewed studies first, then by band (highest risk
-    first), then by score. Each row carries its latest prediction and who reviewed it (``reviewers``: name ->
-    latest label)."""
+    """One page of the worklist of the studies in ``scope``, in ``filters.sort`` order: by default unreviewed
+    studies first, then by band (highest risk first), then by score. Each row carries its latest prediction and
+    who reviewed it (``reviewers``: name -> latest label)."""
     filters = filters or WorklistFilter()
     total = session.scalar(_filtered(select(func.count(Study.id)), filters, scope)) or 0
     page = min(max(1, page), _page_count(total, page_size))
-    # The page's ids first, from the worklist index alone (it holds every sort key and the id), then their rows:
-    # a deep page skips index entries, not whole rows.
+    # The page's ids first (in the default order from the worklist index alone: it holds every sort key and the
+    # id), then their rows: a deep page skips index entries, not whole rows.
     ids = list(session.scalars(
         _filtered(select(Study.id), filters, scope)
-        .order_by(Study.reviewed, Study.band_rank, Study.score.desc(), Study.id)
+        .order_by(*_order_by(filters.sort, filters.descending))
         .offset((page - 1) * page_size).limit(page_size)
     ))
     by_id = {s.id: s for s in session.scalars(select(Study).where(Study.id.in_(ids)))} if ids else {}
@@ -122,6 +178,18 @@ def worklist_page(session: Session, filters: WorklistFilter | None = None, page:
         row["reviewers"] = reviewers.get(study.id, {})
         rows.append(row)
     return WorklistPage(rows, total, page, page_size, filters)
+
+
+def next_unreviewed(session: Session, filters: WorklistFilter | None, after_id: int | None, *,
+                    scope: ReadScope) -> int | None:
+    """The study to open after ``after_id`` ("save and go to the next"): the first unreviewed study in the order of
+    ``filters`` (its search, hospital, band, dates and sort; its status taken as unreviewed) other than
+    ``after_id``, within ``scope``; None when there is none."""
+    filters = replace(filters or WorklistFilter(), status="unreviewed")
+    query = _filtered(select(Study.id), filters, scope)
+    if after_id is not None:
+        query = query.where(Study.id != after_id)
+    return session.scalar(query.order_by(*_order_by(filters.sort, filters.descending)).limit(1))
 
 
 def _latest_predictions(session: Session, study_ids: list[int]) -> dict[int, Prediction]:
@@ -164,7 +232,8 @@ def study_in_scope(session: Session, study_id: int, scope: ReadScope) -> Study:
 
 def study_detail(session: Session, study_id: int, *, scope: ReadScope) -> dict[str, Any]:
     """The study's metadata, its latest prediction (with ``prediction_id`` and ``predicted_at``), every
-    prediction (``predictions``) and every verdict (``verdicts``, oldest first)."""
+    prediction (``predictions``), every verdict (``verdicts``, oldest first) and the patient's other studies
+    (``priors``, see ``priors``)."""
     study = study_in_scope(session, study_id, scope)
     predictions = session.scalars(select(Prediction).where(Prediction.study_id == study_id)
                                   .order_by(Prediction.id)).all()
@@ -172,7 +241,28 @@ def study_detail(session: Session, study_id: int, *, scope: ReadScope) -> dict[s
     row["predictions"] = [{"model_version": p.model_version, "score": p.score, "band": p.band,
                            "created_at": p.created_at} for p in predictions]
     row["verdicts"] = verdict_history(session, study_id)
+    row["priors"] = priors(session, study, scope=scope)
     return row
+
+
+def priors(session: Session, study: Study, *, scope: ReadScope, limit: int = MAX_PRIORS) -> list[dict[str, Any]]:
+    """The same patient's other studies that ``scope`` reads, newest study date first (then newest received): the
+    same Patient ID from the same hospital, which issues it (two hospitals' "P1" are two patients). None for a
+    study with no Patient ID or no hospital (whose IDs no one issued that we know). Each: ``id``, ``study_date``,
+    ``received_at``, ``band`` and ``score`` (the latest prediction's), ``reviewed``, ``accession_number``,
+    ``study_description``, ``modality``."""
+    if not study.patient_id or not study.hospital:
+        return []
+    query = scope.where(select(Study).where((Study.patient_id == study.patient_id)
+                                           & (Study.hospital == study.hospital) & (Study.id != study.id)))
+    found = session.scalars(query.order_by(case((Study.study_date.is_(None), 1), else_=0), Study.study_date.desc(),
+                                           Study.received_at.desc(), Study.id.desc()).limit(limit)).all()
+    latest = _latest_predictions(session, [s.id for s in found])
+    return [{"id": s.id, "study_date": s.study_date, "received_at": s.received_at,
+             "band": latest[s.id].band if s.id in latest else None,
+             "score": s.score, "reviewed": s.reviewed,
+             "accession_number": s.accession_number, "study_description": s.study_description,
+             "modality": s.modality} for s in found]
 
 
 def verdict_history(session: Session, study_id: int) -> list[dict[str, Any]]:

@@ -38,10 +38,13 @@ def principal(actions: ReviewActions, role: str, hospitals: tuple[str, ...] = ("
 
 
 def test_table_rows_say_status_band_and_that_the_model_is_synthetic(actions) -> None:
-    table, info, page, version = actions.page(WorklistFilter(), 1, principal(actions, "doctor"))
-    assert [row[0] for row in table] == [2, 1] and table[0][1] == "Unreviewed" and table[0][2] == "Pneumonia"
-    assert table[0][5] == "Name 1" and table[0][3] == "0.900 ⚠"  # unknown model: marked as synthetic
-    assert info.startswith("Page 1 of 1 · 2 studies") and page == 1 and version[0] == 2
+    listing = actions.page(WorklistFilter(), 1, principal(actions, "doctor"))
+    table = listing.rows
+    assert [row["id"] for row in table] == [2, 1] and table[0]["status"] == "Unreviewed"
+    assert table[0]["band"] == "Pneumonia" and table[0]["patient_name"] == "Name 1"
+    assert table[0]["score_label"] == "0.900 ⚠"  # unknown model: marked as synthetic
+    assert listing.info.startswith("Page 1 of 1 · 2 studies") and listing.info.endswith("UTC")
+    assert (listing.page, listing.pages) == (1, 1) and listing.version[0] == 2
 
 
 def test_doctors_record_verdicts_admins_do_not_and_openings_are_audited(actions) -> None:
@@ -53,8 +56,8 @@ def test_doctors_record_verdicts_admins_do_not_and_openings_are_audited(actions)
         actions.save_verdict(2, admin, "Normal", "")
     with pytest.raises(StudyNotFoundError):
         actions.open(99, doctor)
-    table, *_ = actions.page(WorklistFilter(), 1, doctor)
-    assert table[-1][0] == 2 and table[-1][1] == f"Reviewed: {doctor.name} (Pneumonia)"
+    table = actions.page(WorklistFilter(), 1, doctor).rows
+    assert table[-1]["id"] == 2 and table[-1]["status"] == f"Reviewed: {doctor.name} (Pneumonia)"
     with actions.db.session() as session:
         trail = audit_trail(session, study_id=2)
     assert [(e["user"], e["action"]) for e in trail] == [(doctor.name, "open_study"), (doctor.name, "verdict"),
@@ -82,8 +85,8 @@ def test_a_doctor_of_another_hospital_lists_and_opens_nothing_here(actions) -> N
     south = principal(actions, "doctor", hospitals=("south",))
     admin = principal(actions, "admin", hospitals=())
     for reader in (south, admin):
-        table, info, *_ = actions.page(WorklistFilter(), 1, reader)
-        assert table == [] and "0 studies" in info
+        listing = actions.page(WorklistFilter(), 1, reader)
+        assert listing.rows == [] and "0 studies" in listing.info
         with pytest.raises(StudyNotFoundError, match="study 2 does not exist"):
             actions.open(2, reader)
     with pytest.raises(StudyNotFoundError):
@@ -94,7 +97,7 @@ def test_a_refresh_redraws_and_audits_only_when_the_readers_own_page_changed(act
     """Activity at a hospital the doctor does not read moves the tables' version but not their page: no redraw
     (which would tell them of it) and no line in their trail; a change on their page redraws and is audited."""
     doctor = principal(actions, "doctor")
-    _, _, _, shown = actions.page(WorklistFilter(), 1, doctor)
+    shown = actions.page(WorklistFilter(), 1, doctor).version
 
     def add(i: int, hospital: str) -> None:
         with actions.db.session() as session:
@@ -104,11 +107,13 @@ def test_a_refresh_redraws_and_audits_only_when_the_readers_own_page_changed(act
                 Verdict(score=0.7, band="Unsure", model_version="v9", synthetic_model=True, infer_ms=1.0), None)])
 
     add(1, "south")
-    table, info, _, version = actions.page(WorklistFilter(), 1, doctor, refresh=True, unless=shown[3])
-    assert table is None and info is None and version[0] == shown[0] + 1 and version[3] == shown[3]
+    listing = actions.page(WorklistFilter(), 1, doctor, refresh=True, unless=shown[3])
+    version = listing.version
+    assert listing.rows is None and listing.info is None and version[0] == shown[0] + 1 and version[3] == shown[3]
     add(2, "north")
-    table, info, _, version = actions.page(WorklistFilter(), 1, doctor, refresh=True, unless=shown[3])
-    assert 4 in [row[0] for row in table] and "3 studies" in info and version[3] != shown[3]
+    listing = actions.page(WorklistFilter(), 1, doctor, refresh=True, unless=shown[3])
+    assert 4 in [row["id"] for row in listing.rows] and "3 studies" in listing.info
+    assert listing.version[3] != shown[3]
     with actions.db.session() as session:
         listings = [e["detail"] for e in audit_trail(session, user_name=doctor.name) if e["action"] == "list_worklist"]
     assert listings == ["page 1/1 of 2", "page 1/1 of 3 (refresh)"]

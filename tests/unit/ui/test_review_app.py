@@ -47,24 +47,26 @@ def test_the_serving_version_is_read_at_most_every_few_seconds(tmp_path: Path, m
     assert not trained_on_synthetic(tmp_path, None)
 
 
-def test_study_details_show_the_dicom_tags_with_their_markup_escaped() -> None:
-    from ui.review_app import _details_markdown
+def test_study_details_show_the_dicom_tags_as_text_never_as_markup() -> None:
+    from ui.review_views import details_html
 
     detail = {"id": 7, "band": "Unsure", "score": 0.7, "model_version": "m1", "patient_name": "[x](https://evil)",
               "patient_id": "P*1*", "hospital": "st-mary", "study_date": "2026-11-04",
               "content_type": "application/dicom", "size_bytes": 10, "endpoint_id": "pacs", "modality": "DX",
-              "view_position": "PA",
-              "manufacturer": "<b>ACME</b>", "study_instance_uid": "1.2.3"}
-    text = _details_markdown(detail, notice="")
-    assert r"Patient: \[x\]\(https://evil\) (ID P\*1\*)" in text
-    assert r"DICOM: modality DX, view PA, manufacturer \<b\>ACME\</b\>; Study Instance UID 1\.2\.3" in text
-    assert "from `pacs`" in text
+              "view_position": "PA", "patient_sex": "F", "patient_age": "34 y", "accession_number": "<i>A1</i>",
+              "manufacturer": "<b>ACME</b>", "study_instance_uid": "1.2.3", "study_description": "CHEST PA"}
+    text = details_html(detail, notice="")
+    assert "<dd>[x](https://evil) (ID P*1*)</dd>" in text
+    assert "manufacturer &lt;b&gt;ACME&lt;/b&gt;; Study Instance UID 1.2.3" in text and "<b>" not in text
+    assert "<dd>&lt;i&gt;A1&lt;/i&gt;</dd>" in text and "<dd>34 y / F</dd>" in text and "CHEST PA" in text
+    assert "from pacs" in text
     jpeg = {**detail, "modality": None, "study_instance_uid": None}
-    assert "DICOM" not in _details_markdown(jpeg, notice="")
+    assert "DICOM" not in details_html(jpeg, notice="")
 
 
 def test_the_notice_names_the_real_data_and_research_use(tmp_path: Path, monkeypatch) -> None:
-    from ui.review_app import _details_markdown, model_notice
+    from ui.review_app import model_notice
+    from ui.review_views import details_html
     from xraylab.registry import SYNTHETIC_NOTICE
 
     monkeypatch.setattr("ui.review_app.SERVING_TTL_S", 0.0)
@@ -74,5 +76,5 @@ def test_the_notice_names_the_real_data_and_research_use(tmp_path: Path, monkeyp
     notice = model_notice(tmp_path, "real-1")
     assert "Kermany" in notice and "research use only, not a medical device" in notice
     detail = {"id": 3, "band": "Normal", "score": 0.2, "model_version": "real-1"}
-    assert notice in _details_markdown(detail, notice) and "⚠️" not in _details_markdown(detail, notice)
-    assert f"⚠️ **{SYNTHETIC_NOTICE}**" in _details_markdown(detail, SYNTHETIC_NOTICE)
+    assert notice in details_html(detail, notice) and "⚠️" not in details_html(detail, notice)
+    assert f"⚠️ <strong>{SYNTHETIC_NOTICE}</strong>" in details_html(detail, SYNTHETIC_NOTICE)

@@ -151,13 +151,70 @@ def test_the_tags_become_the_study_metadata(pixels) -> None:
     meta = tag_metadata(ds)
     assert meta == StudyMetadata(hospital="st-mary", patient_id="P123456", patient_name="Chloé Moreau",
                                  study_date="2026-11-03", study_instance_uid=ds.StudyInstanceUID, modality="DX",
-                                 view_position="PA", manufacturer="xraylab simulated modality")
+                                 view_position="PA", manufacturer="xraylab simulated modality", patient_sex="O",
+                                 patient_age="056Y", study_description="XR CHEST PA")
     # Fetched from S3: the sending site's header names the hospital; the tags name the patient.
     fetched = with_tags(FetchedObject(data, "e", "application/dicom", StudyMetadata("northgate", "X", "Y", "Z"),
                                       key="k.dcm"))
     assert (fetched.metadata.hospital, fetched.metadata.patient_id) == ("northgate", "P123456")
     jpeg = FetchedObject(encode_jpeg(pixels), "e", "image/jpeg", StudyMetadata("northgate", "X"), key="k.jpeg")
     assert with_tags(jpeg) is jpeg
+
+
+def _tags(**values: str) -> pydicom.Dataset:
+    """A header with only the tags given (what a modality may leave out, it leaves out here)."""
+    ds = pydicom.Dataset()
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def test_sex_age_and_description_come_from_their_tags() -> None:
+    meta = tag_metadata(_tags(PatientSex="F", PatientAge="034Y", PatientBirthDate="19500101", StudyDate="20261103",
+                              StudyDescription="  CHEST PA\t "))
+    assert (meta.patient_sex, meta.patient_age, meta.study_description) == ("F", "034Y", "CHEST PA"), \
+        "PatientAge wins over the birth date; the description's control characters dropped"
+    long = tag_metadata(_tags(StudyDescription="X" * 100))
+    assert long.study_description == "X" * 64
+
+
+@pytest.mark.parametrize(("birth", "study", "age"), [
+    ("19700102", "20261103", "056Y"), ("19700102", "20260101", "055Y"),  # the day before the birthday: not yet
+    ("20250203", "20261103", "021M"), ("20261001", "20261103", "001M"), ("20261020", "20261103", "002W"),
+    ("20261031", "20261103", "003D"),
+])
+def test_the_age_is_the_birth_date_at_the_study_date_where_patient_age_is_absent(birth: str, study: str,
+                                                                                 age: str) -> None:
+    assert tag_metadata(_tags(PatientBirthDate=birth, StudyDate=study)).patient_age == age
+    assert tag_metadata(_tags(PatientAge="", PatientBirthDate=birth, StudyDate=study)).patient_age == age
+
+
+@pytest.mark.parametrize("tags", [{"PatientBirthDate": "19700102"}, {"StudyDate": "20261103"},
+                                  {"PatientBirthDate": "19701302", "StudyDate": "20261103"},
+                                  {"PatientBirthDate": "20270101", "StudyDate": "20261103"},
+                                  {"PatientAge": "old", "StudyDate": "20261103"}])
+def test_no_age_is_made_up(tags: dict[str, str]) -> None:
+    assert tag_metadata(_tags(**tags)).patient_age is None
+
+
+@pytest.mark.parametrize(("tag", "sex"), [("M", "M"), ("f ", "F"), ("O", "O"), ("X", None), ("", None),
+                                          ("MALE", "M")])
+def test_patient_sex_is_m_f_or_o(tag: str, sex: str | None) -> None:
+    assert tag_metadata(_tags(PatientSex=tag)).patient_sex == sex
+
+
+def test_an_upload_s_metadata_fills_what_the_tags_leave_out() -> None:
+    fallback = StudyMetadata("st-mary", patient_sex="M", patient_age="040Y", study_description="From S3")
+    assert tag_metadata(_tags(PatientID="P1"), fallback).patient_sex == "M"
+    meta = tag_metadata(_tags(PatientSex="F", PatientAge="041Y", StudyDescription="From tags"), fallback)
+    assert (meta.patient_sex, meta.patient_age, meta.study_description) == ("F", "041Y", "From tags")
+
+
+def test_the_generated_modality_writes_sex_and_description(pixels) -> None:
+    study = ModalityStudy("P1", "Ana Okafor", date(2026, 11, 4), "st-mary", birth_date=date(1990, 11, 5), sex="F",
+                          description="XR CHEST 1 VIEW")
+    meta = tag_metadata(read_dataset(dicom_bytes(pixels, study), header_only=True))
+    assert (meta.patient_sex, meta.patient_age, meta.study_description) == ("F", "035Y", "XR CHEST 1 VIEW")
 
 
 def test_burned_in_text_shows_in_the_picture_people_see(pixels) -> None:
