@@ -128,14 +128,15 @@ CSS = """
 #filter-warning:empty { display: none; }
 #reading-panel { min-height: 60vh; }
 .xv-root { display: flex; flex-direction: column; gap: 4px; }
-.xv-toolbar { display: flex; flex-wrap: wrap; gap: 10px; align-items: center; font-size: 13px; }
+.xv-toolbar { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; font-size: 12px; }
 .xv-group { display: inline-flex; gap: 3px; align-items: center; }
 .xv-label { color: #555; margin-right: 2px; }
-.xv-btn { padding: 2px 8px; border: 1px solid #bbb; border-radius: 4px; background: #fff; cursor: pointer; }
+.xv-btn { padding: 1px 6px; border: 1px solid #bbb; border-radius: 4px; background: #fff; cursor: pointer;
+  font-size: 12px; line-height: 18px; margin: 0; }
 .xv-btn[aria-pressed="true"] { background: #1d4e89; color: #fff; border-color: #1d4e89; }
 .xv-scale { display: inline-flex; align-items: center; gap: 4px; font-size: 11px; color: #555; }
-.xv-scale-bar { display: inline-block; width: 110px; height: 10px; border: 1px solid #999; }
-.xv-panes { display: flex; gap: 4px; height: calc(100vh - 230px); min-height: 480px; }
+.xv-scale-bar { display: inline-block; width: 80px; height: 10px; border: 1px solid #999; }
+.xv-panes { display: flex; gap: 4px; height: calc(100vh - 300px); min-height: 480px; }
 .xv-pane { position: relative; flex: 1 1 0; background: #000; overflow: hidden; }
 .xv-pane.xv-active { outline: 2px solid #1d4e89; }
 .xv-element { position: absolute; inset: 0; }

@@ -1,7 +1,8 @@
 """The doctors' review app, mounted on the Serve ingress, driven in headless Chromium as a doctor uses it:
 log in, filter the worklist, open a study by clicking its row, toggle the Grad-CAM heatmap, record verdicts
 (two doctors, a change of mind, a session that ends mid-verdict), and every data route refused without a
-session or an API key. Screenshots of the worklist and of the study view land in the state dir."""
+session or an API key; and a reading session from the keyboard on DICOM films (issue 31). Screenshots of the
+worklist and of the reading view land in the state dir."""
 
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from ingest.uploader import upload_study
 from tests.accounts import new_account, new_api_key
 from tests.e2e.browser import log_in
 from tests.e2e.observe import rows_for
-from xraylab.db.models import LoginThrottle, Study, User, UserSession, VerdictRow
+from xraylab.db.models import Heatmap, LoginThrottle, Study, User, UserSession, VerdictRow
 from xraylab.messages import StudyMetadata
 from xraylab.synthetic import encode_jpeg, generate_xray
 
@@ -175,15 +176,13 @@ def test_nothing_of_a_patient_without_a_session_or_key(pipeline, ward, mariadb) 
 
 
 def test_a_doctor_reviews_by_clicking_and_a_second_doctor_keeps_the_first_verdict(pipeline, ward, mariadb,
-                                                                                    browser, settings) -> None:
+                                                                                    browser) -> None:
     from playwright.sync_api import expect
 
     ward.upload(3)
     ward.wait_rows()
     doc_a, pw_a = new_account(mariadb, hospitals=[ward.hospital])
     doc_b, pw_b = new_account(mariadb, hospitals=[ward.hospital])
-    shots = settings.STATE_DIR / "screenshots"
-    shots.mkdir(parents=True, exist_ok=True)
 
     context = browser.new_context(viewport={"width": 1600, "height": 1100})
     page = context.new_page()
@@ -199,7 +198,6 @@ def test_a_doctor_reviews_by_clicking_and_a_second_doctor_keeps_the_first_verdic
     expect(cell(page, 0, 0)).not_to_be_empty(timeout=30000)
     show_hospital(page, ward.hospital)
     expect(page.locator("#page-info")).to_contain_text("3 studies", timeout=30000)
-    page.screenshot(path=str(shots / "review-worklist.png"))
 
     # The top study, opened by clicking its row.
     with mariadb.session() as session:
@@ -297,6 +295,11 @@ def upload_dicom(ward: Ward, patient_id: str, name: str, day: str, accession: st
     return key
 
 
+def cached_maps(db, study_id: int) -> int:
+    with db.session() as session:
+        return session.scalar(select(func.count()).select_from(Heatmap).where(Heatmap.study_id == study_id))
+
+
 def pane_pixels(page) -> bytes:
     return page.locator(".xv-pane-main .xv-element").screenshot()
 
@@ -336,6 +339,7 @@ def test_a_radiologist_reads_dicom_films_from_the_keyboard(pipeline, ward, maria
     expect(page.get_by_role("option").locator("visible=true")).to_have_count(0)
     show_hospital(page, ward.hospital)
     expect(page.locator("#page-info")).to_contain_text("3 studies", timeout=30000)
+    page.screenshot(path=str(shots / "review-worklist.png"))
 
     # A bad date: said beside the filters; the page line stays, no rows of other filters are left.
     page.locator("#filter-from textarea, #filter-from input").first.fill("2026-13-45")
@@ -411,7 +415,12 @@ def test_a_radiologist_reads_dicom_films_from_the_keyboard(pipeline, ward, maria
     page.keyboard.press("r")
     page.wait_for_function("() => window.xraylabViewer.panes.main.state().invert === false")
 
-    # The Grad-CAM layer: computed ahead for a Pneumonia/Unsure study, with opacity and a colour scale.
+    # The Grad-CAM layer: computed ahead for a Pneumonia/Unsure study (in the cache before any doctor asked for
+    # it), with opacity and a colour scale.
+    deadline = time.time() + 90
+    while not cached_maps(mariadb, ids[newer]) and time.time() < deadline:
+        time.sleep(1)
+    assert cached_maps(mariadb, ids[newer]) == 1, "the ingress computed the map ahead"
     page.keyboard.press("h")
     page.wait_for_selector(".xv-root[data-heat-on='1']", timeout=120000)
     timings["first Grad-CAM toggle"] = float(page.locator(".xv-root").get_attribute("data-heat-ms")) / 1000
