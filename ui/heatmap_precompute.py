@@ -1,18 +1,21 @@
-"""Grad-CAM maps computed ahead, so that a reader's first Grad-CAM toggle is served from the cache: for every study
-whose latest prediction is in the Pneumonia or Unsure band and has no cached map under that prediction's model, the
-map is computed (``ui.study_media.HeatmapMaker``, the routes' own) and cached in the ``heatmaps`` table.
+"""Grad-CAM maps computed ahead, so that a reader's first Grad-CAM toggle is served from the cache: for every
+unreviewed study whose latest prediction is in the Pneumonia or Unsure band and has no cached map under that
+prediction's model, the map is computed (``ui.study_media.HeatmapMaker``, the routes' own) and cached in the
+``heatmaps`` table.
 
 ``HeatmapPrecomputer.start()`` starts a daemon thread that first warms the serving model (loads the registry's
 promoted model and runs Grad-CAM once on a blank input, so that a first toggle, even of a Normal study, pays neither
 the model's load nor its gradient model's building), then every ``XRAYLAB_HEATMAP_PRECOMPUTE_INTERVAL_S`` seconds
-(0: no thread at all) computes up to ``batch`` missing maps, going on at once while more are waiting. ``stop()``
-ends it. ``run_once(limit)`` is one such round.
+(0: no thread at all) computes up to ``batch`` missing maps, going on after ``BATCH_PAUSE_S`` while more are
+waiting (the pause lets a doctor's own request take the one Grad-CAM lock between batches). ``stop()`` ends it.
+``run_once(limit)`` is one such round.
 
-Order: unreviewed studies first, then the highest risk band (Pneumonia, then Unsure), then the newest: the studies
-a reader opens next. A study whose picture is gone, replaced after scoring, over the image limits or unreadable is
-left out for as long as the process runs (its map would be refused anyway); a failure of another kind (the store or
-the registry not answering) is tried again in later rounds, up to ``MAX_TRIES`` times. Nothing is audited (no one
-looked at a picture), and the log names studies by their row id only.
+Reviewed studies are left to be made on demand (a reader opens them rarely). Order: the highest risk band
+(Pneumonia, then Unsure), then the newest: the studies a reader opens next. A study whose picture is gone, replaced
+after scoring, over the image limits or unreadable is left out for as long as the process runs (its map would be
+refused anyway); a failure of another kind (the store or the registry not answering) is tried again in later
+rounds, up to ``MAX_TRIES`` times. Nothing is audited (no one looked at a picture), and the log names studies by
+their row id only.
 
 Every replica of the review app runs one: two replicas may compute the same map at once, and the cache keeps the
 first (``store_heatmap``); the maps are equal.
@@ -36,26 +39,28 @@ from xraylab.db.session import Database
 from xraylab.errors import RejectedInputError
 from xraylab.imaging import InvalidImageError, check_size, picture_size
 
-__all__ = ["HeatmapPrecomputer", "missing_heatmaps", "PRECOMPUTED_BANDS", "BATCH", "MAX_TRIES"]
+__all__ = ["HeatmapPrecomputer", "missing_heatmaps", "PRECOMPUTED_BANDS", "BATCH", "BATCH_PAUSE_S", "MAX_TRIES"]
 
 log = logging.getLogger("xraylab.ui.heatmap_precompute")
 PRECOMPUTED_BANDS = (PNEUMONIA, UNSURE)
-BATCH = 8  # maps per round; with more waiting, the next round starts at once
+BATCH = 8  # maps per round; with more waiting, the next round starts after BATCH_PAUSE_S
+BATCH_PAUSE_S = 1.0
 MAX_TRIES = 3  # rounds in which a study's map may fail for a reason other than its picture, before it is left out
 
 
 def missing_heatmaps(session: Session, limit: int) -> list[tuple[int, str]]:
-    """``(study id, model version)`` of up to ``limit`` studies whose latest prediction is in a band of
-    ``PRECOMPUTED_BANDS`` and has no cached map under its model version: unreviewed first, then by band (the
-    highest risk first), then the newest."""
+    """``(study id, model version)`` of up to ``limit`` unreviewed studies whose latest prediction is in a band of
+    ``PRECOMPUTED_BANDS`` and has no cached map under its model version: by band (the highest risk first), then the
+    newest."""
     latest = (select(func.max(Prediction.id)).where(Prediction.study_id == Study.id)
               .correlate(Study).scalar_subquery())
     cached = exists().where((Heatmap.study_id == Study.id) & (Heatmap.model_version == Prediction.model_version))
     ranks = [BAND_ORDER.index(band) for band in PRECOMPUTED_BANDS]
     query = (select(Study.id, Prediction.model_version)
              .join(Prediction, Prediction.id == latest)
-             .where(Study.band_rank.in_(ranks), Prediction.band.in_(PRECOMPUTED_BANDS), ~cached)
-             .order_by(Study.reviewed, Study.band_rank, Study.id.desc())
+             .where(Study.reviewed.is_(False), Study.band_rank.in_(ranks), Prediction.band.in_(PRECOMPUTED_BANDS),
+                    ~cached)
+             .order_by(Study.band_rank, Study.id.desc())
              .limit(limit))
     return [(int(study_id), str(version)) for study_id, version in session.execute(query)]
 
@@ -165,4 +170,4 @@ class HeatmapPrecomputer:
             except Exception as exc:  # the database not answering: next round
                 log.warning("Grad-CAM maps not computed ahead this round: %s", type(exc).__name__)
                 done = 0
-            self._stop.wait(0.0 if done >= self.batch else self.interval_s)
+            self._stop.wait(BATCH_PAUSE_S if done >= self.batch else self.interval_s)

@@ -49,6 +49,7 @@ from ui.review_views import (
 )
 from xraylab.accounts import AccessPolicy, Principal, touch_session
 from xraylab.bands import BAND_ORDER
+from xraylab.db.review import DEFAULT_SORT as WORKLIST_DEFAULT_SORT
 from xraylab.db.review import (
     MAX_NOTES,
     InvalidVerdictError,
@@ -59,6 +60,8 @@ from xraylab.db.review import (
     record_audit,
     record_verdict,
     study_detail,
+    study_in_scope,
+    verdict_history,
     worklist_page,
     worklist_version,
 )
@@ -78,7 +81,7 @@ ALL = "All"
 EVENT_CONCURRENCY = 8  # Gradio events served at once (its default is one: one slow event held up every doctor)
 EVENT_QUEUE_MAX = 64  # events waiting beyond those: more are refused ("queue full"), never queued without end
 STATUS_CHOICES = {"All": "all", "Unreviewed": "unreviewed", "Reviewed": "reviewed"}
-DEFAULT_SORT = ("priority", False)
+DEFAULT_SORT = (WORKLIST_DEFAULT_SORT, False)  # the worklist's own order, as the database defines it
 
 # Shown by the page's own script when the app's API answers 401 (the session ended while the page was open):
 # the form keeps what the doctor typed; logging in again in another tab and pressing the button again saves it.
@@ -448,10 +451,14 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
         message = f"Saved: **{label}** on study {study_id} (verdict {verdict_id})."
         try:  # saved already: what follows only redraws, and a failure here must not invite a second save
             with db.session() as session:
-                verdicts = study_detail(session, int(study_id), scope=user.scope)["verdicts"]
+                study_in_scope(session, int(study_id), user.scope)
+                verdicts = verdict_history(session, int(study_id))
             listing = worklist(search, hospital, band, status, date_from, date_to, sort, page, request)
-            following = actions.next_unreviewed(actions.filters(search, hospital, band, status, date_from, date_to,
-                                                                sort), int(study_id), user) if go_next else None
+            try:
+                filters = actions.filters(search, hospital, band, status, date_from, date_to, sort)
+            except ValueError:  # a filter being fixed (a bad date): the next study is the worklist's first
+                filters = WorklistFilter()
+            following = actions.next_unreviewed(filters, int(study_id), user) if go_next else None
         except Exception as exc:
             log.warning("study %s: verdict %s saved, the page not redrawn: %s", study_id, verdict_id,
                         type(exc).__name__)

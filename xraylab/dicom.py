@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["is_dicom", "claims_dicom", "refuse_misnamed", "read_dataset", "check_supported", "to_grey",
            "decode_grey", "tag_metadata", "with_tags", "dicom_size", "MONOCHROME", "DICOM_SUFFIXES", "DICOM_MEDIA_TYPE",
-           "is_own_result", "RESULT_MANUFACTURER"]
+           "is_own_result", "RESULT_MANUFACTURER", "compressed_frame_size", "is_read_failure", "first_value"]
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 DICOM_MEDIA_TYPE = "application/dicom"
@@ -67,7 +67,7 @@ def refuse_misnamed(data: bytes, name: str | None, content_type: str | None) -> 
                                 RejectReason.NOT_DICOM)
 
 
-def _failure(exc: BaseException) -> bool:
+def is_read_failure(exc: BaseException) -> bool:
     """Whether ``exc`` is a failure to read this input (to be refused), rather than the process being stopped.
     Decoders written in Rust (pylibjpeg-rle) panic with a ``BaseException`` of their own on corrupt data."""
     return not isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit)
@@ -84,7 +84,7 @@ def read_dataset(data: bytes, *, header_only: bool = False) -> Dataset:
     try:
         return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=header_only)
     except BaseException as exc:
-        if not _failure(exc):
+        if not is_read_failure(exc):
             raise
         raise InvalidImageError(f"unreadable DICOM ({type(exc).__name__})") from None
 
@@ -163,7 +163,7 @@ def _window(values: np.ndarray, center: float, width: float, function: str) -> n
     return np.clip(values, 0.0, 1.0, out=values)
 
 
-def _first(value: Any) -> float:
+def first_value(value: Any) -> float:
     """The first of a multi-valued DS (several windows: the first is the default one)."""
     from pydicom.multival import MultiValue
 
@@ -187,7 +187,7 @@ def _to_unit(ds: Dataset, stored: np.ndarray) -> np.ndarray:
         unit = np.asarray(apply_voi(indices, ds, index=0), np.float64) / float(2 ** entry_bits - 1)
     elif ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
         function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
-        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+        center, width = first_value(ds.WindowCenter), first_value(ds.WindowWidth)
         if not (np.isfinite(center) and np.isfinite(width) and width > 0):
             raise InvalidImageError(f"window center {center:g} / width {width:g} is no window",
                                     RejectReason.UNSUPPORTED_DICOM)
@@ -219,7 +219,7 @@ def to_grey(ds: Dataset) -> np.ndarray:
     try:
         stored = ds.pixel_array  # YBR colour is converted to RGB here
     except BaseException as exc:  # a decoder's own error: truncated or corrupt pixel data
-        if not _failure(exc):
+        if not is_read_failure(exc):
             raise
         raise InvalidImageError(f"pixel data does not decode ({type(exc).__name__})") from None
     photometric = str(ds.PhotometricInterpretation).strip()
@@ -239,7 +239,7 @@ def to_grey(ds: Dataset) -> np.ndarray:
     return np.clip(luma * (255.0 / top), 0.0, 255.0).astype(np.float32)
 
 
-def _frame_size(ds: Dataset) -> tuple[int, int] | None:
+def compressed_frame_size(ds: Dataset) -> tuple[int, int] | None:
     """(width, height) that the first compressed frame says it has (a JPEG SOF or JPEG 2000 SIZ marker), read
     before decoding: a decoder sizes its buffer from these, not from Rows and Columns. None: not JPEG/J2K."""
     from pydicom.encaps import generate_frames
@@ -287,7 +287,7 @@ def decode_grey(data: bytes, limits: ImageLimits | None = None) -> np.ndarray:
         if limits is not None:
             size = dicom_size(ds)
             check_size(size, limits)
-            framed = _frame_size(ds)
+            framed = compressed_frame_size(ds)
             if framed is not None and framed != size:
                 raise InvalidImageError(f"the compressed frame is {framed[0]}x{framed[1]} pixels, the header says "
                                         f"{size[0]}x{size[1]}")
@@ -295,7 +295,7 @@ def decode_grey(data: bytes, limits: ImageLimits | None = None) -> np.ndarray:
     except InvalidImageError:
         raise
     except BaseException as exc:
-        if not _failure(exc):
+        if not is_read_failure(exc):
             raise
         # pydicom reads values lazily: an attribute that does not parse (an IS of "1A") fails here
         raise InvalidImageError(f"malformed DICOM ({type(exc).__name__})") from None

@@ -172,6 +172,7 @@ def _upsampled(cam: Any, size: tuple[int, ...]) -> np.ndarray:
 
 
 def _as_map(heat: np.ndarray) -> np.ndarray:
+    """One ``(H, W)`` map in ``[0, 1]`` (NaN as 0, a trailing channel of 1 dropped)."""
     heat = np.asarray(heat, dtype=np.float32)
     if heat.ndim == 3 and heat.shape[-1] == 1:
         heat = heat[..., 0]
@@ -212,9 +213,14 @@ def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.45,
     return Image.fromarray(out)
 
 
+def heat_levels(heat: np.ndarray) -> np.ndarray:
+    """One ``(H, W)`` map in ``[0, 1]`` as 8-bit heat levels (the cache's, and a colour table's index)."""
+    return np.round(_as_map(heat) * 255.0).astype(np.uint8)
+
+
 def heat_to_png(heat: np.ndarray) -> bytes:
     """One ``(H, W)`` map in ``[0, 1]`` as an 8-bit greyscale PNG (the cache format; within 1/255)."""
-    levels = np.round(_as_map(heat) * 255.0).astype(np.uint8)
+    levels = heat_levels(heat)
     buf = io.BytesIO()
     Image.fromarray(levels).save(buf, format="PNG", optimize=True)
     return buf.getvalue()

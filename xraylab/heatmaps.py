@@ -26,6 +26,7 @@ import numpy as np
 
 from xraylab.db.review import cached_heatmap, store_heatmap
 from xraylab.db.session import Database
+from xraylab.gradcam import heat_levels
 from xraylab.imaging import ImageLimits, open_picture
 from xraylab.registry import RegistryLike
 
@@ -69,17 +70,10 @@ def colour_scale_css() -> str:
     return f"linear-gradient(90deg, {stops})"
 
 
-def _levels(heat: np.ndarray) -> np.ndarray:
-    """A map in [0, 1] (NaN as 0) as 8-bit heat levels."""
-    from xraylab.gradcam import _as_map
-
-    return np.round(_as_map(heat) * 255.0).astype(np.uint8)
-
-
 def heat_rgba(heat: np.ndarray) -> np.ndarray:
     """A ``(H, W)`` map in [0, 1] as ``uint8 (H, W, 4)``: the scale's colour of each level, and an alpha that is the
     heat itself (0 where the model found nothing: the film shows through; 255 at the map's maximum)."""
-    levels = _levels(heat)
+    levels = heat_levels(heat)
     out = np.empty((*levels.shape, 4), np.uint8)
     out[..., :3] = HEAT_COLOURS[levels]
     out[..., 3] = levels
@@ -148,6 +142,9 @@ class HeatmapCache:
             return cached
         model, card = self.model(version)
         with self._lock:  # one Grad-CAM at a time per process: it is CPU-bound and the model is shared
+            cached = self.cached(study_id, version)  # made meanwhile (the precomputer, another request)?
+            if cached is not None:
+                return cached
             heat = explain(model, card, original, self.limits)
         with self.db.session() as session:
             store_heatmap(session, study_id, version, heat_to_png(heat))

@@ -143,7 +143,15 @@ def _picture(data: bytes, limits: ImageLimits | None) -> StoredPixels:
 
 def _dicom(data: bytes, limits: ImageLimits | None) -> StoredPixels:
     """A DICOM file's one frame, refused first as ``xraylab.dicom.decode_grey`` refuses one."""
-    from xraylab.dicom import MONOCHROME, _failure, _frame_size, check_supported, dicom_size, read_dataset, to_grey
+    from xraylab.dicom import (
+        MONOCHROME,
+        check_supported,
+        compressed_frame_size,
+        dicom_size,
+        is_read_failure,
+        read_dataset,
+        to_grey,
+    )
 
     ds = read_dataset(data)
     try:
@@ -151,7 +159,7 @@ def _dicom(data: bytes, limits: ImageLimits | None) -> StoredPixels:
         if limits is not None:
             size = dicom_size(ds)
             check_size(size, limits)
-            framed = _frame_size(ds)
+            framed = compressed_frame_size(ds)
             if framed is not None and framed != size:
                 raise InvalidImageError(f"the compressed frame is {framed[0]}x{framed[1]} pixels, the header says "
                                         f"{size[0]}x{size[1]}")
@@ -161,14 +169,14 @@ def _dicom(data: bytes, limits: ImageLimits | None) -> StoredPixels:
         try:
             stored = ds.pixel_array
         except BaseException as exc:  # a decoder's own error: truncated or corrupt pixel data
-            if not _failure(exc):
+            if not is_read_failure(exc):
                 raise
             raise InvalidImageError(f"pixel data does not decode ({type(exc).__name__})") from None
         return _monochrome(ds, stored)
     except InvalidImageError:
         raise
     except BaseException as exc:
-        if not _failure(exc):
+        if not is_read_failure(exc):
             raise
         # pydicom reads values lazily: an attribute that does not parse (an IS of "1A") fails here
         raise InvalidImageError(f"malformed DICOM ({type(exc).__name__})") from None
@@ -195,9 +203,9 @@ def _monochrome(ds: Dataset, stored: np.ndarray) -> StoredPixels:
                                 RejectReason.UNSUPPORTED_DICOM)
     samples, bits_stored, slope, intercept = _as_sent(stored, bits_stored, signed, slope, intercept)
     if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
-        from xraylab.dicom import _first
+        from xraylab.dicom import first_value
 
-        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+        center, width = first_value(ds.WindowCenter), first_value(ds.WindowWidth)
         if not (np.isfinite(center) and np.isfinite(width) and width > 0):
             raise InvalidImageError(f"window center {center:g} / width {width:g} is no window",
                                     RejectReason.UNSUPPORTED_DICOM)

@@ -40,6 +40,9 @@ __all__ = ["Base", "Study", "Prediction", "User", "UserHospital", "LoginThrottle
 
 # Hospitals' names compare byte for byte (binary collation on MariaDB), as a reader's scope does in Python.
 HOSPITAL_NAME = String(128).with_variant(mysql.VARCHAR(128, charset="utf8mb4", collation="utf8mb4_bin"), "mysql")
+# A patient id too, byte for byte (migration 0007): a prior study is the same patient's, not one whose id differs
+# in case or trailing spaces.
+PATIENT_ID = String(128).with_variant(mysql.VARCHAR(128, charset="utf8mb4", collation="utf8mb4_bin"), "mysql")
 
 
 def utcnow() -> datetime:
@@ -74,7 +77,7 @@ class Study(Base):
     size_bytes: Mapped[int | None] = mapped_column(Integer)
     content_type: Mapped[str | None] = mapped_column(String(128))
     hospital: Mapped[str | None] = mapped_column(HOSPITAL_NAME)
-    patient_id: Mapped[str | None] = mapped_column(String(128))
+    patient_id: Mapped[str | None] = mapped_column(PATIENT_ID)
     patient_name: Mapped[str | None] = mapped_column(String(256))
     study_date: Mapped[str | None] = mapped_column(String(32))
     # What the worklist shows of the patient and the study (DICOM's tags, or an upload's metadata): PatientSex

@@ -126,3 +126,18 @@ def test_the_thread_warms_the_model_then_fills_the_cache_and_stops(db: Database)
     assert not precompute.running and maps.warmed == 1 and cached(db) == {(study, "m1")}
     with pytest.raises(ValueError):
         HeatmapPrecomputer(db, maps, interval_s=-1)
+
+
+def test_reviewed_studies_are_left_to_be_made_on_demand(db: Database) -> None:
+    from sqlalchemy import update
+
+    from xraylab.db.models import Study
+
+    reviewed = add(db, "reviewed", "Pneumonia", 0.9)
+    waiting = add(db, "waiting", "Unsure", 0.6)
+    with db.session() as session:  # as a verdict marks it
+        session.execute(update(Study).where(Study.id == reviewed).values(reviewed=True))
+    with db.session() as session:
+        assert missing_heatmaps(session, 10) == [(waiting, "m1")]
+    assert HeatmapPrecomputer(db, FakeMaps(db, Images(jpeg())), interval_s=0).run_once(10) == 1
+    assert cached(db) == {(waiting, "m1")}

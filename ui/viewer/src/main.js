@@ -13,6 +13,7 @@
 import {
   Enums,
   RenderingEngine,
+  cache,
   imageLoader,
   init as coreInit,
   metaData,
@@ -351,6 +352,11 @@ class Pane {
       } catch (e) { /* already gone with its element */ }
     }
     this.enabled = false;
+    if (this.imageId) { // a film's samples (up to 20 MB) are not kept once no pane shows it
+      imageMeta.delete(this.imageId);
+      try { cache.removeImageLoadObject(this.imageId, { force: true }); } catch (e) { /* not cached */ }
+      this.imageId = null;
+    }
   }
 }
 
@@ -426,12 +432,14 @@ class Viewer {
 
   async mount() {
     const { engine } = await start();
+    if (this.destroyed) return; // another study opened meanwhile (J / K pressed fast)
     this.engine = engine;
     const main = this.addPane('main');
     this.active = main;
-    await this.load(main, this.root.dataset.pixels, this.root.dataset.caption);
     this.resizeObserver = new ResizeObserver(() => this.resize());
     this.resizeObserver.observe(this.panesNode);
+    await this.load(main, this.root.dataset.pixels, this.root.dataset.caption);
+    if (this.destroyed) main.destroy(); // let go of what arrived after the viewer was let go of
   }
 
   addPane(role) {
@@ -523,6 +531,7 @@ class Viewer {
       this.status.textContent = 'Loading the Grad-CAM layer…';
       try {
         this.heat.image = await this.loadHeat(this.root.dataset.heat);
+        if (this.destroyed) { this.heat.image.close(); this.heat.image = null; return; }
         this.status.textContent = '';
       } catch (error) {
         this.status.textContent = `The Grad-CAM layer cannot be shown: ${error.message}`;
@@ -560,9 +569,12 @@ class Viewer {
   }
 
   destroy() {
+    this.destroyed = true;
     if (this.resizeObserver) this.resizeObserver.disconnect();
     Object.values(this.panes).forEach((pane) => pane.destroy());
     this.panes = {};
+    if (this.heat.image) this.heat.image.close();
+    this.heat.image = null;
   }
 }
 
@@ -667,7 +679,9 @@ function onKey(event) {
       return;
     }
   }
-  const reading = !!document.querySelector('#reading-panel .xv-root');
+  // The reading keys act only while the Reading tab is on screen: a verdict is never given from another tab.
+  const panel = document.getElementById('reading-panel');
+  const reading = !!panel && panel.offsetParent !== null && !!document.querySelector('#study-details h3[data-study]');
   const key = event.key;
   const viewer = current;
   const actions = {
