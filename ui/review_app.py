@@ -210,6 +210,12 @@ def _parse_date(text: str | None, name: str) -> date | None:
         raise ValueError(f"{name} must be a date as YYYY-MM-DD, not {text[:20]!r}") from None
 
 
+def _sort_of(sort: Any) -> tuple[str, bool]:
+    """The worklist's order as the page's state holds it (a key and a direction; Gradio may hand back a list)."""
+    key, descending = tuple(sort) if sort else DEFAULT_SORT
+    return str(key), bool(descending)
+
+
 def _command(value: str | None) -> str:
     """A command from the page's script (``ui/viewer``: ``value|counter``), without its counter."""
     return (value or "").rsplit("|", 1)[0].strip()
@@ -251,13 +257,13 @@ class ReviewActions:
 
     def filters(self, search: str, hospital: str, band: str, status: str, date_from: str, date_to: str,
                 sort: tuple[str, bool] | list[Any] | None = None) -> WorklistFilter:
-        key, descending = tuple(sort) if sort else DEFAULT_SORT
+        key, descending = _sort_of(sort)
         return WorklistFilter(hospital=None if hospital in (None, "", ALL) else hospital,
                               band=None if band in (None, "", ALL) else band,
                               date_from=_parse_date(date_from, "Study date from"),
                               date_to=_parse_date(date_to, "Study date to"),
                               status=STATUS_CHOICES.get(status, "all"),  # type: ignore[arg-type]
-                              search=(search or "").strip() or None, sort=key, descending=bool(descending))
+                              search=(search or "").strip() or None, sort=key, descending=descending)
 
     def page(self, filters: WorklistFilter, page: int, user: Principal, refresh: bool = False,
              unless: str | None = None) -> Listing:
@@ -341,10 +347,9 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
 
     def listed(listing: Listing, sort: Any) -> tuple[Any, ...]:
         """The worklist's outputs: table, page line, page, version, the two page buttons, the filters' warning."""
-        key, descending = tuple(sort) if sort else DEFAULT_SORT
         if listing.rows is None:  # as shown: only the version moves on
             return gr.skip(), gr.skip(), gr.skip(), listing.version, gr.skip(), gr.skip(), gr.skip()
-        return (worklist_html(listing.rows, key, descending), listing.info, listing.page, listing.version,
+        return (worklist_html(listing.rows, *_sort_of(sort)), listing.info, listing.page, listing.version,
                 gr.update(interactive=listing.page > 1), gr.update(interactive=listing.page < listing.pages), "")
 
     def worklist(search: str, hospital: str, band: str, status: str, date_from: str, date_to: str, sort: Any,
@@ -355,7 +360,7 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
         try:
             filters = actions.filters(search, hospital, band, status, date_from, date_to, sort)
         except ValueError as exc:  # the rows of other filters would mislead: none are shown until it is fixed
-            return (worklist_html([], *(tuple(sort) if sort else DEFAULT_SORT), empty="No studies listed: fix the "
+            return (worklist_html([], *_sort_of(sort), empty="No studies listed: fix the "
                                   "filter above."), "No studies listed", 1, gr.skip(), gr.update(interactive=False),
                     gr.update(interactive=False), f"⚠️ {exc}")
         return listed(actions.page(filters, int(page or 1), user, refresh, unless), sort)
@@ -417,7 +422,7 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
 
     def on_sort(command: str, sort: Any, search: str, hospital: str, band: str, status: str, date_from: str,
                 date_to: str, request: gr.Request) -> tuple[Any, ...]:
-        key, descending = next_sort(*(tuple(sort) if sort else DEFAULT_SORT), _command(command))
+        key, descending = next_sort(*_sort_of(sort), _command(command))
         return (key, descending), *worklist(search, hospital, band, status, date_from, date_to, (key, descending), 1,
                                             request)
 

@@ -17,9 +17,10 @@ input), else the range its pixels really use.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -39,8 +40,9 @@ if TYPE_CHECKING:
 
 __all__ = ["is_dicom", "claims_dicom", "refuse_misnamed", "read_dataset", "check_supported", "to_grey",
            "decode_grey", "tag_metadata", "with_tags", "dicom_size", "MONOCHROME", "DICOM_SUFFIXES", "DICOM_MEDIA_TYPE",
-           "is_own_result", "RESULT_MANUFACTURER", "compressed_frame_size", "is_read_failure", "first_value"]
+           "is_own_result", "RESULT_MANUFACTURER", "is_read_failure", "first_value", "decode_checked"]
 
+T = TypeVar("T")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 DICOM_MEDIA_TYPE = "application/dicom"
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
@@ -239,7 +241,7 @@ def to_grey(ds: Dataset) -> np.ndarray:
     return np.clip(luma * (255.0 / top), 0.0, 255.0).astype(np.float32)
 
 
-def compressed_frame_size(ds: Dataset) -> tuple[int, int] | None:
+def _frame_size(ds: Dataset) -> tuple[int, int] | None:
     """(width, height) that the first compressed frame says it has (a JPEG SOF or JPEG 2000 SIZ marker), read
     before decoding: a decoder sizes its buffer from these, not from Rows and Columns. None: not JPEG/J2K."""
     from pydicom.encaps import generate_frames
@@ -277,21 +279,21 @@ def _j2k_size(frame: bytes) -> tuple[int, int] | None:
     return x - x0, y - y0
 
 
-def decode_grey(data: bytes, limits: ImageLimits | None = None) -> np.ndarray:
-    """Bytes of a DICOM file -> its grey picture (``to_grey``), refused before decoding when it is not a single
-    image this module can render or has more pixels than ``limits`` allow (its header's Rows and Columns, and
-    what its compressed frame says it holds, which must agree)."""
+def decode_checked(data: bytes, limits: ImageLimits | None, decode: Callable[[Dataset], T]) -> T:
+    """``decode`` of the DICOM file in ``data``, refused before decoding when it is not a single image this
+    module can render or has more pixels than ``limits`` allow (its header's Rows and Columns, and what its
+    compressed frame says it holds, which must agree). A failure to read it is an ``InvalidImageError``."""
     ds = read_dataset(data)
     try:
         check_supported(ds)
         if limits is not None:
             size = dicom_size(ds)
             check_size(size, limits)
-            framed = compressed_frame_size(ds)
+            framed = _frame_size(ds)
             if framed is not None and framed != size:
                 raise InvalidImageError(f"the compressed frame is {framed[0]}x{framed[1]} pixels, the header says "
                                         f"{size[0]}x{size[1]}")
-        return to_grey(ds)
+        return decode(ds)
     except InvalidImageError:
         raise
     except BaseException as exc:
@@ -299,6 +301,11 @@ def decode_grey(data: bytes, limits: ImageLimits | None = None) -> np.ndarray:
             raise
         # pydicom reads values lazily: an attribute that does not parse (an IS of "1A") fails here
         raise InvalidImageError(f"malformed DICOM ({type(exc).__name__})") from None
+
+
+def decode_grey(data: bytes, limits: ImageLimits | None = None) -> np.ndarray:
+    """Bytes of a DICOM file -> its grey picture (``to_grey``), refused as ``decode_checked`` refuses one."""
+    return decode_checked(data, limits, to_grey)
 
 
 def _text(value: Any, limit: int) -> str | None:

@@ -25,6 +25,7 @@ __all__ = [
     "InvalidImageError",
     "ImageLimits",
     "check_size",
+    "load_picture",
     "CheckDynamicRange",
     "PreprocessSpec",
     "DecodeImage",
@@ -128,20 +129,27 @@ class DecodeImage:
 
         if is_dicom(data):
             return decode_grey(data, self.limits)
-        try:
-            image = Image.open(io.BytesIO(data), formats=self.formats)
-            if self.draft_size and image.format == "JPEG":
-                image.draft("L", self.draft_size)
-            if self.limits:
-                check_size(image.size, self.limits)
-            image.load()
-        except Image.DecompressionBombError as exc:  # Pillow's own ceiling, above any ImageLimits
-            raise InvalidImageError(f"more pixels than Pillow decodes: {exc}", RejectReason.TOO_MANY_PIXELS) from exc
-        except UnidentifiedImageError as exc:
-            raise InvalidImageError("not a JPEG, PNG or DICOM Part 10 file") from exc
-        except (OSError, SyntaxError) as exc:
-            raise InvalidImageError(f"not a readable JPEG, PNG or DICOM image: {exc}") from exc
-        return image
+        return load_picture(data, self.formats, self.limits, self.draft_size)
+
+
+def load_picture(data: bytes, formats: tuple[str, ...], limits: ImageLimits | None,
+                 draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """A JPEG or PNG (``formats``) fully loaded, held to ``limits`` from its header before any pixel is decoded;
+    with ``draft_size``, a JPEG decoded at reduced scale in grayscale (``DecodeImage``)."""
+    try:
+        image = Image.open(io.BytesIO(data), formats=formats)
+        if draft_size and image.format == "JPEG":
+            image.draft("L", draft_size)
+        if limits:
+            check_size(image.size, limits)
+        image.load()
+    except Image.DecompressionBombError as exc:  # Pillow's own ceiling, above any ImageLimits
+        raise InvalidImageError(f"more pixels than Pillow decodes: {exc}", RejectReason.TOO_MANY_PIXELS) from exc
+    except UnidentifiedImageError as exc:
+        raise InvalidImageError("not a JPEG, PNG or DICOM Part 10 file") from exc
+    except (OSError, SyntaxError) as exc:
+        raise InvalidImageError(f"not a readable JPEG, PNG or DICOM image: {exc}") from exc
+    return image
 
 
 class ToGrayscale:

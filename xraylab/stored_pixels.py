@@ -25,15 +25,13 @@ Pictures are refused from their header, before any pixel is decoded, with more p
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from xraylab.errors import RejectReason
-from xraylab.imaging import ImageLimits, InvalidImageError, check_size
+from xraylab.imaging import ImageLimits, InvalidImageError, load_picture
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -118,17 +116,7 @@ def _grey8(samples: np.ndarray, source_format: SourceFormat, *, bits: int = 8) -
 
 def _picture(data: bytes, limits: ImageLimits | None) -> StoredPixels:
     """A JPEG or PNG, decoded whole (no reduced JPEG scale), as the chain's ``DecodeImage`` opens it."""
-    try:
-        image = Image.open(io.BytesIO(data), formats=("JPEG", "PNG"))
-        if limits is not None:
-            check_size(image.size, limits)
-        image.load()
-    except Image.DecompressionBombError as exc:  # Pillow's own ceiling, above any ImageLimits
-        raise InvalidImageError(f"more pixels than Pillow decodes: {exc}", RejectReason.TOO_MANY_PIXELS) from exc
-    except UnidentifiedImageError as exc:
-        raise InvalidImageError("not a JPEG, PNG or DICOM Part 10 file") from exc
-    except (OSError, SyntaxError) as exc:
-        raise InvalidImageError(f"not a readable JPEG, PNG or DICOM image: {exc}") from exc
+    image = load_picture(data, ("JPEG", "PNG"), limits)
     source: SourceFormat = "jpeg" if image.format == "JPEG" else "png"
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey PNG ("I" in some Pillow versions)
         samples = np.asarray(image)
@@ -143,43 +131,24 @@ def _picture(data: bytes, limits: ImageLimits | None) -> StoredPixels:
 
 def _dicom(data: bytes, limits: ImageLimits | None) -> StoredPixels:
     """A DICOM file's one frame, refused first as ``xraylab.dicom.decode_grey`` refuses one."""
-    from xraylab.dicom import (
-        MONOCHROME,
-        check_supported,
-        compressed_frame_size,
-        dicom_size,
-        is_read_failure,
-        read_dataset,
-        to_grey,
-    )
+    from xraylab.dicom import decode_checked
 
-    ds = read_dataset(data)
+    return decode_checked(data, limits, _frame)
+
+
+def _frame(ds: Dataset) -> StoredPixels:
+    from xraylab.dicom import MONOCHROME, is_read_failure, to_grey
+
+    photometric = str(ds.PhotometricInterpretation).strip()
+    if photometric not in MONOCHROME:  # colour: 8-bit grey, as the chain sees it
+        return _grey8(np.round(to_grey(ds)).astype(np.uint8), "dicom")
     try:
-        check_supported(ds)
-        if limits is not None:
-            size = dicom_size(ds)
-            check_size(size, limits)
-            framed = compressed_frame_size(ds)
-            if framed is not None and framed != size:
-                raise InvalidImageError(f"the compressed frame is {framed[0]}x{framed[1]} pixels, the header says "
-                                        f"{size[0]}x{size[1]}")
-        photometric = str(ds.PhotometricInterpretation).strip()
-        if photometric not in MONOCHROME:  # colour: 8-bit grey, as the chain sees it
-            return _grey8(np.round(to_grey(ds)).astype(np.uint8), "dicom")
-        try:
-            stored = ds.pixel_array
-        except BaseException as exc:  # a decoder's own error: truncated or corrupt pixel data
-            if not is_read_failure(exc):
-                raise
-            raise InvalidImageError(f"pixel data does not decode ({type(exc).__name__})") from None
-        return _monochrome(ds, stored)
-    except InvalidImageError:
-        raise
-    except BaseException as exc:
+        stored = ds.pixel_array
+    except BaseException as exc:  # a decoder's own error: truncated or corrupt pixel data
         if not is_read_failure(exc):
             raise
-        # pydicom reads values lazily: an attribute that does not parse (an IS of "1A") fails here
-        raise InvalidImageError(f"malformed DICOM ({type(exc).__name__})") from None
+        raise InvalidImageError(f"pixel data does not decode ({type(exc).__name__})") from None
+    return _monochrome(ds, stored)
 
 
 def _monochrome(ds: Dataset, stored: np.ndarray) -> StoredPixels:

@@ -5,8 +5,6 @@ without stopping the others."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,17 +16,9 @@ from ui.heatmap_precompute import HeatmapPrecomputer, missing_heatmaps
 from ui.study_media import ImageGoneError
 from xraylab.db.crud import record_prediction
 from xraylab.db.models import Heatmap
-from xraylab.db.session import Database, upgrade_schema
+from xraylab.db.session import Database
 from xraylab.messages import StudyMetadata, StudyRecord, Verdict, study_uid
 from xraylab.settings import Settings
-
-
-@pytest.fixture()
-def db(tmp_path: Path) -> Iterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'media.db'}")
-    upgrade_schema(db.engine)
-    yield db
-    db.dispose()
 
 
 def add(db: Database, key: str, band: str, score: float, version: str = "m1") -> int:

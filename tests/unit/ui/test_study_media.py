@@ -35,7 +35,7 @@ from ui.study_media import (
 )
 from xraylab.db.crud import record_prediction
 from xraylab.db.review import audit_trail
-from xraylab.db.session import Database, upgrade_schema
+from xraylab.db.session import Database
 from xraylab.messages import StudyMetadata, StudyRecord, Verdict, study_uid
 from xraylab.settings import load_settings
 
@@ -79,14 +79,6 @@ class SlowHeatmaps(HeatmapMaker):
         finally:
             with self._count:
                 self.running -= 1
-
-
-@pytest.fixture()
-def db(tmp_path: Path) -> Iterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'media.db'}")
-    upgrade_schema(db.engine)
-    yield db
-    db.dispose()
 
 
 def add_study(db: Database) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import io
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -33,21 +32,13 @@ from ui.study_media import (
 )
 from xraylab.db.review import audit_trail, store_heatmap
 from xraylab.db.scope import ReadScope
-from xraylab.db.session import Database, upgrade_schema
+from xraylab.db.session import Database
 from xraylab.gradcam import heat_to_png
 from xraylab.heatmaps import HEAT_COLOURS
 
 STUDY = ModalityStudy("P1", "A Name", date(2026, 1, 2), "north")
 ROWS, COLUMNS = 70, 90  # not square: a swap of rows and columns shows
 FULL_RESOLUTION = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "chest-xray" / "full-resolution"
-
-
-@pytest.fixture()
-def db(tmp_path: Path) -> Iterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'media.db'}")
-    upgrade_schema(db.engine)
-    yield db
-    db.dispose()
 
 
 def dicom(stored: np.ndarray, *, bits_stored: int, photometric: str = "MONOCHROME2", syntax: str = "",

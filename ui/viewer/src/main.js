@@ -604,23 +604,14 @@ function typing(target) {
 }
 
 // A command to the app's server: the value into a hidden text box, then its hidden button pressed (the box's
-// value reaches the server with the click). A counter keeps two equal commands apart.
+// value reaches the server with the click). A counter keeps two equal commands apart (opening the same row
+// twice); a choice (the hospital list) goes as it is, since the server keeps it as the filter's value.
 let commandCount = 0;
-function send(name, value) {
+function send(name, value, { counted = true } = {}) {
   const box = document.querySelector(`#${name} textarea, #${name} input`);
   const go = document.querySelector(`#${name}-go`);
   if (!box || !go) return;
-  box.value = `${value}|${++commandCount}`;
-  box.dispatchEvent(new Event('input', { bubbles: true }));
-  setTimeout(() => go.click(), 30);
-}
-
-// A choice of the page's own controls (the hospital list) into its hidden text box, then its button pressed.
-function choose(name, value) {
-  const box = document.querySelector(`#${name} textarea, #${name} input`);
-  const go = document.querySelector(`#${name}-go`);
-  if (!box || !go) return;
-  box.value = value;
+  box.value = counted ? `${value}|${++commandCount}` : value;
   box.dispatchEvent(new Event('input', { bubbles: true }));
   setTimeout(() => go.click(), 30);
 }
@@ -774,7 +765,7 @@ function boot() {
   document.addEventListener('keydown', onKey);
   document.addEventListener('click', onClick);
   document.addEventListener('change', (event) => {
-    if (event.target.id === 'hospital-select') choose('hospital-value', event.target.value);
+    if (event.target.id === 'hospital-select') send('hospital-value', event.target.value, { counted: false });
   });
   document.addEventListener('input', (event) => {
     if (event.target.closest && event.target.closest('#verdict-notes')) updateCounter();
