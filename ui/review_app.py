@@ -224,7 +224,8 @@ def _command(value: str | None) -> str:
 @dataclass(frozen=True)
 class Listing:
     """One page of a worklist as shown: its rows (as ``ui.review_views.worklist_html`` takes them), the line under
-    it, which page of how many, and the version it reflects (``worklist_version`` and the page's digest)."""
+    it, which page of how many, and the version it reflects (``worklist_version``, the page's digest and the filters
+    it was listed with)."""
 
     rows: list[dict[str, Any]] | None  # None: the page is as shown already (a refresh that found nothing new)
     info: str | None
@@ -277,7 +278,7 @@ class ReviewActions:
                     for r in result.rows]
             shown_rows = [[r.get(c.key) for c in WORKLIST_COLUMNS] for r in rows]
             digest = hashlib.sha256(repr((result.page, result.total, shown_rows)).encode()).hexdigest()[:16]
-            version = (*worklist_version(session), digest)
+            version = (*worklist_version(session), digest, filters)
             if unless == digest:
                 return Listing(None, None, result.page, result.pages, version)
             shown = {"search": "yes" if filters.search else None, "hospital": filters.hospital, "band": filters.band,
@@ -361,7 +362,7 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
             filters = actions.filters(search, hospital, band, status, date_from, date_to, sort)
         except ValueError as exc:  # the rows of other filters would mislead: none are shown until it is fixed
             return (worklist_html([], *_sort_of(sort), empty="No studies listed: fix the "
-                                  "filter above."), "No studies listed", 1, gr.skip(), gr.update(interactive=False),
+                                  "filter above."), "No studies listed", 1, None, gr.update(interactive=False),
                     gr.update(interactive=False), f"⚠️ {exc}")
         return listed(actions.page(filters, int(page or 1), user, refresh, unless), sort)
 
@@ -388,6 +389,20 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
         shown = seen[3] if seen is not None and len(seen) > 3 else None
         return worklist(search, hospital, band, status, date_from, date_to, sort, page, request, refresh=True,
                         unless=shown)
+
+    def on_date_left(search: str, hospital: str, band: str, status: str, date_from: str, date_to: str, sort: Any,
+                     seen: Any, request: gr.Request) -> tuple[Any, ...]:
+        """A date box left: the first page again, unless the list shows these filters already. Leaving a box as it
+        was (to type a search, say) must list nothing: that list, of the filters before the search, could come
+        back after the search's and replace it."""
+        try:
+            shown = seen is not None and len(seen) > 4 and seen[4] == actions.filters(
+                search, hospital, band, status, date_from, date_to, sort)
+        except ValueError:
+            shown = False
+        if shown:
+            return (gr.skip(),) * 7
+        return worklist(search, hospital, band, status, date_from, date_to, sort, 1, request)
 
     def open_study(study_id: int, request: gr.Request, message: str = "") -> tuple[Any, ...]:
         """The reading view's outputs: study, panel, details, priors, verdicts, their count, message, prediction,
@@ -559,7 +574,7 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
         for box in (search, date_from, date_to):
             box.submit(first_page, filters, listing)
         for box in (date_from, date_to):
-            box.blur(first_page, filters, listing)
+            box.blur(on_date_left, [*filters, version_state], listing)
         previous.click(page_before, [*filters, page_state], listing)
         following.click(page_after, [*filters, page_state], listing)
         gr.Timer(settings.WORKLIST_REFRESH_S).tick(tick, [*filters, page_state, version_state], listing,
