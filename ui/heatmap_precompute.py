@@ -37,7 +37,7 @@ from xraylab.db.crud import get_study
 from xraylab.db.models import Heatmap, Prediction, Study
 from xraylab.db.session import Database
 from xraylab.errors import RejectedInputError
-from xraylab.imaging import InvalidImageError, check_size, picture_size
+from xraylab.imaging import InvalidImageError
 
 __all__ = ["HeatmapPrecomputer", "missing_heatmaps", "PRECOMPUTED_BANDS", "BATCH", "BATCH_PAUSE_S", "MAX_TRIES"]
 
@@ -107,15 +107,12 @@ class HeatmapPrecomputer:
         return done
 
     def _compute(self, study_id: int, version: str) -> int:
-        images = self.heatmaps.images
         try:
             with self.db.session() as session:
                 row = get_study(session, study_id)
             if row is None or row.get("model_version") != version:  # deleted, or scored again, meanwhile
                 return 0
-            original = images.original(row)
-            check_size(picture_size(original), images.limits)  # as the routes hold it, before any decoding
-            self.heatmaps.heat(study_id, version, original)
+            self.heatmaps.map_of(row)  # as the routes make it
             self._failures.pop((study_id, version), None)
             return 1
         except (ImageGoneError, ImageChangedError, InvalidImageError) as exc:

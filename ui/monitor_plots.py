@@ -13,7 +13,8 @@ from matplotlib.axes import Axes
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
-from ui.monitor_tab import in_utc, limit_levels, metric_label
+from ui.monitor_words import limit_levels, metric_label
+from ui.review_views import in_utc
 from xraylab.monitor.thresholds import ESTIMATED_PREFIX, Thresholds
 
 __all__ = ["series_figure", "hospital_figure", "COLOURS", "MIN_TIME_SPAN"]

@@ -9,22 +9,22 @@ guards every route), and the atypical images come through the audited study-pict
 """
 
 import logging
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 
+from ui.monitor_words import METRIC_WORDS, STATE_WORDS, limit_levels, metric_label
+from ui.review_views import when
 from xraylab.db import monitoring as store
 from xraylab.db import outbox
 from xraylab.db.models import Study
 from xraylab.db.review import record_audit
 from xraylab.db.scope import EVERY_HOSPITAL, ReadScope
 from xraylab.db.session import Database
-from xraylab.monitor.thresholds import ESTIMATED_PREFIX, METRICS, Limit, Status, Thresholds
+from xraylab.monitor.thresholds import ESTIMATED_PREFIX, METRICS, Limit, Thresholds
 
-__all__ = ["MonitorView", "add_monitor_tab", "ALERT_COLUMNS", "DELIVERY_COLUMNS", "MONITOR_CSS", "MetricWords",
-           "METRIC_WORDS", "STATE_WORDS", "metric_label", "limit_levels", "in_utc"]
+__all__ = ["MonitorView", "add_monitor_tab", "ALERT_COLUMNS", "DELIVERY_COLUMNS", "MONITOR_CSS"]
 
 log = logging.getLogger("xraylab.ui.monitor")
 
@@ -56,70 +56,6 @@ MONITOR_CSS = """
 """
 
 
-@dataclass(frozen=True)
-class MetricWords:
-    """A monitor metric as a doctor reads it: ``label`` names it (tiles, plot legends and axes, the alert
-    table), ``meaning`` says in a sentence what it measures."""
-
-    label: str
-    meaning: str
-
-
-_BY_VERDICT = "Over the latest studies with a doctor's verdict: "
-# Every metric of ``thresholds.METRICS``, as ``xraylab.monitor`` computes it (drift.py, performance.py, health.py).
-METRIC_WORDS: dict[str, MetricWords] = {
-    "image": MetricWords(
-        "Image drift (KS)",
-        "How far the images scored since the previous run are from the images the model was validated on: "
-        "the largest gap between their distributions (Kolmogorov-Smirnov statistic) over the image features "
-        "that changed beyond chance; 0: no change, 1: entirely different."),
-    "prediction": MetricWords(
-        "Prediction drift (JS)",
-        "How far the scores since the previous run are from the model's scores on its validation images: "
-        "the Jensen-Shannon distance between their histograms and risk-band shares, counted when the change "
-        "is beyond chance; 0: no change, 1: entirely different."),
-    "accuracy": MetricWords("Accuracy", _BY_VERDICT + "the share where the model's call agrees with the verdict."),
-    "precision": MetricWords(
-        "Precision", _BY_VERDICT + "of the studies the model called pneumonia, the share the doctor confirmed."),
-    "recall": MetricWords(
-        "Recall (sensitivity)", _BY_VERDICT + "of the studies with pneumonia, the share the model flagged."),
-    "specificity": MetricWords(
-        "Specificity", _BY_VERDICT + "of the studies without pneumonia, the share the model called normal."),
-    "f1_score": MetricWords("F1 score", _BY_VERDICT + "precision and recall in one figure (their harmonic mean)."),
-    "auc": MetricWords(
-        "ROC AUC", _BY_VERDICT + "how well the scores rank studies with pneumonia above those without; "
-        "0.5: chance, 1: perfect."),
-    "request_rate": MetricWords("Request rate (per s)", "Requests per second reaching the scoring service."),
-    "error_rate": MetricWords("Error rate", "The share of requests to the scoring service that failed "
-                                            "(server errors)."),
-    "latency_p50_ms": MetricWords(
-        "p50 latency (ms)", "Half of the requests take less than this, in milliseconds, in the slowest part of "
-        "the scoring service."),
-    "latency_p99_ms": MetricWords(
-        "p99 latency (ms)", "99 in 100 requests take less than this, in milliseconds, in the slowest part of the "
-        "scoring service."),
-    "consumer_lag": MetricWords("Intake backlog (uploads)", "Uploaded images waiting to be taken in for scoring."),
-    "dead_letters_per_min": MetricWords(
-        "Set-aside uploads (per min)", "Uploads per minute that the intake could not process and set aside."),
-    "replicas_alive": MetricWords(
-        "Healthy replicas", "The fewest running healthy copies of any part of the scoring service."),
-}
-STATE_WORDS: dict[str, str] = {"ok": "OK", "warning": "Warning", "critical": "Critical", "none": "No data"}
-
-
-def metric_label(metric: str) -> str:
-    """The name a doctor reads for a metric, or for its estimate (``estimated_<metric>``)."""
-    if metric.startswith(ESTIMATED_PREFIX):
-        return f"{metric_label(metric.removeprefix(ESTIMATED_PREFIX))} (estimated)"
-    words = METRIC_WORDS.get(metric)
-    return words.label if words else metric.replace("_", " ")  # a metric of an older monitor, if ever stored
-
-
-def limit_levels(limit: Limit) -> list[tuple[Status, float]]:
-    """The levels of a limit as (state past it, value): the warning level, unless it is the critical one."""
-    return ([("warning", limit.soft)] if limit.soft != limit.hard else []) + [("critical", limit.hard)]
-
-
 def _limit_words(limit: Limit | None) -> str:
     if limit is None:
         return "No limit: shown for information, never alerts."
@@ -127,15 +63,6 @@ def _limit_words(limit: Limit | None) -> str:
     worse = "higher" if limit.direction == "above" else "lower"
     runs = "a run is" if limit.breaches == 1 else f"{limit.breaches} runs in a row are"
     return f"Limits: {levels}. {worse.capitalize()} is worse; an alert goes out when {runs} past a limit."
-
-
-def in_utc(value: datetime) -> datetime:
-    """A stored time as an aware UTC time (the database gives back naive ones, written in UTC)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _when(value: datetime) -> str:
-    return in_utc(value).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _duration(seconds: float | None) -> str:
@@ -212,7 +139,7 @@ class MonitorView:
             status = result["status"] if result["value"] is not None else "none"  # no figure: neither ok nor bad
             words = METRIC_WORDS[metric]
             lines = [_limit_words(thresholds.limits.get(metric)), _tile_sample(result),
-                     f"Measured {_when(result['run_at'])}."]
+                     f"Measured {when(result['run_at'])}."]
             cells.append(
                 f"<div class='mon-tile mon-{status}' data-metric='{metric}' data-status='{status}'>"
                 f"<div class='mon-name'>{words.label}</div>"
@@ -225,8 +152,8 @@ class MonitorView:
 
     @staticmethod
     def alert_table(rows: list[dict[str, Any]]) -> list[list[Any]]:
-        return [[_when(a["fired_at"]), a["severity"], metric_label(a["metric"]), a["hospital"], _fmt(a["value"]),
-                 f"{a['limit']:g}", _when(a["resolved_at"]) if a["resolved_at"] else "open"] for a in rows]
+        return [[when(a["fired_at"]), a["severity"], metric_label(a["metric"]), a["hospital"], _fmt(a["value"]),
+                 f"{a['limit']:g}", when(a["resolved_at"]) if a["resolved_at"] else "open"] for a in rows]
 
     @staticmethod
     def atypical_html(latest: dict[str, dict[str, Any]]) -> str:
@@ -257,7 +184,7 @@ class MonitorView:
 
 
 def _last(value: datetime | None) -> str:
-    return _when(value) if value else "not yet"
+    return when(value) if value else "not yet"
 
 
 def _tile_sample(result: dict[str, Any]) -> str:

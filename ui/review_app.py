@@ -32,7 +32,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from ui.review_views import (
     SYNTHETIC_MARK,
@@ -198,8 +198,6 @@ def trained_on_synthetic(registry: RegistryLike | None, version: str | None) -> 
     return model_notice(registry, version) == SYNTHETIC_NOTICE
 
 
-
-
 def _parse_date(text: str | None, name: str) -> date | None:
     text = (text or "").strip()
     if not text:
@@ -221,17 +219,27 @@ def _command(value: str | None) -> str:
     return (value or "").rsplit("|", 1)[0].strip()
 
 
+class ListVersion(NamedTuple):
+    """What a worklist page shows: the tables' version (``worklist_version``), the page's digest, and the filters
+    it was listed with."""
+
+    studies: int
+    predictions: int
+    verdicts: int
+    digest: str
+    filters: WorklistFilter
+
+
 @dataclass(frozen=True)
 class Listing:
     """One page of a worklist as shown: its rows (as ``ui.review_views.worklist_html`` takes them), the line under
-    it, which page of how many, and the version it reflects (``worklist_version``, the page's digest and the filters
-    it was listed with)."""
+    it, which page of how many, and what it reflects (``ListVersion``)."""
 
     rows: list[dict[str, Any]] | None  # None: the page is as shown already (a refresh that found nothing new)
     info: str | None
     page: int
     pages: int
-    version: tuple[Any, ...]
+    version: ListVersion
 
 
 class ReviewActions:
@@ -278,7 +286,7 @@ class ReviewActions:
                     for r in result.rows]
             shown_rows = [[r.get(c.key) for c in WORKLIST_COLUMNS] for r in rows]
             digest = hashlib.sha256(repr((result.page, result.total, shown_rows)).encode()).hexdigest()[:16]
-            version = (*worklist_version(session), digest, filters)
+            version = ListVersion(*worklist_version(session), digest, filters)
             if unless == digest:
                 return Listing(None, None, result.page, result.pages, version)
             shown = {"search": "yes" if filters.search else None, "hospital": filters.hospital, "band": filters.band,
@@ -386,9 +394,8 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
             version = worklist_version(session)
         if seen is not None and tuple(seen)[:3] == tuple(version):
             return (gr.skip(),) * 7
-        shown = seen[3] if seen is not None and len(seen) > 3 else None
         return worklist(search, hospital, band, status, date_from, date_to, sort, page, request, refresh=True,
-                        unless=shown)
+                        unless=seen.digest if seen is not None else None)
 
     def on_date_left(search: str, hospital: str, band: str, status: str, date_from: str, date_to: str, sort: Any,
                      seen: Any, request: gr.Request) -> tuple[Any, ...]:
@@ -396,7 +403,7 @@ def build_review_app(db: Database, settings: Settings, images: Any, *, title: st
         was (to type a search, say) must list nothing: that list, of the filters before the search, could come
         back after the search's and replace it."""
         try:
-            shown = seen is not None and len(seen) > 4 and seen[4] == actions.filters(
+            shown = seen is not None and seen.filters == actions.filters(
                 search, hospital, band, status, date_from, date_to, sort)
         except ValueError:
             shown = False

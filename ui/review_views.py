@@ -10,13 +10,13 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from xraylab.registry import SYNTHETIC_NOTICE
 
 __all__ = ["Column", "WORKLIST_COLUMNS", "SORTABLE", "SYNTHETIC_MARK", "worklist_html", "details_html",
-           "priors_html", "history_html", "reading_html", "status_text", "when", "age_sex", "next_sort",
+           "priors_html", "history_html", "reading_html", "status_text", "when", "in_utc", "age_sex", "next_sort",
            "OPEN_A_STUDY", "hospital_select_html"]
 
 SYNTHETIC_MARK = "⚠"  # after a score from a model trained on generated images (the banner says what it means)
@@ -51,9 +51,14 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
+def in_utc(value: datetime) -> datetime:
+    """A stored time as an aware UTC time (the database gives back naive ones, written in UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def when(value: datetime | None) -> str:
-    """A stored time (UTC) as shown, with its zone."""
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
+    """A stored time as shown: in UTC, with its zone."""
+    return in_utc(value).strftime("%Y-%m-%d %H:%M UTC") if value else "-"
 
 
 def status_text(row: dict[str, Any]) -> str:

@@ -38,7 +38,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -57,6 +57,9 @@ from xraylab.registry import RegistryLike
 from xraylab.settings import Settings
 from xraylab.sources import Sources
 from xraylab.stored_pixels import stored_pixels
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["StudyImages", "HeatmapMaker", "media_router", "ImageGoneError", "ImageChangedError", "ImageState",
            "RenderGate", "BusyError", "image_url", "heatmap_url", "pixels_url", "heatmap_layer_url",
@@ -207,15 +210,20 @@ class HeatmapMaker(HeatmapCache):
         return overlay_png(picture, self.heat(study["id"], study["model_version"], original,
                                               study_uid=study["study_uid"]))
 
+    def map_of(self, study: dict[str, Any]) -> np.ndarray:
+        """The map of the study's latest prediction (``heat``: from the cache, or computed and cached), from its
+        object as it was scored, held to the limits from its header before any pixel is decoded."""
+        original = self.images.original(study)
+        check_size(picture_size(original), self.images.limits)
+        return self.heat(study["id"], study["model_version"], original, study_uid=study["study_uid"])
+
     def layer_png(self, study: dict[str, Any]) -> bytes:
         """The map of the study's latest prediction as an RGBA layer (``xraylab.heatmaps.heat_layer_png``). A cached
         map is served after a look at the object (``state``: gone or replaced is refused, as ever) without fetching
         it; else the object is fetched, held to the limits from its header, and the map computed and cached."""
         heat = self.cached(study["id"], study["model_version"])
         if heat is None:
-            original = self.images.original(study)
-            check_size(picture_size(original), self.images.limits)
-            heat = self.heat(study["id"], study["model_version"], original, study_uid=study["study_uid"])
+            heat = self.map_of(study)
         else:
             state = self.images.state(study)
             if state == "gone":

@@ -38,11 +38,16 @@ __all__ = ["Base", "Study", "Prediction", "User", "UserHospital", "LoginThrottle
            "MonitorSetting", "MonitorResult", "MonitorAlert", "ResearchExport", "Delivery", "utcnow", "as_utc"]
 
 
-# Hospitals' names compare byte for byte (binary collation on MariaDB), as a reader's scope does in Python.
-HOSPITAL_NAME = String(128).with_variant(mysql.VARCHAR(128, charset="utf8mb4", collation="utf8mb4_bin"), "mysql")
-# A patient id too, byte for byte (migration 0007): a prior study is the same patient's, not one whose id differs
-# in case or trailing spaces.
-PATIENT_ID = String(128).with_variant(mysql.VARCHAR(128, charset="utf8mb4", collation="utf8mb4_bin"), "mysql")
+def _byte_for_byte(length: int) -> String:
+    """A string column compared byte for byte: a binary collation on MariaDB (SQLite compares so already)."""
+    return String(length).with_variant(mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin"), "mysql")
+
+
+# Hospitals' names compare byte for byte, as a reader's scope does in Python.
+HOSPITAL_NAME = _byte_for_byte(128)
+# A patient id too (migration 0007): a prior study is the same patient's, not one whose id differs in case or
+# trailing spaces.
+PATIENT_ID = _byte_for_byte(128)
 
 
 def utcnow() -> datetime:

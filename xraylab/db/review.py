@@ -127,15 +127,18 @@ def search_terms(search: str | None) -> list[str]:
     return (search or "").replace("^", " ").lower().split()
 
 
+def _nulls_last(column: Any) -> Any:
+    """An ORDER BY term that puts rows with no ``column`` after the others (SQLite and MariaDB alike, where
+    MariaDB has no ``NULLS LAST``)."""
+    return case((column.is_(None), 1), else_=0).asc()
+
+
 def _order_by(sort: str, descending: bool) -> list[Any]:
     """The ORDER BY of a worklist sort, ending in the id: no two orders of the same rows differ. Empty values
     come last either way (``col IS NULL`` first in the order: SQLite and MariaDB alike, where MariaDB has no
     ``NULLS LAST``)."""
     def way(column: Any, reverse: bool = False) -> Any:
         return column.desc() if descending != reverse else column.asc()
-
-    def nulls_last(column: Any) -> Any:
-        return case((column.is_(None), 1), else_=0).asc()
 
     if sort == "priority":  # exactly the worklist index's order (ix_studies_worklist), or all of it turned round
         return [way(Study.reviewed), way(Study.band_rank), way(Study.score, reverse=True), way(Study.id)]
@@ -145,7 +148,7 @@ def _order_by(sort: str, descending: bool) -> list[Any]:
               "hospital": Study.hospital, "patient": func.lower(func.replace(Study.patient_name, "^", " ")),
               "patient_id": Study.patient_id, "accession": Study.accession_number}[sort]
     raw = {"patient": Study.patient_name}.get(sort, column)
-    return [nulls_last(raw), way(column), way(Study.id)]
+    return [_nulls_last(raw), way(column), way(Study.id)]
 
 
 def worklist_page(session: Session, filters: WorklistFilter | None = None, page: int = 1,
@@ -255,7 +258,7 @@ def priors(session: Session, study: Study, *, scope: ReadScope, limit: int = MAX
         return []
     query = scope.where(select(Study).where((Study.patient_id == study.patient_id)
                                            & (Study.hospital == study.hospital) & (Study.id != study.id)))
-    found = session.scalars(query.order_by(case((Study.study_date.is_(None), 1), else_=0), Study.study_date.desc(),
+    found = session.scalars(query.order_by(_nulls_last(Study.study_date), Study.study_date.desc(),
                                            Study.received_at.desc(), Study.id.desc()).limit(limit)).all()
     latest = _latest_predictions(session, [s.id for s in found])
     return [{"id": s.id, "study_date": s.study_date, "received_at": s.received_at,

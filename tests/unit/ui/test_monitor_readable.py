@@ -110,7 +110,7 @@ def test_the_hospital_bars_fit_their_figures_and_limits() -> None:
 
 
 def test_every_metric_has_words_a_doctor_reads() -> None:
-    from ui.monitor_tab import METRIC_WORDS, metric_label
+    from ui.monitor_words import METRIC_WORDS, metric_label
 
     assert set(METRIC_WORDS) == set(METRICS)
     assert metric_label("auc") == "ROC AUC" and metric_label("latency_p50_ms") == "p50 latency (ms)"
@@ -122,7 +122,8 @@ def test_every_metric_has_words_a_doctor_reads() -> None:
 
 @pytest.mark.parametrize("metric", list(METRICS))
 def test_each_tile_says_what_it_measures_its_state_and_limits(metric: str) -> None:
-    from ui.monitor_tab import METRIC_WORDS, MonitorView
+    from ui.monitor_tab import MonitorView
+    from ui.monitor_words import METRIC_WORDS
 
     limit = THRESHOLDS.limits.get(metric)
     status = "critical" if limit else "ok"

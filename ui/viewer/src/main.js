@@ -94,14 +94,19 @@ function metadataProvider(type, imageId) {
   }
 }
 
-async function fetchPicture(imageId) {
-  const url = imageId.slice(SCHEME.length + 1);
+async function fetchOk(url) {
+  // A picture route's answer, or its refusal as a PictureError with the route's own words (its JSON detail).
   const response = await fetch(url, { credentials: 'same-origin' });
   if (!response.ok) {
     let detail = '';
     try { detail = (await response.json()).detail || ''; } catch (e) { /* not JSON */ }
     throw new PictureError(response.status, detail);
   }
+  return response;
+}
+
+async function fetchPicture(imageId) {
+  const response = await fetchOk(imageId.slice(SCHEME.length + 1));
   const number = (name, fallback) => {
     const value = Number(response.headers.get(`X-${name}`));
     return Number.isFinite(value) && response.headers.get(`X-${name}`) !== null ? value : fallback;
@@ -545,12 +550,7 @@ class Viewer {
 
   async loadHeat(url) {
     const started_at = performance.now();
-    const response = await fetch(url, { credentials: 'same-origin' });
-    if (!response.ok) {
-      let detail = '';
-      try { detail = (await response.json()).detail || ''; } catch (e) { /* not JSON */ }
-      throw new PictureError(response.status, detail);
-    }
+    const response = await fetchOk(url);
     const bitmap = await createImageBitmap(await response.blob());
     this.root.dataset.heatMs = String(Math.round(performance.now() - started_at));
     return bitmap;
